@@ -1,0 +1,335 @@
+//! The Core Lightning side: plugin manifest, `init`, the `custommsg` hook, notifications
+//! and the operator's RPC methods. The only module that knows cln-plugin.
+
+pub mod rpc;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use bitcoin::secp256k1::PublicKey;
+use cln_plugin::options::{self, ConfigOption};
+use cln_plugin::{Builder, FeatureBitsKind, HookBuilder, HookFilter, Plugin, RpcMethodBuilder};
+use serde_json::{Value, json};
+
+use crate::clock::{OsEntropy, SystemClock};
+use crate::config::{Config, OPTIONS, OptKind, OptValue};
+use crate::limits::PeerLimiter;
+use crate::lsps0::frame::{self, Inbound, LSPS_FEATURE_BIT, LSPS0_MESSAGE_TYPE};
+use crate::lsps0::jsonrpc::{self, RpcError};
+use crate::lsps0::ser::{network_from_cln, read_pubkey};
+use crate::lsps1::admin;
+use crate::lsps1::service::{NodeInfo, Service};
+use crate::ports::NodeApi;
+use crate::store::Store;
+use rpc::ClnNode;
+
+pub type Lsps1Service = Service<ClnNode, SystemClock, OsEntropy>;
+
+#[derive(Clone)]
+pub struct State {
+    service: Arc<Lsps1Service>,
+    limiter: PeerLimiter,
+}
+
+/// How often fee estimates and wallet funds are refreshed, and expired orders swept.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Environment switch for the feature bit, read before the manifest is sent.
+pub const FEATURE_BIT_ENV: &str = "LSPS1_FEATURE_BIT";
+
+/// Run the plugin until lightningd closes its pipes.
+pub async fn run() -> Result<()> {
+    let advertise = feature_bit_at_manifest(std::env::var(FEATURE_BIT_ENV).ok().as_deref(), Path::new("."));
+    let mut builder = Builder::new(tokio::io::stdin(), tokio::io::stdout());
+    for spec in OPTIONS {
+        builder = match spec.kind {
+            OptKind::Int(d) => builder.option(ConfigOption::new_i64_with_default(spec.name, d, spec.description)),
+            OptKind::Bool(d) => builder.option(ConfigOption::new_bool_with_default(spec.name, d, spec.description)),
+            OptKind::Str => builder.option(ConfigOption::new_str_no_default(spec.name, spec.description)),
+            OptKind::Multi => builder.option(ConfigOption::new_str_arr_no_default(spec.name, spec.description)),
+        };
+    }
+    if advertise {
+        // Decision 18, T-19: `init` and `node_announcement`.
+        builder = builder
+            .featurebits(FeatureBitsKind::Init, frame::feature_bit_hex(LSPS_FEATURE_BIT))
+            .featurebits(FeatureBitsKind::Node, frame::feature_bit_hex(LSPS_FEATURE_BIT));
+    }
+    let builder = builder
+        .hook_from_builder(HookBuilder::new("custommsg", on_custommsg).filters(vec![HookFilter::Int(i64::from(LSPS0_MESSAGE_TYPE))]))
+        .subscribe("block_added", on_block_added)
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new("lsps1-listorders", on_listorders)
+                .description("List LSPS1 orders, newest first, optionally by state (CREATED, COMPLETED, FAILED or a phase), peer, creation time and count")
+                .usage("[state] [peer_id] [since] [limit]"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new("lsps1-getorder", on_getorder)
+                .description("Show one LSPS1 order in full, with its event log")
+                .usage("order_id"),
+        );
+
+    let Some(cp) = builder.configure().await? else {
+        return Ok(()); // lightningd --help
+    };
+
+    let mut values = HashMap::new();
+    for spec in OPTIONS {
+        if let Ok(Some(v)) = cp.option_str(spec.name) {
+            values.insert(
+                spec.name.to_string(),
+                match v {
+                    options::Value::Integer(i) => OptValue::Int(i),
+                    options::Value::Boolean(b) => OptValue::Bool(b),
+                    options::Value::String(s) => OptValue::Str(s),
+                    options::Value::StringArray(a) => OptValue::StrList(a),
+                    options::Value::IntegerArray(a) => OptValue::StrList(a.iter().map(i64::to_string).collect()),
+                },
+            );
+        }
+    }
+    let cfg = match Config::from_values(&values) {
+        Ok(c) => c,
+        Err(e) => return cp.disable(&format!("cln-lsps1 disabled: {e}")).await,
+    };
+    let conf = cp.configuration();
+    let Some(network) = network_from_cln(&conf.network) else {
+        return cp.disable(&format!("cln-lsps1 disabled: unknown network '{}'", conf.network)).await;
+    };
+    let lightning_dir = PathBuf::from(&conf.lightning_dir);
+    let node = ClnNode::new(lightning_dir.join(&conf.rpc_file));
+
+    // Decision 19: CLN's own LSPS service answers 37913 too; two answers per request
+    // would confuse every client.
+    if cln_lsps_service_enabled(&node).await {
+        return cp
+            .disable(
+                "cln-lsps1 disabled: Core Lightning's own LSPS service (experimental-lsps2-service) is enabled on this node \
+                 and also answers every LSPS message (type 37913), so clients would get two answers to each request. \
+                 Run one LSPS service per node: remove experimental-lsps2-service or this plugin.",
+            )
+            .await;
+    }
+
+    let getinfo = match node.call("getinfo", json!({})).await {
+        Ok(v) => v,
+        Err(e) => return cp.disable(&format!("cln-lsps1 disabled: cannot read the node's id: {e}")).await,
+    };
+    let Some(node_id) = getinfo.get("id").and_then(Value::as_str).and_then(|s| read_pubkey(s).ok()) else {
+        return cp.disable("cln-lsps1 disabled: getinfo returned no node id").await;
+    };
+    let emergency_reserve_sat = emergency_reserve_sat(&node).await;
+
+    let db_path = cfg.db_path.clone().unwrap_or_else(|| lightning_dir.join("lsps1.sqlite3"));
+    let store = match Store::open(&db_path) {
+        Ok(s) => s,
+        Err(e) => return cp.disable(&format!("cln-lsps1 disabled: {e}")).await,
+    };
+
+    let advertised = conf.feature_set.get("init").is_some_and(|f| frame::has_feature_bit(f, LSPS_FEATURE_BIT));
+    if !cfg.feature_bit && advertise {
+        log::warn!(
+            "lsps1-feature-bit=false, but feature bit 729 was already advertised: lightningd fixes plugin feature bits \
+             before options are known. Put lsps1-feature-bit=false in the config file or set {FEATURE_BIT_ENV}=0."
+        );
+    }
+
+    let limiter = PeerLimiter::new(cfg.peer_limits);
+    let service = Arc::new(Service::new(
+        cfg,
+        NodeInfo { id: node_id, network, emergency_reserve_sat },
+        store,
+        node,
+        SystemClock,
+        OsEntropy,
+    ));
+    if let Err(e) = service.refresh_market().await {
+        log::warn!("Cannot read fee estimates or wallet funds yet: {e}");
+    }
+    let state = State { service: service.clone(), limiter };
+    let plugin = cp.start(state).await?;
+    log::info!(
+        "cln-lsps1 serving LSPS1 on {} for node {node_id} (store {}, feature bit 729 {})",
+        conf.network,
+        db_path.display(),
+        if advertised { "advertised" } else { "not advertised" }
+    );
+
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            housekeeping(&service).await;
+        }
+    });
+    let res = plugin.join().await;
+    housekeeping.abort();
+    res
+}
+
+async fn housekeeping(service: &Lsps1Service) {
+    if let Err(e) = service.refresh_market().await {
+        log::debug!("Market refresh failed: {e}");
+    }
+    if let Err(e) = service.expire_due().await {
+        log::warn!("Cannot expire orders: {e}");
+    }
+}
+
+/// Decide at manifest time whether to advertise bit 729 (decision 18). lightningd wants
+/// feature bits in the manifest, before it tells the plugin its options, so the switch is
+/// read from the environment or from lightningd's config files (cwd is the network dir).
+pub fn feature_bit_at_manifest(env: Option<&str>, network_dir: &Path) -> bool {
+    if let Some(v) = env {
+        return !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "off" | "no");
+    }
+    for file in [network_dir.join("config"), network_dir.join("../config")] {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=')
+                    && k.trim() == "lsps1-feature-bit"
+                    && matches!(v.trim(), "false" | "0")
+                {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+async fn cln_lsps_service_enabled(node: &ClnNode) -> bool {
+    match node.call("listconfigs", json!({ "config": "experimental-lsps2-service" })).await {
+        Ok(v) => v.pointer("/configs/experimental-lsps2-service/set").and_then(Value::as_bool).unwrap_or(false),
+        // -32602 "Unknown config option": the service is not loaded (it removes itself
+        // when its flag is off, as in the v26.06.6 recording).
+        Err(e) => {
+            if e.code != Some(-32602) {
+                log::warn!("Cannot check for Core Lightning's LSPS service: {e}");
+            }
+            false
+        }
+    }
+}
+
+async fn emergency_reserve_sat(node: &ClnNode) -> u64 {
+    const DEFAULT_SAT: u64 = 25_000;
+    match node.call("listconfigs", json!({ "config": "min-emergency-msat" })).await {
+        Ok(v) => v
+            .pointer("/configs/min-emergency-msat/value_msat")
+            .and_then(Value::as_u64)
+            .map_or(DEFAULT_SAT, |m| m / 1000),
+        Err(_) => DEFAULT_SAT,
+    }
+}
+
+/// The `custommsg` hook. It answers `continue` at once, whatever the payload, and never
+/// errors or panics (lightningd treats either as fatal); the request is served in a task.
+async fn on_custommsg(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::Error> {
+    let payload = v.get("payload").and_then(Value::as_str).unwrap_or("");
+    match frame::decode_hook_payload(payload) {
+        Inbound::NotLsps => {} // T-01: another plugin's business.
+        Inbound::Oversized(n) => {
+            let peer = v.get("peer_id").and_then(Value::as_str).unwrap_or("?");
+            log::warn!(
+                "Dropped an LSPS0 message of {n} bytes from {}: over the 65533-byte limit",
+                jsonrpc::truncate(peer, 66)
+            );
+        }
+        Inbound::BadHex => log::warn!("Dropped a custom message whose payload is not hex"),
+        Inbound::Lsps(bytes) => match v.get("peer_id").and_then(Value::as_str).map(read_pubkey) {
+            Some(Ok(peer)) => {
+                let state = plugin.state().clone();
+                tokio::spawn(async move { serve(state, peer, bytes).await });
+            }
+            _ => log::warn!("Dropped an LSPS0 message with no valid peer_id"),
+        },
+    }
+    Ok(json!({ "result": "continue" }))
+}
+
+/// Serve one request: admission (per-peer limits), the service, the reply.
+async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
+    let reply = match state.limiter.admit(peer, Instant::now()) {
+        Ok(_inflight) => state.service.handle_payload(peer, &bytes).await,
+        Err((refusal, notify)) => {
+            if !notify {
+                log::debug!("Dropped a request from {peer}: {}", refusal.describe());
+                return;
+            }
+            log::info!("Refused a request from {peer}: {}", refusal.describe());
+            let id = jsonrpc::parse_request(&bytes).ok().map(|r| r.id);
+            jsonrpc::error_bytes(id.as_deref(), &RpcError::client_rejected(refusal.describe()))
+        }
+    };
+    let msg = match frame::encode(&reply) {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("Not sending a reply to {peer}: {e}");
+            return;
+        }
+    };
+    // T-17: a reply that cannot be delivered is treated as delivered; nothing is rolled back.
+    if let Err(e) = state.service.node().send_custom_message(peer, msg).await {
+        log::info!("Could not deliver an LSPS reply to {peer}: {e}");
+    }
+}
+
+async fn on_block_added(plugin: Plugin<State>, _v: Value) -> Result<(), anyhow::Error> {
+    let service = plugin.state().service.clone();
+    housekeeping(&service).await;
+    Ok(())
+}
+
+/// An RPC error with a code lightning-cli shows (cln-plugin maps JSON text to the object).
+fn rpc_err(code: i64, message: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(json!({ "code": code, "message": message.to_string() }).to_string())
+}
+
+async fn on_listorders(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    let filter = admin::parse_listorders(&params).map_err(|e| rpc_err(-32602, e))?;
+    let orders =
+        plugin.state().service.store().call(move |s| s.list_orders(&filter)).await.map_err(|e| rpc_err(-32603, e))?;
+    Ok(json!({ "orders": orders.iter().map(admin::summary).collect::<Vec<_>>() }))
+}
+
+async fn on_getorder(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    let id = admin::parse_getorder(&params).map_err(|e| rpc_err(-32602, e))?;
+    let lookup = id.clone();
+    let found = plugin
+        .state()
+        .service
+        .store()
+        .call(move |s| Ok(s.get_order(&lookup)?.map(|o| (s.events(&lookup), o))))
+        .await
+        .map_err(|e| rpc_err(-32603, e))?;
+    match found {
+        Some((events, order)) => Ok(admin::detail(&order, &events.map_err(|e| rpc_err(-32603, e))?)),
+        None => Err(rpc_err(crate::lsps0::codes::NOT_FOUND, format!("no order {id}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_bit_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("regtest");
+        std::fs::create_dir(&net).unwrap();
+        assert!(feature_bit_at_manifest(None, &net));
+        assert!(!feature_bit_at_manifest(Some("0"), &net));
+        assert!(feature_bit_at_manifest(Some("1"), &net));
+        std::fs::write(dir.path().join("config"), "network=regtest\nlsps1-feature-bit=false\n").unwrap();
+        assert!(!feature_bit_at_manifest(None, &net));
+        assert!(feature_bit_at_manifest(Some("true"), &net), "the environment wins");
+        std::fs::write(net.join("config"), "lsps1-feature-bit = 0\n").unwrap();
+        std::fs::remove_file(dir.path().join("config")).unwrap();
+        assert!(!feature_bit_at_manifest(None, &net));
+    }
+}

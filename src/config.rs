@@ -1,0 +1,489 @@
+//! The plugin's typed configuration, built from the `lsps1-*` options and checked at
+//! start (G-02): an inconsistent configuration disables the plugin with a message naming
+//! the option, rather than advertising limits no order could meet.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+
+use bitcoin::secp256k1::PublicKey;
+
+use crate::limits::PeerLimits;
+use crate::lsps0::ser::read_pubkey;
+use crate::lsps1::pricing::PricingPolicy;
+
+/// An option value as lightningd passes it in `init` (typed: int, bool, string, multi).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptValue {
+    Int(i64),
+    Bool(bool),
+    Str(String),
+    StrList(Vec<String>),
+}
+
+/// The ten `lsps1.get_info` options (bLIP-51 §1, spec digest §2.2) as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lsps1Options {
+    pub min_required_channel_confirmations: u16,
+    pub min_funding_confirms_within_blocks: u16,
+    pub supports_zero_channel_reserve: bool,
+    pub max_channel_expiry_blocks: u32,
+    pub min_initial_client_balance_sat: u64,
+    pub max_initial_client_balance_sat: u64,
+    pub min_initial_lsp_balance_sat: u64,
+    pub max_initial_lsp_balance_sat: u64,
+    pub min_channel_balance_sat: u64,
+    pub max_channel_balance_sat: u64,
+}
+
+/// Channels above this need `option_support_large_channel` on both sides (BOLT 2).
+pub const MAX_NON_WUMBO_SAT: u64 = 16_777_215;
+
+impl Default for Lsps1Options {
+    fn default() -> Self {
+        Lsps1Options {
+            min_required_channel_confirmations: 0,
+            min_funding_confirms_within_blocks: 6,
+            supports_zero_channel_reserve: false,
+            max_channel_expiry_blocks: 13_140,
+            min_initial_client_balance_sat: 0,
+            max_initial_client_balance_sat: 0,
+            min_initial_lsp_balance_sat: 100_000,
+            max_initial_lsp_balance_sat: MAX_NON_WUMBO_SAT,
+            min_channel_balance_sat: 100_000,
+            max_channel_balance_sat: MAX_NON_WUMBO_SAT,
+        }
+    }
+}
+
+/// Everything the service needs to know from the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub options: Lsps1Options,
+    pub pricing: PricingPolicy,
+    /// Lifetime of a payment option (its `expires_at`) and of the BOLT11 invoice.
+    pub payment_expiry_secs: u64,
+    /// `min_final_cltv_expiry_delta` of the invoices: room to hold HTLCs while opening.
+    pub invoice_min_final_cltv: u16,
+    /// Tokens that `create_order` accepts (C-13).
+    pub tokens: BTreeSet<String>,
+    /// Treat unknown tokens as absent instead of answering `102`.
+    pub accept_unknown_tokens: bool,
+    /// Node ids refused with `1` (decision 10).
+    pub deny_nodes: HashSet<PublicKey>,
+    /// Unexpired unpaid orders one peer may hold; more are refused with `1`.
+    pub max_unpaid_orders_per_peer: u32,
+    pub peer_limits: PeerLimits,
+    /// Where the store lives; `None` = `<lightning-dir>/lsps1.sqlite3`.
+    pub db_path: Option<PathBuf>,
+    /// Advertise feature bit 729 (decision 18).
+    pub feature_bit: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            options: Lsps1Options::default(),
+            pricing: PricingPolicy::default(),
+            payment_expiry_secs: 3600,
+            invoice_min_final_cltv: 144,
+            tokens: BTreeSet::new(),
+            accept_unknown_tokens: false,
+            deny_nodes: HashSet::new(),
+            max_unpaid_orders_per_peer: 5,
+            peer_limits: PeerLimits::default(),
+            db_path: None,
+            feature_bit: true,
+        }
+    }
+}
+
+/// A configuration problem, naming the option.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("option {option}: {message}")]
+pub struct ConfigError {
+    pub option: String,
+    pub message: String,
+}
+
+fn err(option: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { option: option.into(), message: message.into() }
+}
+
+/// One row of the options table: name, default, description. Shared by the plugin
+/// manifest (`cln::options`) and the README so they cannot drift.
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub kind: OptKind,
+    pub description: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptKind {
+    Int(i64),
+    Bool(bool),
+    Str,
+    Multi,
+}
+
+macro_rules! int_opt {
+    ($name:literal, $default:expr, $desc:literal) => {
+        OptionSpec { name: $name, kind: OptKind::Int($default as i64), description: $desc }
+    };
+}
+
+/// Every option of the plugin.
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "lsps1-db-path",
+        kind: OptKind::Str,
+        description: "SQLite order store (default: <lightning-dir>/lsps1.sqlite3)",
+    },
+    OptionSpec {
+        name: "lsps1-feature-bit",
+        kind: OptKind::Bool(true),
+        description: "Advertise feature bit 729 (option_supports_lsps) in init and node_announcement; read at startup from lightningd's config file or the LSPS1_FEATURE_BIT environment variable",
+    },
+    int_opt!(
+        "lsps1-min-required-channel-confirmations",
+        0,
+        "get_info min_required_channel_confirmations (0 allows zero-conf channels)"
+    ),
+    int_opt!("lsps1-min-funding-confirms-within-blocks", 6, "get_info min_funding_confirms_within_blocks (>= 1)"),
+    OptionSpec {
+        name: "lsps1-supports-zero-channel-reserve",
+        kind: OptKind::Bool(false),
+        description: "get_info supports_zero_channel_reserve: open every LSPS1 channel with reserve=0",
+    },
+    int_opt!(
+        "lsps1-max-channel-expiry-blocks",
+        13_140,
+        "get_info max_channel_expiry_blocks: longest lease, in blocks (>= 1)"
+    ),
+    int_opt!("lsps1-min-initial-client-balance-sat", 0, "get_info min_initial_client_balance_sat"),
+    int_opt!(
+        "lsps1-max-initial-client-balance-sat",
+        0,
+        "get_info max_initial_client_balance_sat (0: the client cannot buy outbound balance)"
+    ),
+    int_opt!("lsps1-min-initial-lsp-balance-sat", 100_000, "get_info min_initial_lsp_balance_sat"),
+    int_opt!(
+        "lsps1-max-initial-lsp-balance-sat",
+        MAX_NON_WUMBO_SAT,
+        "get_info max_initial_lsp_balance_sat (answered capped by the wallet's free funds)"
+    ),
+    int_opt!("lsps1-min-channel-balance-sat", 100_000, "get_info min_channel_balance_sat"),
+    int_opt!(
+        "lsps1-max-channel-balance-sat",
+        MAX_NON_WUMBO_SAT,
+        "get_info max_channel_balance_sat (answered capped by the wallet's free funds)"
+    ),
+    int_opt!("lsps1-base-fee-sat", 1_000, "Fixed part of fee_total_sat, per order"),
+    int_opt!(
+        "lsps1-fee-ppm-per-year",
+        20_000,
+        "Lease fee: parts per million of lsp_balance_sat per year (52,560 blocks), pro rata of channel_expiry_blocks"
+    ),
+    int_opt!(
+        "lsps1-funding-weight",
+        702,
+        "Weight units of a funding transaction, charged at the fee rate for funding_confirms_within_blocks"
+    ),
+    int_opt!("lsps1-payment-expiry-secs", 3_600, "Seconds until an order's payment option (and its invoice) expires"),
+    int_opt!("lsps1-invoice-cltv", 144, "min_final_cltv_expiry_delta of order invoices, in blocks"),
+    OptionSpec {
+        name: "lsps1-token",
+        kind: OptKind::Multi,
+        description: "A token create_order accepts (repeat for more); other non-empty tokens get error 102",
+    },
+    OptionSpec {
+        name: "lsps1-accept-unknown-tokens",
+        kind: OptKind::Bool(false),
+        description: "Accept (and mirror) tokens that are not configured instead of answering 102",
+    },
+    OptionSpec {
+        name: "lsps1-deny-node",
+        kind: OptKind::Multi,
+        description: "A node id refused with error 1 (client rejected); repeat for more",
+    },
+    int_opt!("lsps1-max-unpaid-orders-per-peer", 5, "Unexpired unpaid orders one peer may hold at once"),
+    int_opt!("lsps1-peer-requests-per-minute", 60, "Sustained LSPS requests per minute per peer"),
+    int_opt!("lsps1-peer-burst", 20, "LSPS requests a quiet peer may send at once"),
+    int_opt!("lsps1-peer-max-inflight", 4, "LSPS requests of one peer handled at the same time"),
+];
+
+impl Config {
+    /// Build and check the configuration from option values; absent options take their
+    /// defaults. Unknown names are ignored (lightningd only passes declared ones).
+    pub fn from_values(values: &HashMap<String, OptValue>) -> Result<Config, ConfigError> {
+        let r = Reader(values);
+        let d = Config::default();
+        let o = Lsps1Options {
+            min_required_channel_confirmations: r.uint("lsps1-min-required-channel-confirmations", u16::MAX.into())?
+                as u16,
+            min_funding_confirms_within_blocks: r.uint("lsps1-min-funding-confirms-within-blocks", u16::MAX.into())?
+                as u16,
+            supports_zero_channel_reserve: r.bool("lsps1-supports-zero-channel-reserve")?,
+            max_channel_expiry_blocks: r.uint("lsps1-max-channel-expiry-blocks", u32::MAX.into())? as u32,
+            min_initial_client_balance_sat: r.sat("lsps1-min-initial-client-balance-sat")?,
+            max_initial_client_balance_sat: r.sat("lsps1-max-initial-client-balance-sat")?,
+            min_initial_lsp_balance_sat: r.sat("lsps1-min-initial-lsp-balance-sat")?,
+            max_initial_lsp_balance_sat: r.sat("lsps1-max-initial-lsp-balance-sat")?,
+            min_channel_balance_sat: r.sat("lsps1-min-channel-balance-sat")?,
+            max_channel_balance_sat: r.sat("lsps1-max-channel-balance-sat")?,
+        };
+        check_options(&o)?;
+        let pricing = PricingPolicy {
+            base_fee_sat: r.sat("lsps1-base-fee-sat")?,
+            fee_ppm_per_year: r.uint("lsps1-fee-ppm-per-year", 10_000_000)?,
+            funding_weight: r.uint("lsps1-funding-weight", 400_000)?,
+        };
+        let payment_expiry_secs = r.uint("lsps1-payment-expiry-secs", 30 * 24 * 3600)?;
+        if payment_expiry_secs < 60 {
+            return Err(err("lsps1-payment-expiry-secs", "must be at least 60 seconds"));
+        }
+        let invoice_min_final_cltv = r.uint("lsps1-invoice-cltv", 2016)? as u16;
+        if invoice_min_final_cltv < 18 {
+            return Err(err(
+                "lsps1-invoice-cltv",
+                "must be at least 18 blocks (room to hold the payment while the channel opens)",
+            ));
+        }
+        let tokens: BTreeSet<String> = r.list("lsps1-token")?.into_iter().collect();
+        if tokens.iter().any(|t| t.is_empty() || t.len() > 256) {
+            return Err(err("lsps1-token", "tokens must be 1 to 256 bytes long"));
+        }
+        let mut deny_nodes = HashSet::new();
+        for n in r.list("lsps1-deny-node")? {
+            deny_nodes.insert(read_pubkey(n.trim()).map_err(|e| err("lsps1-deny-node", format!("'{n}' {e}")))?);
+        }
+        let peer_limits = PeerLimits {
+            requests_per_minute: r.positive("lsps1-peer-requests-per-minute", 1_000_000)? as u32,
+            burst: r.positive("lsps1-peer-burst", 1_000_000)? as u32,
+            max_inflight_per_peer: r.positive("lsps1-peer-max-inflight", 10_000)? as u32,
+            ..d.peer_limits
+        };
+        Ok(Config {
+            options: o,
+            pricing,
+            payment_expiry_secs,
+            invoice_min_final_cltv,
+            tokens,
+            accept_unknown_tokens: r.bool("lsps1-accept-unknown-tokens")?,
+            deny_nodes,
+            max_unpaid_orders_per_peer: r.positive("lsps1-max-unpaid-orders-per-peer", 1_000_000)? as u32,
+            peer_limits,
+            db_path: r.string("lsps1-db-path")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            feature_bit: r.bool("lsps1-feature-bit")?,
+        })
+    }
+}
+
+/// G-02 and the consistency rules of issue 4: every min ≤ its max, and the channel bounds
+/// leave room for at least one order.
+pub fn check_options(o: &Lsps1Options) -> Result<(), ConfigError> {
+    if o.min_funding_confirms_within_blocks < 1 {
+        return Err(err("lsps1-min-funding-confirms-within-blocks", "must be at least 1"));
+    }
+    if o.max_channel_expiry_blocks < 1 {
+        return Err(err("lsps1-max-channel-expiry-blocks", "must be at least 1"));
+    }
+    let pairs = [
+        (
+            "lsps1-min-initial-client-balance-sat",
+            o.min_initial_client_balance_sat,
+            "lsps1-max-initial-client-balance-sat",
+            o.max_initial_client_balance_sat,
+        ),
+        (
+            "lsps1-min-initial-lsp-balance-sat",
+            o.min_initial_lsp_balance_sat,
+            "lsps1-max-initial-lsp-balance-sat",
+            o.max_initial_lsp_balance_sat,
+        ),
+        (
+            "lsps1-min-channel-balance-sat",
+            o.min_channel_balance_sat,
+            "lsps1-max-channel-balance-sat",
+            o.max_channel_balance_sat,
+        ),
+    ];
+    for (min_name, min, max_name, max) in pairs {
+        if min > max {
+            return Err(err(min_name, format!("{min} is above {max_name} ({max})")));
+        }
+    }
+    // bLIP-51: lsp_balance_sat must be at least 1.
+    if o.max_initial_lsp_balance_sat < 1 {
+        return Err(err("lsps1-max-initial-lsp-balance-sat", "must be at least 1"));
+    }
+    let min_sum = o.min_initial_lsp_balance_sat.saturating_add(o.min_initial_client_balance_sat).max(1);
+    if o.max_channel_balance_sat < min_sum {
+        return Err(err(
+            "lsps1-max-channel-balance-sat",
+            format!(
+                "{} is below the smallest possible order (min lsp + min client balance = {min_sum})",
+                o.max_channel_balance_sat
+            ),
+        ));
+    }
+    let max_sum = o.max_initial_lsp_balance_sat.saturating_add(o.max_initial_client_balance_sat);
+    if o.min_channel_balance_sat > max_sum {
+        return Err(err(
+            "lsps1-min-channel-balance-sat",
+            format!(
+                "{} is above the largest possible order (max lsp + max client balance = {max_sum})",
+                o.min_channel_balance_sat
+            ),
+        ));
+    }
+    // Reach at least 2.1e15 sat comfortably; anything larger is a typo.
+    if o.max_channel_balance_sat > 2_100_000_000_000_000 {
+        return Err(err("lsps1-max-channel-balance-sat", "is larger than all bitcoin"));
+    }
+    Ok(())
+}
+
+struct Reader<'a>(&'a HashMap<String, OptValue>);
+
+impl Reader<'_> {
+    fn default_of(name: &str) -> Option<&'static OptionSpec> {
+        OPTIONS.iter().find(|s| s.name == name)
+    }
+
+    fn int(&self, name: &str) -> Result<i64, ConfigError> {
+        match self.0.get(name) {
+            Some(OptValue::Int(i)) => Ok(*i),
+            // Config files and `setconfig` can hand over strings; accept plain integers.
+            Some(OptValue::Str(s)) => s.trim().parse().map_err(|_| err(name, format!("'{s}' is not an integer"))),
+            Some(other) => Err(err(name, format!("expected an integer, got {other:?}"))),
+            None => match Self::default_of(name).map(|s| s.kind) {
+                Some(OptKind::Int(d)) => Ok(d),
+                _ => Err(err(name, "has no default")),
+            },
+        }
+    }
+
+    fn uint(&self, name: &str, max: u64) -> Result<u64, ConfigError> {
+        let v = self.int(name)?;
+        let v = u64::try_from(v).map_err(|_| err(name, format!("{v} must not be negative")))?;
+        if v > max {
+            return Err(err(name, format!("{v} is above the largest allowed value {max}")));
+        }
+        Ok(v)
+    }
+
+    fn positive(&self, name: &str, max: u64) -> Result<u64, ConfigError> {
+        let v = self.uint(name, max)?;
+        if v == 0 {
+            return Err(err(name, "must be at least 1"));
+        }
+        Ok(v)
+    }
+
+    fn sat(&self, name: &str) -> Result<u64, ConfigError> {
+        self.uint(name, i64::MAX as u64)
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.0.get(name) {
+            Some(OptValue::Bool(b)) => Ok(*b),
+            Some(OptValue::Str(s)) => match s.trim() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(err(name, format!("'{s}' is not true or false"))),
+            },
+            Some(other) => Err(err(name, format!("expected true or false, got {other:?}"))),
+            None => match Self::default_of(name).map(|s| s.kind) {
+                Some(OptKind::Bool(d)) => Ok(d),
+                _ => Err(err(name, "has no default")),
+            },
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(OptValue::Str(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(err(name, format!("expected a string, got {other:?}"))),
+        }
+    }
+
+    fn list(&self, name: &str) -> Result<Vec<String>, ConfigError> {
+        match self.0.get(name) {
+            None => Ok(vec![]),
+            Some(OptValue::StrList(v)) => Ok(v.clone()),
+            Some(OptValue::Str(s)) => Ok(vec![s.clone()]),
+            Some(other) => Err(err(name, format!("expected strings, got {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, OptValue)]) -> Result<Config, ConfigError> {
+        Config::from_values(&pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    #[test]
+    fn defaults_are_consistent() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert!(check_options(&c.options).is_ok());
+    }
+
+    #[test]
+    fn every_option_has_a_unique_lsps1_name() {
+        let mut seen = HashSet::new();
+        for o in OPTIONS {
+            assert!(o.name.starts_with("lsps1-"), "{}", o.name);
+            assert!(seen.insert(o.name), "duplicate {}", o.name);
+        }
+    }
+
+    #[test]
+    fn g02_inconsistent_options_name_the_option() {
+        use OptValue::Int;
+        let cases: &[(&[(&str, OptValue)], &str)] = &[
+            (&[("lsps1-min-funding-confirms-within-blocks", Int(0))], "lsps1-min-funding-confirms-within-blocks"),
+            (&[("lsps1-max-channel-expiry-blocks", Int(0))], "lsps1-max-channel-expiry-blocks"),
+            (&[("lsps1-min-initial-lsp-balance-sat", Int(20_000_000))], "lsps1-min-initial-lsp-balance-sat"),
+            (&[("lsps1-min-initial-client-balance-sat", Int(1))], "lsps1-min-initial-client-balance-sat"),
+            (&[("lsps1-min-channel-balance-sat", Int(20_000_000))], "lsps1-min-channel-balance-sat"),
+            (
+                &[("lsps1-min-channel-balance-sat", Int(1_000)), ("lsps1-max-channel-balance-sat", Int(50_000))],
+                "lsps1-max-channel-balance-sat",
+            ),
+            (
+                &[("lsps1-max-initial-lsp-balance-sat", Int(50_000)), ("lsps1-min-initial-lsp-balance-sat", Int(1000))],
+                "lsps1-min-channel-balance-sat",
+            ),
+            (&[("lsps1-min-initial-lsp-balance-sat", Int(-5))], "lsps1-min-initial-lsp-balance-sat"),
+            (&[("lsps1-min-required-channel-confirmations", Int(70_000))], "lsps1-min-required-channel-confirmations"),
+            (&[("lsps1-deny-node", OptValue::StrList(vec!["02xx".into()]))], "lsps1-deny-node"),
+            (&[("lsps1-payment-expiry-secs", Int(5))], "lsps1-payment-expiry-secs"),
+            (&[("lsps1-peer-burst", Int(0))], "lsps1-peer-burst"),
+        ];
+        for (vals, option) in cases {
+            let e = with(vals).expect_err(option);
+            assert_eq!(&e.option, option, "{e}");
+        }
+    }
+
+    #[test]
+    fn lists_and_strings() {
+        let k = "025b7a68b4cd85668e65db6a343a4c607a462cdd010daa793f82be561a3316c5b1";
+        let c = with(&[
+            ("lsps1-token", OptValue::StrList(vec!["a".into(), "b".into()])),
+            ("lsps1-deny-node", OptValue::StrList(vec![k.to_uppercase()])),
+            ("lsps1-max-initial-client-balance-sat", OptValue::Str("5000".into())),
+            ("lsps1-supports-zero-channel-reserve", OptValue::Bool(true)),
+        ])
+        .unwrap();
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.deny_nodes.len(), 1);
+        assert_eq!(c.options.max_initial_client_balance_sat, 5000);
+        assert!(c.options.supports_zero_channel_reserve);
+    }
+}

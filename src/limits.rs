@@ -1,0 +1,240 @@
+//! Per-peer request limits (issue 3, decision 10): a token bucket per peer, a cap on
+//! requests in flight per peer and overall, and a bounded peer table, so no peer can
+//! exhaust the plugin's memory or the node's RPC whatever it sends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitcoin::secp256k1::PublicKey;
+
+/// Limits, from the `lsps1-peer-*` options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Sustained requests per minute per peer.
+    pub requests_per_minute: u32,
+    /// Requests a peer may send at once after being quiet.
+    pub burst: u32,
+    /// Requests of one peer being handled at the same time.
+    pub max_inflight_per_peer: u32,
+    /// Requests being handled at the same time, all peers together.
+    pub max_inflight_total: u32,
+    /// Peers tracked at once; idle entries are evicted beyond this.
+    pub max_tracked_peers: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            requests_per_minute: 60,
+            burst: 20,
+            max_inflight_per_peer: 4,
+            max_inflight_total: 256,
+            max_tracked_peers: 10_000,
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    RateLimited,
+    TooManyInFlight,
+    Overloaded,
+}
+
+impl Refusal {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate limit exceeded: too many requests from this peer, retry later",
+            Refusal::TooManyInFlight => "too many requests from this peer are still being handled, retry later",
+            Refusal::Overloaded => "the LSP is busy, retry later",
+        }
+    }
+}
+
+// Token counts are kept in thousandths of a request so refill stays integer arithmetic.
+const MILLI: u64 = 1000;
+
+#[derive(Debug)]
+struct PeerState {
+    millitokens: u64,
+    last_refill: Instant,
+    inflight: u32,
+    last_notice: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    peers: HashMap<PublicKey, PeerState>,
+    inflight_total: u32,
+}
+
+/// Admission control shared by every request handler.
+#[derive(Debug, Clone)]
+pub struct PeerLimiter {
+    limits: PeerLimits,
+    table: Arc<Mutex<Table>>,
+}
+
+/// Held while a request is handled; releases its in-flight slot when dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    peer: PublicKey,
+    table: Arc<Mutex<Table>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.inflight_total = t.inflight_total.saturating_sub(1);
+        if let Some(p) = t.peers.get_mut(&self.peer) {
+            p.inflight = p.inflight.saturating_sub(1);
+        }
+    }
+}
+
+/// How often a refused peer is told so; further refusals in between are dropped silently,
+/// so a flood does not turn into a flood of error replies.
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl PeerLimiter {
+    pub fn new(limits: PeerLimits) -> Self {
+        PeerLimiter { limits, table: Arc::new(Mutex::new(Table::default())) }
+    }
+
+    pub fn limits(&self) -> PeerLimits {
+        self.limits
+    }
+
+    /// Admit one request of `peer` at `now`. On refusal, the bool says whether to send the
+    /// peer an error reply (at most one per [`NOTICE_INTERVAL`]).
+    pub fn admit(&self, peer: PublicKey, now: Instant) -> Result<InFlight, (Refusal, bool)> {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let l = self.limits;
+        if !t.peers.contains_key(&peer) && t.peers.len() >= l.max_tracked_peers {
+            let full = u64::from(l.burst) * MILLI;
+            let rate = u64::from(l.requests_per_minute);
+            // Evict peers that are idle and whose bucket would be full by now.
+            t.peers.retain(|_, s| {
+                let refill = refill_amount(now.saturating_duration_since(s.last_refill), rate);
+                s.inflight > 0 || s.millitokens.saturating_add(refill) < full
+            });
+            if t.peers.len() >= l.max_tracked_peers {
+                return Err((Refusal::Overloaded, false));
+            }
+        }
+        if t.inflight_total >= l.max_inflight_total {
+            return Err((Refusal::Overloaded, false));
+        }
+        let state = t.peers.entry(peer).or_insert_with(|| PeerState {
+            millitokens: u64::from(l.burst) * MILLI,
+            last_refill: now,
+            inflight: 0,
+            last_notice: None,
+        });
+        let elapsed = now.saturating_duration_since(state.last_refill);
+        let refill = refill_amount(elapsed, u64::from(l.requests_per_minute));
+        if refill > 0 {
+            state.millitokens = (state.millitokens.saturating_add(refill)).min(u64::from(l.burst) * MILLI);
+            state.last_refill = now;
+        }
+        let refusal = if state.millitokens < MILLI {
+            Some(Refusal::RateLimited)
+        } else if state.inflight >= l.max_inflight_per_peer {
+            Some(Refusal::TooManyInFlight)
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            let notify = state.last_notice.is_none_or(|t| now.saturating_duration_since(t) >= NOTICE_INTERVAL);
+            if notify {
+                state.last_notice = Some(now);
+            }
+            return Err((r, notify));
+        }
+        state.millitokens -= MILLI;
+        state.inflight += 1;
+        t.inflight_total += 1;
+        Ok(InFlight { peer, table: self.table.clone() })
+    }
+
+    /// Peers currently tracked (for tests and diagnostics).
+    pub fn tracked_peers(&self) -> usize {
+        self.table.lock().map(|t| t.peers.len()).unwrap_or(0)
+    }
+}
+
+fn refill_amount(elapsed: Duration, per_minute: u64) -> u64 {
+    // millitokens = elapsed_ms * per_minute * 1000 / 60000
+    let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    ms.saturating_mul(per_minute) / 60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u8) -> PublicKey {
+        let secp = bitcoin::secp256k1::Secp256k1::new();
+        let sk = bitcoin::secp256k1::SecretKey::from_slice(&[n.max(1); 32]).unwrap();
+        PublicKey::from_secret_key(&secp, &sk)
+    }
+
+    #[test]
+    fn burst_then_refill() {
+        let l = PeerLimiter::new(PeerLimits {
+            requests_per_minute: 60,
+            burst: 3,
+            max_inflight_per_peer: 10,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let mut held = vec![];
+        for _ in 0..3 {
+            held.push(l.admit(peer(1), t0).unwrap());
+        }
+        assert_eq!(l.admit(peer(1), t0).unwrap_err(), (Refusal::RateLimited, true));
+        // The second refusal within the notice interval is silent.
+        assert_eq!(l.admit(peer(1), t0).unwrap_err(), (Refusal::RateLimited, false));
+        // Another peer is unaffected.
+        assert!(l.admit(peer(2), t0).is_ok());
+        // 60/min = one per second.
+        assert!(l.admit(peer(1), t0 + Duration::from_millis(1000)).is_ok());
+        assert!(l.admit(peer(1), t0 + Duration::from_millis(1000)).is_err());
+    }
+
+    #[test]
+    fn inflight_is_released_on_drop() {
+        let l = PeerLimiter::new(PeerLimits { burst: 100, max_inflight_per_peer: 2, ..Default::default() });
+        let t0 = Instant::now();
+        let a = l.admit(peer(1), t0).unwrap();
+        let _b = l.admit(peer(1), t0).unwrap();
+        assert_eq!(l.admit(peer(1), t0).unwrap_err().0, Refusal::TooManyInFlight);
+        drop(a);
+        assert!(l.admit(peer(1), t0).is_ok());
+    }
+
+    #[test]
+    fn total_inflight_cap() {
+        let l = PeerLimiter::new(PeerLimits { max_inflight_total: 2, ..Default::default() });
+        let t0 = Instant::now();
+        let _a = l.admit(peer(1), t0).unwrap();
+        let _b = l.admit(peer(2), t0).unwrap();
+        assert_eq!(l.admit(peer(3), t0).unwrap_err().0, Refusal::Overloaded);
+    }
+
+    #[test]
+    fn peer_table_is_bounded() {
+        let l = PeerLimiter::new(PeerLimits { max_tracked_peers: 5, burst: 2, ..Default::default() });
+        let t0 = Instant::now();
+        for n in 1..=5 {
+            drop(l.admit(peer(n), t0).unwrap());
+        }
+        // All five spent a token just now, so none is evictable yet.
+        assert_eq!(l.admit(peer(6), t0).unwrap_err().0, Refusal::Overloaded);
+        // A minute later every bucket is full again and idle peers are evicted.
+        assert!(l.admit(peer(6), t0 + Duration::from_secs(60)).is_ok());
+        assert!(l.tracked_peers() <= 5);
+    }
+}

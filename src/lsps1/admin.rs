@@ -1,0 +1,181 @@
+//! Operator commands (issue 4 §8): `lsps1-listorders` and `lsps1-getorder`. Pure parsing
+//! and rendering; `cln` exposes them as Core Lightning RPC methods. Params come either by
+//! position (`lightning-cli lsps1-getorder <id>`) or by name (`-k order_id=<id>`).
+
+use serde_json::{Value, json};
+
+use crate::lsps0::ser::{format_datetime, parse_datetime};
+use crate::lsps1::order::Phase;
+use crate::lsps1::service::order_response;
+use crate::store::{EventRecord, OrderFilter, OrderRecord};
+
+/// A bad operator argument, shown by lightning-cli.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ArgError(pub String);
+
+/// Bind positional or named params to `names`; unknown names are refused.
+pub fn bind_params(params: &Value, names: &[&str]) -> Result<Vec<Option<Value>>, ArgError> {
+    match params {
+        Value::Null => Ok(vec![None; names.len()]),
+        Value::Array(a) => {
+            if a.len() > names.len() {
+                return Err(ArgError(format!(
+                    "too many parameters: expected at most {} ({})",
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
+            Ok(names.iter().enumerate().map(|(i, _)| a.get(i).filter(|v| !v.is_null()).cloned()).collect())
+        }
+        Value::Object(m) => {
+            if let Some(k) = m.keys().find(|k| !names.contains(&k.as_str())) {
+                return Err(ArgError(format!("unknown parameter '{k}'; expected {}", names.join(", "))));
+            }
+            Ok(names.iter().map(|n| m.get(*n).filter(|v| !v.is_null()).cloned()).collect())
+        }
+        _ => Err(ArgError("parameters must be an array or an object".into())),
+    }
+}
+
+pub const LISTORDERS_PARAMS: [&str; 4] = ["state", "peer_id", "since", "limit"];
+
+/// Parse `lsps1-listorders [state] [peer_id] [since] [limit]`. `state` is an order state
+/// (`CREATED`, `COMPLETED`, `FAILED`) or an internal phase (`awaiting_payment`, ...);
+/// `since` is unix seconds or an RFC 3339 datetime.
+pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
+    let [state, peer, since, limit]: [Option<Value>; 4] = bind_params(params, &LISTORDERS_PARAMS)?
+        .try_into()
+        .map_err(|_| ArgError("internal: parameter count".into()))?;
+    let phases = match state {
+        None => None,
+        Some(Value::String(s)) => Some(phases_for(&s).ok_or_else(|| {
+            ArgError(format!("unknown state '{s}': use CREATED, COMPLETED, FAILED or a phase (awaiting_payment, payment_held, opening, completed, failed)"))
+        })?),
+        Some(_) => return Err(ArgError("state must be a string".into())),
+    };
+    let client_node_id = match peer {
+        None => None,
+        Some(Value::String(s)) => {
+            Some(crate::lsps0::ser::read_pubkey(&s).map_err(|e| ArgError(format!("peer_id {e}")))?.to_string())
+        }
+        Some(_) => return Err(ArgError("peer_id must be a node id".into())),
+    };
+    let created_since_ms = match since {
+        None => None,
+        Some(Value::Number(n)) => Some(
+            n.as_i64()
+                .and_then(|s| s.checked_mul(1000))
+                .ok_or_else(|| ArgError("since must be unix seconds".into()))?,
+        ),
+        Some(Value::String(s)) => Some(match s.parse::<i64>() {
+            Ok(secs) => secs.checked_mul(1000).ok_or_else(|| ArgError("since is out of range".into()))?,
+            Err(_) => parse_datetime(&s)
+                .ok_or_else(|| ArgError("since must be unix seconds or an RFC 3339 datetime".into()))?,
+        }),
+        Some(_) => return Err(ArgError("since must be unix seconds or an RFC 3339 datetime".into())),
+    };
+    let limit = match limit {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ArgError("limit must be a positive integer".into()))?,
+        ),
+    };
+    Ok(OrderFilter { phases, client_node_id, created_since_ms, limit })
+}
+
+fn phases_for(state: &str) -> Option<Vec<Phase>> {
+    match state.to_ascii_uppercase().as_str() {
+        "CREATED" => Some(vec![Phase::AwaitingPayment, Phase::PaymentHeld, Phase::Opening]),
+        "COMPLETED" => Some(vec![Phase::Completed]),
+        "FAILED" => Some(vec![Phase::Failed]),
+        _ => Phase::parse(&state.to_ascii_lowercase()).map(|p| vec![p]),
+    }
+}
+
+/// Parse `lsps1-getorder order_id`.
+pub fn parse_getorder(params: &Value) -> Result<String, ArgError> {
+    match bind_params(params, &["order_id"])?.pop().flatten() {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        _ => Err(ArgError("order_id is required".into())),
+    }
+}
+
+/// One line of `lsps1-listorders`.
+pub fn summary(r: &OrderRecord) -> Value {
+    json!({
+        "order_id": r.order_id,
+        "peer_id": r.client_node_id,
+        "transport": r.transport.as_str(),
+        "created_at": format_datetime(r.created_at_ms),
+        "order_state": r.phase.order_state().as_str(),
+        "payment_state": r.phase.lightning_payment_state().as_str(),
+        "phase": r.phase.as_str(),
+        "lsp_balance_sat": r.lsp_balance_sat,
+        "client_balance_sat": r.client_balance_sat,
+        "channel_expiry_blocks": r.channel_expiry_blocks,
+        "fee_total_sat": r.fee_total_sat,
+        "order_total_sat": r.order_total_sat,
+        "expires_at": format_datetime(r.expires_at_ms),
+        "token": r.token,
+    })
+}
+
+/// The full record of `lsps1-getorder`: the client's view (`order`), what the operator
+/// needs besides it, and the event log. The preimage is never shown.
+pub fn detail(r: &OrderRecord, events: &[EventRecord]) -> Value {
+    json!({
+        "order": order_response(r),
+        "peer_id": r.client_node_id,
+        "transport": r.transport.as_str(),
+        "phase": r.phase.as_str(),
+        "failure_reason": r.failure_reason,
+        "client_info": r.client_info,
+        "refund_onchain_address": r.refund_onchain_address,
+        "payment_hash": r.bolt11.as_ref().map(|b| b.payment_hash.clone()),
+        "funding_feerate_perkw": r.funding_feerate_perkw,
+        "reserved_sat": r.reserved_sat,
+        "updated_at": format_datetime(r.updated_at_ms),
+        "lease_end_block": r.channel.as_ref().and_then(|c| c.lease_end_block),
+        "events": events.iter().map(|e| json!({
+            "seq": e.seq,
+            "at": format_datetime(e.at_ms),
+            "kind": e.kind,
+            "from": e.from_phase,
+            "to": e.to_phase,
+            "detail": e.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_and_named() {
+        let f = parse_listorders(&json!(["FAILED"])).unwrap();
+        assert_eq!(f.phases, Some(vec![Phase::Failed]));
+        let f = parse_listorders(&json!({"since": 1_700_000_000, "limit": 3})).unwrap();
+        assert_eq!((f.created_since_ms, f.limit), (Some(1_700_000_000_000), Some(3)));
+        let f = parse_listorders(&json!({"since": "2024-06-10T03:43:11.542Z", "state": "created"})).unwrap();
+        assert_eq!(f.created_since_ms, Some(1_717_990_991_542));
+        assert_eq!(f.phases.unwrap().len(), 3);
+        assert!(parse_listorders(&json!({"bogus": 1})).is_err());
+        assert!(parse_listorders(&json!(["NOPE"])).is_err());
+        assert!(parse_listorders(&json!([null, "02xx"])).is_err());
+        assert!(parse_listorders(&json!([1, 2, 3, 4, 5])).is_err());
+        assert_eq!(parse_listorders(&json!([])).unwrap(), OrderFilter::default());
+    }
+
+    #[test]
+    fn getorder_params() {
+        assert_eq!(parse_getorder(&json!(["abc"])).unwrap(), "abc");
+        assert_eq!(parse_getorder(&json!({"order_id": "abc"})).unwrap(), "abc");
+        assert!(parse_getorder(&json!([])).is_err());
+        assert!(parse_getorder(&json!({"id": "abc"})).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! The order lifecycle as an internal state machine (spec digest §2.10), kept apart from
+//! the wire enums: the wire `order_state` and payment `state` are derived from the phase,
+//! so they can never disagree with it.
+//!
+//! ```text
+//! AwaitingPayment ──payment held──▶ PaymentHeld ──open started──▶ Opening ──funding broadcast──▶ Completed
+//!        │                               │                          │
+//!        └──payment expired──▶ Failed ◀──┴──── refund (open failed, peer absent, CLTV deadline) ──┘
+//! ```
+
+use super::msgs::{OrderState, PaymentState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Created, invoice issued, nothing received (CREATED / EXPECT_PAYMENT).
+    AwaitingPayment,
+    /// The client's HTLCs are held, the open has not started (CREATED / HOLD).
+    PaymentHeld,
+    /// `fundchannel` is in flight (CREATED / HOLD).
+    Opening,
+    /// The funding transaction was broadcast and the preimage released (COMPLETED / PAID, N-09).
+    Completed,
+    /// Ended without a channel; anything received was failed back (FAILED / REFUNDED, P-07).
+    Failed,
+}
+
+/// Why an order failed, recorded with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// The payment option expired unpaid (decision 13).
+    PaymentExpired,
+    /// `fundchannel` failed (N-11).
+    OpenFailed,
+    /// The client did not connect in time (N-02, decision 13).
+    PeerNotConnected,
+    /// The earliest held HTLC came within the safety margin of its `cltv_expiry`.
+    CltvDeadline,
+    /// The operator cancelled it.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("illegal order transition: {event} in phase {from:?}")]
+pub struct TransitionError {
+    pub from: Phase,
+    pub event: &'static str,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] =
+        [Phase::AwaitingPayment, Phase::PaymentHeld, Phase::Opening, Phase::Completed, Phase::Failed];
+
+    fn illegal(self, event: &'static str) -> TransitionError {
+        TransitionError { from: self, event }
+    }
+
+    /// HTLCs for the full amount arrived and are held (P-05).
+    pub fn payment_held(self) -> Result<Phase, TransitionError> {
+        match self {
+            Phase::AwaitingPayment => Ok(Phase::PaymentHeld),
+            _ => Err(self.illegal("payment_held")),
+        }
+    }
+
+    /// The open is attempted (N-01: only from a held payment).
+    pub fn open_started(self) -> Result<Phase, TransitionError> {
+        match self {
+            Phase::PaymentHeld => Ok(Phase::Opening),
+            _ => Err(self.illegal("open_started")),
+        }
+    }
+
+    /// The funding transaction was broadcast (N-09, decision 11).
+    pub fn funding_broadcast(self) -> Result<Phase, TransitionError> {
+        match self {
+            Phase::Opening => Ok(Phase::Completed),
+            _ => Err(self.illegal("funding_broadcast")),
+        }
+    }
+
+    /// The order ends without a channel for `reason`.
+    pub fn fail(self, reason: FailReason) -> Result<Phase, TransitionError> {
+        match (self, reason) {
+            (Phase::AwaitingPayment, FailReason::PaymentExpired | FailReason::Cancelled) => Ok(Phase::Failed),
+            (
+                Phase::PaymentHeld | Phase::Opening,
+                FailReason::OpenFailed
+                | FailReason::PeerNotConnected
+                | FailReason::CltvDeadline
+                | FailReason::Cancelled,
+            ) => Ok(Phase::Failed),
+            _ => Err(self.illegal("fail")),
+        }
+    }
+
+    /// The wire `order_state` (§2.5).
+    pub fn order_state(self) -> OrderState {
+        match self {
+            Phase::AwaitingPayment | Phase::PaymentHeld | Phase::Opening => OrderState::Created,
+            Phase::Completed => OrderState::Completed,
+            Phase::Failed => OrderState::Failed,
+        }
+    }
+
+    /// The wire state of the Lightning payment option (§2.7; `REFUNDED`, never `CANCELLED`).
+    pub fn lightning_payment_state(self) -> PaymentState {
+        match self {
+            Phase::AwaitingPayment => PaymentState::ExpectPayment,
+            Phase::PaymentHeld | Phase::Opening => PaymentState::Hold,
+            Phase::Completed => PaymentState::Paid,
+            Phase::Failed => PaymentState::Refunded,
+        }
+    }
+
+    /// Whether the order still counts against the wallet's funds.
+    pub fn reserves_funds(self) -> bool {
+        matches!(self, Phase::AwaitingPayment | Phase::PaymentHeld | Phase::Opening)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::AwaitingPayment => "awaiting_payment",
+            Phase::PaymentHeld => "payment_held",
+            Phase::Opening => "opening",
+            Phase::Completed => "completed",
+            Phase::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl FailReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::PaymentExpired => "payment_expired",
+            FailReason::OpenFailed => "open_failed",
+            FailReason::PeerNotConnected => "peer_not_connected",
+            FailReason::CltvDeadline => "cltv_deadline",
+            FailReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FailReason::*;
+    use Phase::*;
+
+    #[test]
+    fn legal_transitions() {
+        assert_eq!(AwaitingPayment.payment_held(), Ok(PaymentHeld));
+        assert_eq!(PaymentHeld.open_started(), Ok(Opening));
+        assert_eq!(Opening.funding_broadcast(), Ok(Completed));
+        assert_eq!(AwaitingPayment.fail(PaymentExpired), Ok(Failed));
+        for r in [OpenFailed, PeerNotConnected, CltvDeadline, Cancelled] {
+            assert_eq!(PaymentHeld.fail(r), Ok(Failed));
+            assert_eq!(Opening.fail(r), Ok(Failed));
+        }
+    }
+
+    #[test]
+    fn every_other_transition_is_illegal() {
+        type Event = fn(Phase) -> Result<Phase, TransitionError>;
+        let events: [(&str, Event); 3] =
+            [("held", Phase::payment_held), ("open", Phase::open_started), ("broadcast", Phase::funding_broadcast)];
+        let legal = [(AwaitingPayment, "held"), (PaymentHeld, "open"), (Opening, "broadcast")];
+        for p in Phase::ALL {
+            for (name, ev) in events {
+                assert_eq!(ev(p).is_ok(), legal.contains(&(p, name)), "{p:?} {name}");
+            }
+        }
+        // Terminal phases never move; an unpaid order cannot fail for an open failure.
+        for r in [PaymentExpired, OpenFailed, PeerNotConnected, CltvDeadline, Cancelled] {
+            assert!(Completed.fail(r).is_err());
+            assert!(Failed.fail(r).is_err());
+        }
+        assert!(AwaitingPayment.fail(OpenFailed).is_err());
+        assert!(PaymentHeld.fail(PaymentExpired).is_err(), "a held payment is refunded, not expired");
+    }
+
+    #[test]
+    fn wire_states_follow_the_phase() {
+        assert_eq!(
+            (AwaitingPayment.order_state(), AwaitingPayment.lightning_payment_state()),
+            (OrderState::Created, PaymentState::ExpectPayment)
+        );
+        assert_eq!(PaymentHeld.lightning_payment_state(), PaymentState::Hold);
+        assert_eq!(
+            (Completed.order_state(), Completed.lightning_payment_state()),
+            (OrderState::Completed, PaymentState::Paid)
+        );
+        assert_eq!(
+            (Failed.order_state(), Failed.lightning_payment_state()),
+            (OrderState::Failed, PaymentState::Refunded)
+        );
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+        }
+    }
+}

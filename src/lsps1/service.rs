@@ -1,0 +1,495 @@
+//! The LSPS1 service: answers LSPS0 requests (`lsps0.list_protocols`, `lsps1.get_info`,
+//! `lsps1.create_order`, `lsps1.get_order`) and the operator's commands. Generic over the
+//! node ([`NodeApi`]), the clock and the randomness, so it runs in tests without a node.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bitcoin::secp256k1::PublicKey;
+use serde_json::{Map, Value, json};
+
+use crate::clock::{Clock, Entropy};
+use crate::config::{Config, Lsps1Options, MAX_NON_WUMBO_SAT};
+use crate::lsps0::frame::{self, MAX_PAYLOAD_LEN};
+use crate::lsps0::jsonrpc::{self, Request, RpcError, check_unrecognized};
+use crate::lsps0::ser::format_datetime;
+use crate::lsps1::invoice::{self, InvoiceSpec};
+use crate::lsps1::msgs::{Bolt11PaymentInfo, ChannelInfo, GetInfoResponse, OrderResponse, PaymentInfo};
+use crate::lsps1::order::Phase;
+use crate::lsps1::pricing::{self, Quote};
+use crate::lsps1::validate::{OrderRequest, TokenPolicy, Transport, validate_create_order};
+use crate::ports::{FeeEstimates, NodeApi, NodeError, WalletFunds};
+use crate::store::{Bolt11Record, InsertLimits, OrderRecord, Store, StoreError};
+
+/// The LSPS numbers this service speaks, for `lsps0.list_protocols` (T-18: never 0).
+pub const PROTOCOLS: [u16; 1] = [1];
+
+/// `order_id` of bLIP-51 is at most 64 characters (C-18).
+pub const MAX_ORDER_ID_LEN: usize = 64;
+
+/// `option_support_large_channel` (BOLT 9 bits 18/19).
+const LARGE_CHANNEL_BITS: [usize; 2] = [18, 19];
+
+/// Facts about the node, learned once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: PublicKey,
+    pub network: bitcoin::Network,
+    /// On-chain funds lightningd keeps back for anchor fee bumps (`min-emergency-msat`).
+    pub emergency_reserve_sat: u64,
+}
+
+/// The latest fee estimates and wallet balance, refreshed in the background so that no
+/// request waits on the node for them (issue 4 §3: create_order answers fast).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Market {
+    pub fees: Option<FeeEstimates>,
+    pub funds: Option<WalletFunds>,
+}
+
+pub struct Service<N, C, E> {
+    cfg: Config,
+    node_info: NodeInfo,
+    store: Store,
+    node: N,
+    clock: C,
+    entropy: E,
+    market: Mutex<Market>,
+}
+
+/// How long a request may wait for the node to refresh the market when nothing is cached.
+const MARKET_WAIT: Duration = Duration::from_secs(2);
+
+impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
+    pub fn new(cfg: Config, node_info: NodeInfo, store: Store, node: N, clock: C, entropy: E) -> Self {
+        Service { cfg, node_info, store, node, clock, entropy, market: Mutex::new(Market::default()) }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn node(&self) -> &N {
+        &self.node
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn market(&self) -> Market {
+        self.market.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Ask the node for fee estimates and wallet funds; keep what it answered.
+    pub async fn refresh_market(&self) -> Result<(), NodeError> {
+        let (fees, funds) = tokio::join!(self.node.fee_estimates(), self.node.wallet_funds());
+        let mut m = self.market.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first_err = None;
+        match fees {
+            Ok(f) => m.fees = Some(f),
+            Err(e) => first_err = Some(e),
+        }
+        match funds {
+            Ok(f) => m.funds = Some(f),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn market_now(&self) -> Market {
+        let m = self.market();
+        if m.fees.is_some() && m.funds.is_some() {
+            return m;
+        }
+        if let Err(e) = tokio::time::timeout(MARKET_WAIT, self.refresh_market())
+            .await
+            .unwrap_or_else(|_| Err(NodeError::new("feerates/listfunds", None, "timed out")))
+        {
+            log::warn!("Cannot refresh fee estimates and wallet funds: {e}");
+        }
+        self.market()
+    }
+
+    /// Handle one LSPS0 payload from `peer`; returns the response payload to send back.
+    /// Every payload gets exactly one response (T-14), never larger than BOLT8 allows (C-21).
+    pub async fn handle_payload(&self, peer: PublicKey, payload: &[u8]) -> Vec<u8> {
+        let (id, outcome) = match jsonrpc::parse_request(payload) {
+            Ok(req) => {
+                let id = req.id.clone();
+                (Some(id), self.dispatch(peer, req).await)
+            }
+            Err(rej) => {
+                // T-08: bad messages are logged as unusual.
+                log::warn!(
+                    "Bad LSPS0 message from {peer}: {} ({})",
+                    rej.error.data.as_ref().and_then(|d| d["message"].as_str()).unwrap_or(""),
+                    jsonrpc::truncate(&String::from_utf8_lossy(payload), 200)
+                );
+                (rej.id, Err(rej.error))
+            }
+        };
+        let bytes = match &outcome {
+            Ok(result) => match (&id, jsonrpc::success_bytes(id.as_deref().unwrap_or_default(), result)) {
+                (Some(_), Ok(b)) => b,
+                _ => jsonrpc::error_bytes(id.as_deref(), &RpcError::internal("cannot serialize the response")),
+            },
+            Err(e) => jsonrpc::error_bytes(id.as_deref(), e),
+        };
+        if bytes.len() > MAX_PAYLOAD_LEN {
+            // Unreachable by construction (decision 7); never send a truncated message.
+            log::warn!("Response of {} bytes to {peer} exceeds the LSPS0 limit; answering -32603", bytes.len());
+            return jsonrpc::error_bytes(id.as_deref(), &RpcError::internal("response too large"));
+        }
+        bytes
+    }
+
+    /// Route a parsed request (T-09: unknown methods get -32601).
+    pub async fn dispatch(&self, peer: PublicKey, req: Request) -> Result<Value, RpcError> {
+        match req.method.as_str() {
+            "lsps0.list_protocols" => {
+                check_unrecognized(&req.params, &[])?;
+                Ok(json!({ "protocols": PROTOCOLS }))
+            }
+            "lsps1.get_info" => {
+                check_unrecognized(&req.params, &[])?;
+                to_value(&self.get_info().await?)
+            }
+            "lsps1.create_order" => to_value(&self.create_order(peer, Transport::P2p, &req.params).await?),
+            "lsps1.get_order" => to_value(&self.get_order(Some(peer), &req.params).await?),
+            other => Err(RpcError::method_not_found(other)),
+        }
+    }
+
+    /// Funds the wallet can still commit to new orders, and what orders in flight hold.
+    fn fundable_sat(&self, funds: &WalletFunds) -> u64 {
+        funds.confirmed_sat.saturating_sub(self.node_info.emergency_reserve_sat)
+    }
+
+    /// The options as answered now: the configured ones, with the balance maxima capped by
+    /// what the wallet can fund (issue 4 §3). The caps never go below their minima, so the
+    /// answer keeps min ≤ max (G-02); orders above the real headroom still get `100`.
+    pub fn effective_options(&self, market: &Market, reserved_sat: u64) -> Lsps1Options {
+        let mut o = self.cfg.options;
+        if let Some(funds) = &market.funds {
+            let opening_fee = market
+                .fees
+                .as_ref()
+                .and_then(|f| pricing::feerate_for_target(f, o.min_funding_confirms_within_blocks))
+                .and_then(|r| pricing::onchain_fee_sat(r, self.cfg.pricing.funding_weight))
+                .unwrap_or(0);
+            let headroom = self.fundable_sat(funds).saturating_sub(reserved_sat).saturating_sub(opening_fee);
+            o.max_initial_lsp_balance_sat =
+                o.max_initial_lsp_balance_sat.min(headroom).max(o.min_initial_lsp_balance_sat);
+            let channel_floor = o
+                .min_channel_balance_sat
+                .max(o.min_initial_lsp_balance_sat.saturating_add(o.min_initial_client_balance_sat));
+            o.max_channel_balance_sat = o.max_channel_balance_sat.min(headroom).max(channel_floor);
+        }
+        o
+    }
+
+    /// `lsps1.get_info` (G-01).
+    pub async fn get_info(&self) -> Result<GetInfoResponse, RpcError> {
+        let market = self.market_now().await;
+        let now = self.clock.now_ms();
+        let reserved = self.store.call(move |s| s.reserved_sat(now)).await.map_err(internal)?;
+        Ok(GetInfoResponse::from(&self.effective_options(&market, reserved)))
+    }
+
+    /// `lsps1.create_order` (§2.3–2.5). `client` is the node the channel goes to: the peer
+    /// over P2P, `public_key` over REST.
+    pub async fn create_order(
+        &self,
+        peer: PublicKey,
+        transport: Transport,
+        params: &Map<String, Value>,
+    ) -> Result<OrderResponse, RpcError> {
+        if self.cfg.deny_nodes.contains(&peer) {
+            log::info!("Refusing create_order from denied node {peer}");
+            return Err(RpcError::client_rejected("this node is not served by this LSP"));
+        }
+        let market = self.market_now().await;
+        let now = self.clock.now_ms();
+        let reserved = self.store.call(move |s| s.reserved_sat(now)).await.map_err(internal)?;
+        let options = self.effective_options(&market, reserved);
+        let tokens = TokenPolicy { accepted: self.cfg.tokens.clone(), accept_unknown: self.cfg.accept_unknown_tokens };
+        let req = validate_create_order(params, transport, self.node_info.network, &options, &tokens)?;
+        let client = req.public_key.unwrap_or(peer);
+        if transport == Transport::Rest && self.cfg.deny_nodes.contains(&client) {
+            return Err(RpcError::client_rejected("this node is not served by this LSP"));
+        }
+
+        let fees = market
+            .fees
+            .as_ref()
+            .ok_or_else(|| RpcError::internal("no fee estimates from the node yet; retry shortly"))?;
+        let funds = market.funds.ok_or_else(|| RpcError::internal("wallet balance unknown; retry shortly"))?;
+        let feerate = pricing::feerate_for_target(fees, req.funding_confirms_within_blocks)
+            .ok_or_else(|| RpcError::internal("the node has no fee estimate; retry shortly"))?;
+        let quote = pricing::quote(
+            &self.cfg.pricing,
+            req.lsp_balance_sat,
+            req.client_balance_sat,
+            req.channel_expiry_blocks,
+            feerate,
+        )
+        .map_err(|e| RpcError::internal(e.to_string()))?;
+
+        // The LSP's side must pay the commitment fee and keep its reserve (Bitkit #1856).
+        let commit_rate = fees.unilateral_close_perkw.unwrap_or(feerate).max(feerate);
+        let needed = pricing::min_lsp_side_sat(req.capacity_sat(), commit_rate);
+        if req.lsp_balance_sat < needed {
+            return Err(RpcError::option_mismatch(
+                "min_initial_lsp_balance_sat",
+                format!(
+                    "lsp_balance_sat must be at least {needed} sat for this channel: the LSP's side pays the commitment fee and keeps the channel reserve"
+                ),
+            ));
+        }
+        if req.capacity_sat() > MAX_NON_WUMBO_SAT {
+            self.check_large_channel(client).await?;
+        }
+
+        let reserved_sat = req.capacity_sat().saturating_add(quote.onchain_fee_sat);
+        let record = self.new_order_record(client, transport, &req, &quote, reserved_sat, now).await?;
+        let limits = InsertLimits {
+            fundable_sat: self.fundable_sat(&funds),
+            max_unpaid_per_client: u64::from(self.cfg.max_unpaid_orders_per_peer),
+            now_ms: now,
+        };
+        let stored = record.clone();
+        match self.store.call(move |s| s.insert_order(&stored, limits)).await {
+            Ok(()) => {}
+            Err(StoreError::TooManyUnpaid(n)) => {
+                return Err(RpcError::client_rejected(format!(
+                    "{n} unpaid orders are open for this node; pay or let them expire first"
+                )));
+            }
+            Err(StoreError::InsufficientFunds { available_sat, .. }) => {
+                let can = available_sat.saturating_sub(quote.onchain_fee_sat);
+                return Err(RpcError::option_mismatch(
+                    "max_initial_lsp_balance_sat",
+                    format!("the LSP can currently fund channels of at most {can} sat"),
+                ));
+            }
+            Err(e) => {
+                log::warn!("Cannot store a new order: {e}");
+                return Err(RpcError::internal("cannot store the order; nothing was created"));
+            }
+        }
+        log::info!(
+            "Order {} created for {} over {}: lsp {} sat, client {} sat, {} blocks, total {} sat{}",
+            record.order_id,
+            record.client_node_id,
+            transport.as_str(),
+            record.lsp_balance_sat,
+            record.client_balance_sat,
+            record.channel_expiry_blocks,
+            record.order_total_sat,
+            record.client_info.as_ref().map(|c| format!(", client_info {c}")).unwrap_or_default(),
+        );
+        Ok(order_response(&record))
+    }
+
+    async fn check_large_channel(&self, client: PublicKey) -> Result<(), RpcError> {
+        let features = self.node.peer_features(client).await.map_err(|e| {
+            log::warn!("Cannot read features of {client}: {e}");
+            RpcError::internal("cannot check the node's channel size support; retry shortly")
+        })?;
+        let supported = features.is_some_and(|f| LARGE_CHANNEL_BITS.iter().any(|b| frame::has_feature_bit(&f, *b)));
+        if supported {
+            Ok(())
+        } else {
+            Err(RpcError::option_mismatch(
+                "max_channel_balance_sat",
+                format!(
+                    "channels above {MAX_NON_WUMBO_SAT} sat need option_support_large_channel, which the client node does not signal"
+                ),
+            ))
+        }
+    }
+
+    async fn new_order_record(
+        &self,
+        client: PublicKey,
+        transport: Transport,
+        req: &OrderRequest,
+        quote: &Quote,
+        reserved_sat: u64,
+        now_ms: i64,
+    ) -> Result<OrderRecord, RpcError> {
+        let rng_err = |_| RpcError::internal("no randomness available");
+        let id_bytes: [u8; 16] = self.entropy.bytes32().map_err(rng_err)?[..16].try_into().unwrap_or([0; 16]);
+        let order_id = uuid::Builder::from_random_bytes(id_bytes).into_uuid().to_string();
+        let preimage = self.entropy.bytes32().map_err(rng_err)?;
+        let payment_secret = self.entropy.bytes32().map_err(rng_err)?;
+        let timestamp_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
+        let spec = InvoiceSpec {
+            network: self.node_info.network,
+            amount_msat: quote
+                .order_total_sat
+                .checked_mul(1000)
+                .ok_or_else(|| RpcError::internal("order total overflows msat"))?,
+            payment_hash: invoice::payment_hash_of(&preimage),
+            payment_secret,
+            description: format!("LSPS1 channel order {order_id}"),
+            timestamp_secs,
+            expiry_secs: self.cfg.payment_expiry_secs,
+            min_final_cltv: u64::from(self.cfg.invoice_min_final_cltv),
+        };
+        let unsigned = invoice::build_unsigned(&spec).map_err(|e| {
+            log::warn!("{e}");
+            RpcError::internal("cannot build the invoice")
+        })?;
+        let signed = self.node.sign_invoice(unsigned).await.map_err(|e| {
+            log::warn!("signinvoice failed for order {order_id}: {e}");
+            RpcError::internal("the node could not sign the invoice; nothing was created")
+        })?;
+        invoice::verify_signed(&spec, &signed, &self.node_info.id).map_err(|e| {
+            log::warn!("Order {order_id}: {e}");
+            RpcError::internal("the node returned an unusable invoice; nothing was created")
+        })?;
+        // The invoice expires on a whole second; the payment option says the same instant.
+        let expires_at_ms = i64::try_from(timestamp_secs.saturating_add(self.cfg.payment_expiry_secs))
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        Ok(OrderRecord {
+            order_id,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            client_node_id: client.to_string(),
+            transport,
+            lsp_balance_sat: req.lsp_balance_sat,
+            client_balance_sat: req.client_balance_sat,
+            required_channel_confirmations: req.required_channel_confirmations,
+            funding_confirms_within_blocks: req.funding_confirms_within_blocks,
+            channel_expiry_blocks: req.channel_expiry_blocks,
+            token: req.token.clone().unwrap_or_default(),
+            refund_onchain_address: req.refund_onchain_address.clone(),
+            announce_channel: req.announce_channel,
+            client_info: req.client_info.clone(),
+            phase: Phase::AwaitingPayment,
+            failure_reason: None,
+            fee_total_sat: quote.fee_total_sat,
+            order_total_sat: quote.order_total_sat,
+            funding_feerate_perkw: quote.funding_feerate_perkw,
+            reserved_sat,
+            expires_at_ms,
+            bolt11: Some(Bolt11Record {
+                invoice: signed,
+                payment_hash: hex::encode(spec.payment_hash),
+                preimage: hex::encode(preimage),
+                payment_secret: hex::encode(payment_secret),
+                expires_at_ms,
+                min_final_cltv: self.cfg.invoice_min_final_cltv,
+            }),
+            channel: None,
+        })
+    }
+
+    /// `lsps1.get_order` (§2.6). `peer` is `None` over REST, where the order id is the
+    /// capability (decision 9); over P2P only the order's node may read it (decision 8).
+    pub async fn get_order(
+        &self,
+        peer: Option<PublicKey>,
+        params: &Map<String, Value>,
+    ) -> Result<OrderResponse, RpcError> {
+        check_unrecognized(params, &["order_id"])?;
+        let order_id = match params.get("order_id") {
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ORDER_ID_LEN => s.clone(),
+            Some(Value::String(_)) => {
+                return Err(RpcError::invalid_param("order_id", format!("must be 1 to {MAX_ORDER_ID_LEN} characters")));
+            }
+            Some(_) => return Err(RpcError::invalid_param("order_id", "must be a string")),
+            None => return Err(RpcError::invalid_param("order_id", "is required")),
+        };
+        let now = self.clock.now_ms();
+        let id = order_id.clone();
+        let record = self
+            .store
+            .call(move |s| {
+                // Settle a deadline that passed since the last sweep, so the answer is current.
+                if let Some(r) = s.get_order(&id)? {
+                    if r.phase == Phase::AwaitingPayment && r.expires_at_ms <= now {
+                        match s.transition(
+                            &id,
+                            Phase::AwaitingPayment,
+                            Phase::Failed,
+                            Some(crate::lsps1::order::FailReason::PaymentExpired),
+                            now,
+                            None,
+                        ) {
+                            Ok(()) | Err(StoreError::Conflict(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                        return s.get_order(&id);
+                    }
+                    return Ok(Some(r));
+                }
+                Ok(None)
+            })
+            .await
+            .map_err(internal)?;
+        let not_found = || RpcError::not_found(format!("no order {order_id} for this node"));
+        let record = record.ok_or_else(not_found)?;
+        if let Some(peer) = peer
+            && record.client_node_id != peer.to_string()
+        {
+            return Err(not_found());
+        }
+        Ok(order_response(&record))
+    }
+
+    /// Fail unpaid orders whose payment option expired (decision 13).
+    pub async fn expire_due(&self) -> Result<Vec<String>, StoreError> {
+        let now = self.clock.now_ms();
+        let moved = self.store.call(move |s| s.expire_unpaid(now)).await?;
+        for id in &moved {
+            log::info!("Order {id} expired unpaid: FAILED, payment REFUNDED");
+        }
+        Ok(moved)
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|_| RpcError::internal("cannot serialize the response"))
+}
+
+fn internal(e: StoreError) -> RpcError {
+    log::warn!("Order store error: {e}");
+    RpcError::internal("order store unavailable")
+}
+
+/// The wire order object for a stored order (R-01: the same shape as create_order's).
+pub fn order_response(r: &OrderRecord) -> OrderResponse {
+    OrderResponse {
+        order_id: r.order_id.clone(),
+        lsp_balance_sat: r.lsp_balance_sat,
+        client_balance_sat: r.client_balance_sat,
+        required_channel_confirmations: r.required_channel_confirmations,
+        funding_confirms_within_blocks: r.funding_confirms_within_blocks,
+        channel_expiry_blocks: r.channel_expiry_blocks,
+        token: r.token.clone(),
+        created_at: format_datetime(r.created_at_ms),
+        announce_channel: r.announce_channel,
+        order_state: r.phase.order_state(),
+        payment: PaymentInfo {
+            bolt11: r.bolt11.as_ref().map(|b| Bolt11PaymentInfo {
+                state: r.phase.lightning_payment_state(),
+                expires_at: format_datetime(b.expires_at_ms),
+                fee_total_sat: r.fee_total_sat,
+                order_total_sat: r.order_total_sat,
+                invoice: b.invoice.clone(),
+            }),
+        },
+        channel: r.channel.as_ref().map(|c| ChannelInfo {
+            funded_at: format_datetime(c.funded_at_ms),
+            funding_outpoint: format!("{}:{}", c.funding_txid.to_lowercase(), c.funding_outnum),
+            expires_at: format_datetime(c.expires_at_ms),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,607 @@
+//! The order book: SQLite beside the node (issue 3 §3, issue 4 §7).
+//!
+//! One connection, opened once at start, in WAL mode with `synchronous=FULL` (a commit is
+//! on disk before the client hears about it). Every write that belongs together is one
+//! transaction: an order, its payment option and its first event land together or not at
+//! all. Calls are blocking; async callers go through [`Store::call`], which runs them on
+//! tokio's blocking pool.
+
+pub mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use crate::lsps1::order::{FailReason, Phase};
+use crate::lsps1::validate::Transport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the order store at {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error(
+        "the order store at {path} has schema version {found}, newer than this plugin understands ({supported}); \
+         refusing to touch it: upgrade cln-lsps1 or point lsps1-db-path elsewhere"
+    )]
+    TooNew { path: String, found: u32, supported: u32 },
+    #[error("order store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("order store: value out of range for {0}")]
+    Range(&'static str),
+    #[error("order store: corrupt row: {0}")]
+    Corrupt(String),
+    #[error(
+        "the wallet cannot fund this order: {available_sat} sat free after {reserved_sat} sat held for orders in flight"
+    )]
+    InsufficientFunds { available_sat: u64, reserved_sat: u64 },
+    #[error("the peer already has {0} unpaid orders")]
+    TooManyUnpaid(u64),
+    #[error("order store task failed: {0}")]
+    Task(String),
+    #[error("order {0} is not in the phase this transition needs")]
+    Conflict(String),
+}
+
+fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Range(what))
+}
+
+fn to_u64(v: i64, what: &'static str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Range(what))
+}
+
+/// The BOLT11 payment option of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bolt11Record {
+    pub invoice: String,
+    pub payment_hash: String,
+    /// Known only to the plugin (decision 12); never leaves the store except to settle.
+    pub preimage: String,
+    pub payment_secret: String,
+    pub expires_at_ms: i64,
+    pub min_final_cltv: u16,
+}
+
+/// The channel opened for an order (N-09).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub channel_id: Option<String>,
+    pub funding_txid: String,
+    pub funding_outnum: u32,
+    pub funded_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub lease_end_block: Option<u32>,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRecord {
+    pub order_id: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub client_node_id: String,
+    pub transport: Transport,
+    pub lsp_balance_sat: u64,
+    pub client_balance_sat: u64,
+    pub required_channel_confirmations: u16,
+    pub funding_confirms_within_blocks: u16,
+    pub channel_expiry_blocks: u32,
+    pub token: String,
+    pub refund_onchain_address: Option<String>,
+    pub announce_channel: bool,
+    pub client_info: Option<Value>,
+    pub phase: Phase,
+    pub failure_reason: Option<String>,
+    pub fee_total_sat: u64,
+    pub order_total_sat: u64,
+    pub funding_feerate_perkw: u32,
+    pub reserved_sat: u64,
+    pub expires_at_ms: i64,
+    pub bolt11: Option<Bolt11Record>,
+    pub channel: Option<ChannelRecord>,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub order_id: String,
+    pub at_ms: i64,
+    pub kind: String,
+    pub from_phase: Option<String>,
+    pub to_phase: Option<String>,
+    pub detail: Option<Value>,
+}
+
+/// Limits checked inside the insert transaction, so concurrent requests cannot both pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertLimits {
+    /// Funds the wallet can commit to orders in flight, all together.
+    pub fundable_sat: u64,
+    /// Unexpired unpaid orders the client may hold, this one included.
+    pub max_unpaid_per_client: u64,
+    /// "Now", for deciding which unpaid orders still count.
+    pub now_ms: i64,
+}
+
+/// Filters of `lsps1-listorders`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderFilter {
+    pub phases: Option<Vec<Phase>>,
+    pub client_node_id: Option<String>,
+    pub created_since_ms: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// The order store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+const ORDER_COLUMNS: &str = "o.order_id, o.created_at_ms, o.updated_at_ms, o.client_node_id, o.transport, o.lsp_balance_sat, \
+    o.client_balance_sat, o.required_channel_confirmations, o.funding_confirms_within_blocks, o.channel_expiry_blocks, \
+    o.token, o.refund_onchain_address, o.announce_channel, o.client_info, o.phase, o.failure_reason, o.fee_total_sat, \
+    o.order_total_sat, o.funding_feerate_perkw, o.reserved_sat, o.expires_at_ms, \
+    p.invoice, p.payment_hash, p.preimage, p.payment_secret, p.expires_at_ms, p.min_final_cltv, \
+    c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, c.expires_at_ms, c.lease_end_block";
+
+const ORDER_FROM: &str = "FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id AND p.method = 'bolt11' \
+    LEFT JOIN channels c ON c.order_id = o.order_id";
+
+/// Phases whose orders hold funds back.
+const RESERVING: &str = "('awaiting_payment', 'payment_held', 'opening')";
+
+impl Store {
+    /// Open (creating if needed) and migrate the store at `path`. A store written by a newer
+    /// version is refused untouched; nothing is ever reset.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+        Self::init(conn, &shown)
+    }
+
+    /// An in-memory store (tests, benchmarks).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn =
+            Connection::open_in_memory().map_err(|source| StoreError::Open { path: ":memory:".into(), source })?;
+        Self::init(conn, ":memory:")
+    }
+
+    fn init(mut conn: Connection, path: &str) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.to_string(), source };
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        // The first statement reads the header: a file that is not SQLite fails here.
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(open_err)?;
+        if version > schema::LATEST {
+            return Err(StoreError::TooNew { path: path.to_string(), found: version, supported: schema::LATEST });
+        }
+        // WAL keeps readers off the writer's back; FULL makes each commit durable.
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(open_err)?;
+        for (i, step) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", i as u32 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the transaction rolls
+        // back on drop), so a poisoned lock is safe to take over.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run a blocking store operation on tokio's blocking pool.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Store) -> Result<R, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// The schema version on disk.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Funds held back by orders in flight at `now_ms` (unpaid orders past their deadline
+    /// no longer count).
+    pub fn reserved_sat(&self, now_ms: i64) -> Result<u64, StoreError> {
+        reserved_in(&self.lock(), now_ms)
+    }
+
+    /// Insert a new order with its BOLT11 option and its `created` event, in one
+    /// transaction that also checks the wallet budget and the client's unpaid quota.
+    pub fn insert_order(&self, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let unpaid: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM orders WHERE client_node_id = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
+            params![o.client_node_id, limits.now_ms],
+            |r| r.get(0),
+        )?;
+        let unpaid = to_u64(unpaid, "unpaid order count")?;
+        if unpaid >= limits.max_unpaid_per_client {
+            return Err(StoreError::TooManyUnpaid(unpaid));
+        }
+        let reserved = reserved_in(&tx, limits.now_ms)?;
+        if reserved.saturating_add(o.reserved_sat) > limits.fundable_sat {
+            return Err(StoreError::InsufficientFunds {
+                available_sat: limits.fundable_sat.saturating_sub(reserved),
+                reserved_sat: reserved,
+            });
+        }
+        tx.execute(
+            "INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat, \
+             client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks, \
+             token, refund_onchain_address, announce_channel, client_info, phase, failure_reason, fee_total_sat, \
+             order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+            params![
+                o.order_id,
+                o.created_at_ms,
+                o.updated_at_ms,
+                o.client_node_id,
+                o.transport.as_str(),
+                to_i64(o.lsp_balance_sat, "lsp_balance_sat")?,
+                to_i64(o.client_balance_sat, "client_balance_sat")?,
+                o.required_channel_confirmations,
+                o.funding_confirms_within_blocks,
+                o.channel_expiry_blocks,
+                o.token,
+                o.refund_onchain_address,
+                o.announce_channel,
+                o.client_info.as_ref().map(|v| v.to_string()),
+                o.phase.as_str(),
+                o.failure_reason,
+                to_i64(o.fee_total_sat, "fee_total_sat")?,
+                to_i64(o.order_total_sat, "order_total_sat")?,
+                o.funding_feerate_perkw,
+                to_i64(o.reserved_sat, "reserved_sat")?,
+                o.expires_at_ms,
+            ],
+        )?;
+        if let Some(b) = &o.bolt11 {
+            tx.execute(
+                "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, invoice, \
+                 payment_hash, preimage, payment_secret, min_final_cltv) VALUES (?1, 'bolt11', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    o.order_id,
+                    b.expires_at_ms,
+                    to_i64(o.fee_total_sat, "fee_total_sat")?,
+                    to_i64(o.order_total_sat, "order_total_sat")?,
+                    b.invoice,
+                    b.payment_hash,
+                    b.preimage,
+                    b.payment_secret,
+                    b.min_final_cltv,
+                ],
+            )?;
+        }
+        let detail = serde_json::json!({
+            "transport": o.transport.as_str(),
+            "client_node_id": o.client_node_id,
+            "order_total_sat": o.order_total_sat,
+            "client_info": o.client_info,
+        });
+        insert_event(&tx, &o.order_id, o.created_at_ms, "created", None, Some(o.phase), Some(&detail))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One order by id.
+    pub fn get_order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        let conn = self.lock();
+        let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
+        let row = conn.query_row(&sql, params![order_id], RawRow::read).optional()?;
+        row.map(RawRow::into_record).transpose()
+    }
+
+    /// One order by the payment hash of its BOLT11 invoice.
+    pub fn order_id_by_payment_hash(&self, payment_hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT order_id FROM payments WHERE payment_hash = ?1", params![payment_hash], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Orders matching `filter`, newest first.
+    pub fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+        let conn = self.lock();
+        let mut sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = vec![];
+        if let Some(phases) = &filter.phases {
+            let marks: Vec<String> = phases
+                .iter()
+                .map(|p| {
+                    args.push(p.as_str().to_string().into());
+                    format!("?{}", args.len())
+                })
+                .collect();
+            sql.push_str(&format!(
+                " AND o.phase IN ({})",
+                if marks.is_empty() { "NULL".into() } else { marks.join(", ") }
+            ));
+        }
+        if let Some(node) = &filter.client_node_id {
+            args.push(node.clone().into());
+            sql.push_str(&format!(" AND o.client_node_id = ?{}", args.len()));
+        }
+        if let Some(since) = filter.created_since_ms {
+            args.push(since.into());
+            sql.push_str(&format!(" AND o.created_at_ms >= ?{}", args.len()));
+        }
+        sql.push_str(" ORDER BY o.created_at_ms DESC, o.order_id");
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), RawRow::read)?;
+        let mut out = vec![];
+        for r in rows {
+            out.push(r?.into_record()?);
+        }
+        Ok(out)
+    }
+
+    /// The event log of one order, oldest first.
+    pub fn events(&self, order_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT seq, order_id, at_ms, kind, from_phase, to_phase, detail FROM events WHERE order_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![order_id], |r| {
+            Ok(EventRecord {
+                seq: r.get(0)?,
+                order_id: r.get(1)?,
+                at_ms: r.get(2)?,
+                kind: r.get(3)?,
+                from_phase: r.get(4)?,
+                to_phase: r.get(5)?,
+                detail: r.get::<_, Option<String>>(6)?.and_then(|s| serde_json::from_str(&s).ok()),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Move an order from `from` to `to`, compare-and-set, with its event, in one transaction.
+    /// `Conflict` when the order is not in `from` (another handler got there first).
+    pub fn transition(
+        &self,
+        order_id: &str,
+        from: Phase,
+        to: Phase,
+        reason: Option<FailReason>,
+        now_ms: i64,
+        detail: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), updated_at_ms = ?3 \
+             WHERE order_id = ?4 AND phase = ?5",
+            params![to.as_str(), reason.map(FailReason::as_str), now_ms, order_id, from.as_str()],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Conflict(order_id.to_string()));
+        }
+        let kind = reason.map(FailReason::as_str).unwrap_or("state_changed");
+        insert_event(&tx, order_id, now_ms, kind, Some(from), Some(to), detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Fail every unpaid order whose payment deadline has passed (decision 13). Returns the
+    /// ids that moved.
+    pub fn expire_unpaid(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt =
+                conn.prepare("SELECT order_id FROM orders WHERE phase = 'awaiting_payment' AND expires_at_ms <= ?1")?;
+            stmt.query_map(params![now_ms], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        let mut moved = vec![];
+        for id in ids {
+            match self.transition(
+                &id,
+                Phase::AwaitingPayment,
+                Phase::Failed,
+                Some(FailReason::PaymentExpired),
+                now_ms,
+                None,
+            ) {
+                Ok(()) => moved.push(id),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(moved)
+    }
+}
+
+fn reserved_in(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
+    let sum: i64 = conn.query_row(
+        &format!(
+            "SELECT COALESCE(SUM(reserved_sat), 0) FROM orders WHERE phase IN {RESERVING} \
+             AND (phase != 'awaiting_payment' OR expires_at_ms > ?1)"
+        ),
+        params![now_ms],
+        |r| r.get(0),
+    )?;
+    to_u64(sum, "reserved_sat")
+}
+
+fn insert_event(
+    tx: &Connection,
+    order_id: &str,
+    at_ms: i64,
+    kind: &str,
+    from: Option<Phase>,
+    to: Option<Phase>,
+    detail: Option<&Value>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![order_id, at_ms, kind, from.map(Phase::as_str), to.map(Phase::as_str), detail.map(|d| d.to_string())],
+    )?;
+    Ok(())
+}
+
+/// A row as SQLite gives it, before range checks.
+struct RawRow {
+    order_id: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    client_node_id: String,
+    transport: String,
+    lsp_balance_sat: i64,
+    client_balance_sat: i64,
+    required_channel_confirmations: i64,
+    funding_confirms_within_blocks: i64,
+    channel_expiry_blocks: i64,
+    token: String,
+    refund_onchain_address: Option<String>,
+    announce_channel: bool,
+    client_info: Option<String>,
+    phase: String,
+    failure_reason: Option<String>,
+    fee_total_sat: i64,
+    order_total_sat: i64,
+    funding_feerate_perkw: i64,
+    reserved_sat: i64,
+    expires_at_ms: i64,
+    invoice: Option<String>,
+    payment_hash: Option<String>,
+    preimage: Option<String>,
+    payment_secret: Option<String>,
+    pay_expires_at_ms: Option<i64>,
+    min_final_cltv: Option<i64>,
+    channel_id: Option<String>,
+    funding_txid: Option<String>,
+    funding_outnum: Option<i64>,
+    funded_at_ms: Option<i64>,
+    chan_expires_at_ms: Option<i64>,
+    lease_end_block: Option<i64>,
+}
+
+impl RawRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+        Ok(RawRow {
+            order_id: r.get(0)?,
+            created_at_ms: r.get(1)?,
+            updated_at_ms: r.get(2)?,
+            client_node_id: r.get(3)?,
+            transport: r.get(4)?,
+            lsp_balance_sat: r.get(5)?,
+            client_balance_sat: r.get(6)?,
+            required_channel_confirmations: r.get(7)?,
+            funding_confirms_within_blocks: r.get(8)?,
+            channel_expiry_blocks: r.get(9)?,
+            token: r.get(10)?,
+            refund_onchain_address: r.get(11)?,
+            announce_channel: r.get(12)?,
+            client_info: r.get(13)?,
+            phase: r.get(14)?,
+            failure_reason: r.get(15)?,
+            fee_total_sat: r.get(16)?,
+            order_total_sat: r.get(17)?,
+            funding_feerate_perkw: r.get(18)?,
+            reserved_sat: r.get(19)?,
+            expires_at_ms: r.get(20)?,
+            invoice: r.get(21)?,
+            payment_hash: r.get(22)?,
+            preimage: r.get(23)?,
+            payment_secret: r.get(24)?,
+            pay_expires_at_ms: r.get(25)?,
+            min_final_cltv: r.get(26)?,
+            channel_id: r.get(27)?,
+            funding_txid: r.get(28)?,
+            funding_outnum: r.get(29)?,
+            funded_at_ms: r.get(30)?,
+            chan_expires_at_ms: r.get(31)?,
+            lease_end_block: r.get(32)?,
+        })
+    }
+
+    fn into_record(self) -> Result<OrderRecord, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("order {}: {what}", self.order_id));
+        let narrow = |v: i64, what: &'static str| -> Result<u32, StoreError> {
+            u32::try_from(v).map_err(|_| StoreError::Range(what))
+        };
+        let phase = Phase::parse(&self.phase).ok_or_else(|| corrupt("unknown phase"))?;
+        let transport = match self.transport.as_str() {
+            "p2p" => Transport::P2p,
+            "rest" => Transport::Rest,
+            _ => return Err(corrupt("unknown transport")),
+        };
+        let bolt11 = match (self.invoice, self.payment_hash, self.preimage, self.payment_secret, self.pay_expires_at_ms)
+        {
+            (Some(invoice), Some(payment_hash), Some(preimage), Some(payment_secret), Some(expires_at_ms)) => {
+                Some(Bolt11Record {
+                    invoice,
+                    payment_hash,
+                    preimage,
+                    payment_secret,
+                    expires_at_ms,
+                    min_final_cltv: u16::try_from(self.min_final_cltv.unwrap_or(0))
+                        .map_err(|_| StoreError::Range("min_final_cltv"))?,
+                })
+            }
+            _ => None,
+        };
+        let channel = match (self.funding_txid, self.funding_outnum, self.funded_at_ms, self.chan_expires_at_ms) {
+            (Some(funding_txid), Some(outnum), Some(funded_at_ms), Some(expires_at_ms)) => Some(ChannelRecord {
+                channel_id: self.channel_id,
+                funding_txid,
+                funding_outnum: narrow(outnum, "funding_outnum")?,
+                funded_at_ms,
+                expires_at_ms,
+                lease_end_block: self.lease_end_block.map(|b| narrow(b, "lease_end_block")).transpose()?,
+            }),
+            _ => None,
+        };
+        Ok(OrderRecord {
+            order_id: self.order_id,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            client_node_id: self.client_node_id,
+            transport,
+            lsp_balance_sat: to_u64(self.lsp_balance_sat, "lsp_balance_sat")?,
+            client_balance_sat: to_u64(self.client_balance_sat, "client_balance_sat")?,
+            required_channel_confirmations: u16::try_from(self.required_channel_confirmations)
+                .map_err(|_| StoreError::Range("required_channel_confirmations"))?,
+            funding_confirms_within_blocks: u16::try_from(self.funding_confirms_within_blocks)
+                .map_err(|_| StoreError::Range("funding_confirms_within_blocks"))?,
+            channel_expiry_blocks: narrow(self.channel_expiry_blocks, "channel_expiry_blocks")?,
+            token: self.token,
+            refund_onchain_address: self.refund_onchain_address,
+            announce_channel: self.announce_channel,
+            client_info: self.client_info.and_then(|s| serde_json::from_str(&s).ok()),
+            phase,
+            failure_reason: self.failure_reason,
+            fee_total_sat: to_u64(self.fee_total_sat, "fee_total_sat")?,
+            order_total_sat: to_u64(self.order_total_sat, "order_total_sat")?,
+            funding_feerate_perkw: narrow(self.funding_feerate_perkw, "funding_feerate_perkw")?,
+            reserved_sat: to_u64(self.reserved_sat, "reserved_sat")?,
+            expires_at_ms: self.expires_at_ms,
+            bolt11,
+            channel,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

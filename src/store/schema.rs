@@ -1,0 +1,97 @@
+//! Schema migrations. Version `n` of the schema is reached by running `MIGRATIONS[..n]`,
+//! each step in its own transaction, and recorded in `PRAGMA user_version`.
+//! Never edit a released step: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // v1: orders, their payment options, held HTLCs, channels and the event log. The HTLC
+    // and channel tables serve the order lifecycle (roadmap stage 2) so it needs no rewrite.
+    r#"
+    CREATE TABLE orders (
+        order_id                        TEXT PRIMARY KEY NOT NULL,
+        created_at_ms                   INTEGER NOT NULL,
+        updated_at_ms                   INTEGER NOT NULL,
+        -- The node the channel goes to; P2P: the peer that asked (decision 8).
+        client_node_id                  TEXT NOT NULL,
+        transport                       TEXT NOT NULL CHECK (transport IN ('p2p', 'rest')),
+        lsp_balance_sat                 INTEGER NOT NULL CHECK (lsp_balance_sat >= 1),
+        client_balance_sat              INTEGER NOT NULL CHECK (client_balance_sat >= 0),
+        required_channel_confirmations  INTEGER NOT NULL,
+        funding_confirms_within_blocks  INTEGER NOT NULL,
+        channel_expiry_blocks           INTEGER NOT NULL,
+        token                           TEXT NOT NULL,
+        refund_onchain_address          TEXT,
+        announce_channel                INTEGER NOT NULL CHECK (announce_channel IN (0, 1)),
+        client_info                     TEXT,
+        phase                           TEXT NOT NULL
+            CHECK (phase IN ('awaiting_payment', 'payment_held', 'opening', 'completed', 'failed')),
+        failure_reason                  TEXT,
+        fee_total_sat                   INTEGER NOT NULL,
+        order_total_sat                 INTEGER NOT NULL,
+        funding_feerate_perkw           INTEGER NOT NULL,
+        -- On-chain funds this order holds back while it is in flight.
+        reserved_sat                    INTEGER NOT NULL,
+        -- Payment deadline of the earliest-expiring option (decision 13).
+        expires_at_ms                   INTEGER NOT NULL
+    );
+    CREATE INDEX orders_by_peer ON orders (client_node_id, phase);
+    CREATE INDEX orders_by_phase ON orders (phase, expires_at_ms);
+    CREATE INDEX orders_by_created ON orders (created_at_ms);
+
+    CREATE TABLE payments (
+        order_id          TEXT NOT NULL REFERENCES orders (order_id),
+        method            TEXT NOT NULL CHECK (method IN ('bolt11', 'bolt12', 'onchain')),
+        expires_at_ms     INTEGER NOT NULL,
+        fee_total_sat     INTEGER NOT NULL,
+        order_total_sat   INTEGER NOT NULL,
+        invoice           TEXT,
+        payment_hash      TEXT UNIQUE,
+        preimage          TEXT,
+        payment_secret    TEXT,
+        min_final_cltv    INTEGER,
+        offer             TEXT,
+        address           TEXT,
+        PRIMARY KEY (order_id, method)
+    );
+
+    CREATE TABLE htlcs (
+        payment_hash      TEXT NOT NULL,
+        short_channel_id  TEXT NOT NULL,
+        htlc_id           INTEGER NOT NULL,
+        amount_msat       INTEGER NOT NULL,
+        cltv_expiry       INTEGER NOT NULL,
+        received_at_ms    INTEGER NOT NULL,
+        resolution        TEXT CHECK (resolution IN ('settled', 'failed')),
+        PRIMARY KEY (short_channel_id, htlc_id)
+    );
+    CREATE INDEX htlcs_by_hash ON htlcs (payment_hash);
+
+    CREATE TABLE channels (
+        order_id          TEXT PRIMARY KEY NOT NULL REFERENCES orders (order_id),
+        channel_id        TEXT,
+        funding_txid      TEXT NOT NULL,
+        funding_outnum    INTEGER NOT NULL,
+        funded_at_ms      INTEGER NOT NULL,
+        expires_at_ms     INTEGER NOT NULL,
+        lease_end_block   INTEGER
+    );
+
+    -- Every state change of every order, never updated or deleted.
+    CREATE TABLE events (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id          TEXT NOT NULL REFERENCES orders (order_id),
+        at_ms             INTEGER NOT NULL,
+        kind              TEXT NOT NULL,
+        from_phase        TEXT,
+        to_phase          TEXT,
+        detail            TEXT
+    );
+    CREATE INDEX events_by_order ON events (order_id, seq);
+    CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    "#,
+];
+
+/// The schema version this code writes.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;

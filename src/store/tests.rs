@@ -1,0 +1,193 @@
+use super::*;
+use crate::lsps1::order::{FailReason, Phase};
+
+pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
+    OrderRecord {
+        order_id: id.into(),
+        created_at_ms: now,
+        updated_at_ms: now,
+        client_node_id: peer.into(),
+        transport: Transport::P2p,
+        lsp_balance_sat: 1_000_000,
+        client_balance_sat: 0,
+        required_channel_confirmations: 0,
+        funding_confirms_within_blocks: 6,
+        channel_expiry_blocks: 13_140,
+        token: String::new(),
+        refund_onchain_address: None,
+        announce_channel: false,
+        client_info: Some(serde_json::json!({"app": "ZEUS"})),
+        phase: Phase::AwaitingPayment,
+        failure_reason: None,
+        fee_total_sat: 20_000,
+        order_total_sat: 20_000,
+        funding_feerate_perkw: 11_000,
+        reserved_sat: 1_010_000,
+        expires_at_ms: now + 3_600_000,
+        bolt11: Some(Bolt11Record {
+            invoice: format!("lnbcrt-{id}"),
+            payment_hash: format!("{:0>64}", id),
+            preimage: "11".repeat(32),
+            payment_secret: "22".repeat(32),
+            expires_at_ms: now + 3_600_000,
+            min_final_cltv: 144,
+        }),
+        channel: None,
+    }
+}
+
+fn roomy(now: i64) -> InsertLimits {
+    InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 100, now_ms: now }
+}
+
+#[test]
+fn insert_get_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lsps1.sqlite3");
+    let r = record("a", "peer1", 1_000);
+    {
+        let s = Store::open(&path).unwrap();
+        s.insert_order(&r, roomy(1_000)).unwrap();
+        assert_eq!(s.get_order("a").unwrap().unwrap(), r);
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), schema::LATEST);
+    assert_eq!(s.get_order("a").unwrap().unwrap(), r, "the order and its preimage survive a restart");
+    assert_eq!(s.order_id_by_payment_hash(&r.bolt11.unwrap().payment_hash).unwrap().as_deref(), Some("a"));
+    assert_eq!(s.events("a").unwrap().len(), 1);
+    assert!(s.get_order("missing").unwrap().is_none());
+}
+
+#[test]
+fn refuses_a_newer_schema_without_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lsps1.sqlite3");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;").unwrap();
+    }
+    let e = Store::open(&path).unwrap_err();
+    assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
+    assert!(e.to_string().contains("newer than this plugin"));
+    let c = Connection::open(&path).unwrap();
+    let v: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 99);
+}
+
+#[test]
+fn refuses_a_file_that_is_not_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lsps1.sqlite3");
+    std::fs::write(&path, b"this is not a database, and it must survive").unwrap();
+    assert!(matches!(Store::open(&path), Err(StoreError::Open { .. })));
+    assert_eq!(std::fs::read(&path).unwrap(), b"this is not a database, and it must survive");
+}
+
+#[test]
+fn refuses_a_directory_it_cannot_write() {
+    assert!(matches!(Store::open(Path::new("/nonexistent-dir/lsps1.sqlite3")), Err(StoreError::Open { .. })));
+}
+
+#[test]
+fn wal_mode_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("x.sqlite3")).unwrap();
+    let mode: String = s.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn events_are_append_only() {
+    let s = Store::open_in_memory().unwrap();
+    s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
+    let c = s.lock();
+    assert!(c.execute("UPDATE events SET kind = 'x'", []).is_err());
+    assert!(c.execute("DELETE FROM events", []).is_err());
+}
+
+#[test]
+fn duplicate_order_id_leaves_nothing_half_written() {
+    let s = Store::open_in_memory().unwrap();
+    s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
+    let mut dup = record("a", "p", 0);
+    dup.bolt11.as_mut().unwrap().payment_hash = "ff".repeat(32);
+    assert!(s.insert_order(&dup, roomy(0)).is_err());
+    // Same payment hash, other id: the payment insert fails after the order row; the
+    // transaction rolls back both.
+    let mut clash = record("b", "p", 0);
+    clash.bolt11.as_mut().unwrap().payment_hash = record("a", "p", 0).bolt11.unwrap().payment_hash;
+    assert!(s.insert_order(&clash, roomy(0)).is_err());
+    assert!(s.get_order("b").unwrap().is_none());
+    assert!(s.events("b").unwrap().is_empty());
+}
+
+#[test]
+fn budget_and_quota_are_checked_in_the_transaction() {
+    let s = Store::open_in_memory().unwrap();
+    let limits = InsertLimits { fundable_sat: 2_500_000, max_unpaid_per_client: 2, now_ms: 0 };
+    s.insert_order(&record("a", "p1", 0), limits).unwrap();
+    s.insert_order(&record("b", "p2", 0), limits).unwrap();
+    assert_eq!(s.reserved_sat(0).unwrap(), 2_020_000);
+    let e = s.insert_order(&record("c", "p3", 0), limits).unwrap_err();
+    assert!(matches!(e, StoreError::InsufficientFunds { available_sat: 480_000, reserved_sat: 2_020_000 }), "{e}");
+    // Quota: p1 has one unpaid order; a second is fine, a third is not.
+    let roomy_quota = InsertLimits { fundable_sat: u64::MAX / 4, ..limits };
+    s.insert_order(&record("d", "p1", 0), roomy_quota).unwrap();
+    assert!(matches!(s.insert_order(&record("e", "p1", 0), roomy_quota), Err(StoreError::TooManyUnpaid(2))));
+    // Expired unpaid orders stop counting, for funds and for the quota.
+    let later = InsertLimits { now_ms: 3_600_000, ..roomy_quota };
+    assert_eq!(s.reserved_sat(3_600_000).unwrap(), 0);
+    s.insert_order(&record("f", "p1", 3_600_000), later).unwrap();
+}
+
+#[test]
+fn transitions_are_compare_and_set_and_logged() {
+    let s = Store::open_in_memory().unwrap();
+    s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
+    s.transition("a", Phase::AwaitingPayment, Phase::PaymentHeld, None, 5, None).unwrap();
+    assert!(matches!(
+        s.transition("a", Phase::AwaitingPayment, Phase::Failed, Some(FailReason::PaymentExpired), 6, None),
+        Err(StoreError::Conflict(_))
+    ));
+    s.transition("a", Phase::PaymentHeld, Phase::Failed, Some(FailReason::OpenFailed), 7, None).unwrap();
+    let r = s.get_order("a").unwrap().unwrap();
+    assert_eq!((r.phase, r.failure_reason.as_deref(), r.updated_at_ms), (Phase::Failed, Some("open_failed"), 7));
+    let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["created", "state_changed", "open_failed"]);
+}
+
+#[test]
+fn expiry_sweep_fails_only_due_unpaid_orders() {
+    let s = Store::open_in_memory().unwrap();
+    s.insert_order(&record("due", "p", 0), roomy(0)).unwrap();
+    s.insert_order(&record("later", "p", 1_000_000), roomy(1_000_000)).unwrap();
+    s.insert_order(&record("held", "p", 0), roomy(0)).unwrap();
+    s.transition("held", Phase::AwaitingPayment, Phase::PaymentHeld, None, 1, None).unwrap();
+    assert_eq!(s.expire_unpaid(3_600_000).unwrap(), vec!["due".to_string()]);
+    assert_eq!(s.get_order("due").unwrap().unwrap().phase, Phase::Failed);
+    assert_eq!(s.get_order("later").unwrap().unwrap().phase, Phase::AwaitingPayment);
+    assert_eq!(
+        s.get_order("held").unwrap().unwrap().phase,
+        Phase::PaymentHeld,
+        "a held payment is not expired by the sweep"
+    );
+    assert!(s.expire_unpaid(3_600_000).unwrap().is_empty(), "idempotent");
+    // Finished orders keep their record (no pruning into 101).
+    assert!(s.get_order("due").unwrap().is_some());
+}
+
+#[test]
+fn list_filters() {
+    let s = Store::open_in_memory().unwrap();
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        s.insert_order(&record(id, if i == 2 { "p2" } else { "p1" }, i as i64 * 1000), roomy(0)).unwrap();
+    }
+    s.transition("b", Phase::AwaitingPayment, Phase::Failed, Some(FailReason::PaymentExpired), 10, None).unwrap();
+    let ids = |f: OrderFilter| s.list_orders(&f).unwrap().into_iter().map(|o| o.order_id).collect::<Vec<_>>();
+    assert_eq!(ids(OrderFilter::default()), ["c", "b", "a"]);
+    assert_eq!(ids(OrderFilter { phases: Some(vec![Phase::Failed]), ..Default::default() }), ["b"]);
+    assert_eq!(ids(OrderFilter { client_node_id: Some("p1".into()), ..Default::default() }), ["b", "a"]);
+    assert_eq!(ids(OrderFilter { created_since_ms: Some(1000), ..Default::default() }), ["c", "b"]);
+    assert_eq!(ids(OrderFilter { limit: Some(1), ..Default::default() }), ["c"]);
+    assert!(ids(OrderFilter { phases: Some(vec![]), ..Default::default() }).is_empty());
+}
