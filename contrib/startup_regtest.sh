@@ -33,12 +33,22 @@ BTC_RPCPORT=$PORT_BASE
 LN_PORT_1=$((PORT_BASE + 1))
 LN_PORT_2=$((PORT_BASE + 2))
 PLUGIN_BIN=${CLN_LSPS1_BIN:-$REPO_ROOT/target/release/cln-lsps1}
+case $PLUGIN_BIN in
+/*) ;;
+*) PLUGIN_BIN=$PWD/$PLUGIN_BIN ;; # lightningd resolves plugin= from its own directory
+esac
 CLIENT_PLUGIN=$REPO_ROOT/plugin-tests/plugins/lsps_client.py
 MARKER=.cln-lsps1-regtest
 BTC_RPCUSER=lsps1
 BTC_RPCPASSWORD=lsps1-regtest
+BURN_ADDR=bcrt1qjefm5vg3pshke552apccaxf92rkku89ucyj4hd
 
 BTC_DIR=$WORK_DIR/bitcoin
+# How to run this script again for the same network (printed in hints).
+SELF="bash $0"
+if [ -n "${LSPS1_REGTEST_DIR:-}" ]; then
+	SELF="LSPS1_REGTEST_DIR=$WORK_DIR $SELF"
+fi
 
 die() {
 	echo "startup_regtest: $*" >&2
@@ -82,6 +92,10 @@ pid_alive() {
 	[ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
+pid_gone() {
+	! kill -0 "$1" 2>/dev/null
+}
+
 port_in_use() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
@@ -111,14 +125,16 @@ hex_of() {
 stop_pidfile() {
 	# stop_pidfile NAME PIDFILE: wait up to 30 s for a process we started to
 	# exit after its graceful stop, then kill that one process by id.
-	local name=$1 pidfile=$2
+	local name=$1 pidfile=$2 pid
 	if ! pid_alive "$pidfile"; then
 		rm -f "$pidfile"
 		return 0
 	fi
-	if ! wait_until 30 eval "! kill -0 $(cat "$pidfile") 2>/dev/null"; then
-		echo "$name did not stop in 30 s: killing pid $(cat "$pidfile")" >&2
-		kill "$(cat "$pidfile")" 2>/dev/null || true
+	pid=$(cat "$pidfile")
+	if ! wait_until 30 pid_gone "$pid"; then
+		echo "$name did not stop in 30 s: killing pid $pid" >&2
+		kill "$pid" 2>/dev/null || true
+		wait_until 10 pid_gone "$pid" || kill -9 "$pid" 2>/dev/null || true
 	fi
 	rm -f "$pidfile"
 }
@@ -224,13 +240,25 @@ EOF
 	fi
 }
 
+# Synced with bitcoind: getinfo answers and has no warning_* fields.
+node_synced() {
+	local out
+	out=$(lcli "$1" getinfo) || return 1
+	[[ $out != *warning_* ]]
+}
+
+has_confirmed_funds() {
+	local out
+	out=$(lcli "$1" -F listfunds) || return 1
+	[[ $out == *status=confirmed* ]]
+}
+
 start_node() {
 	local n=$1
-	lightningd --lightning-dir="$WORK_DIR/l$n" --daemon
+	lightningd --lightning-dir="$WORK_DIR/l$n" --daemon ||
+		die "lightningd for node $n failed to start; see $WORK_DIR/l$n/log"
 	wait_until 60 lcli "$n" getinfo || die "node $n did not start; see $WORK_DIR/l$n/log"
-	# Synced with bitcoind: getinfo has no warning_* fields.
-	wait_until 60 sh -c "! lightning-cli --lightning-dir='$WORK_DIR/l$n' --network=regtest getinfo | grep -q warning_" ||
-		die "node $n did not sync with bitcoind; see $WORK_DIR/l$n/log"
+	wait_until 60 node_synced "$n" || die "node $n did not sync with bitcoind; see $WORK_DIR/l$n/log"
 }
 
 on_start_error() {
@@ -272,7 +300,7 @@ cmd_start() {
 	if [ -f "$WORK_DIR/$MARKER" ]; then
 		if pid_alive "$BTC_DIR/bitcoind.pid" || pid_alive "$WORK_DIR/l1/lightningd.pid" ||
 			pid_alive "$WORK_DIR/l2/lightningd.pid"; then
-			die "already running in $WORK_DIR: run '$0 stop' first"
+			die "already running in $WORK_DIR: run '$SELF stop' first"
 		fi
 		rm -rf "$WORK_DIR"
 	elif [ -e "$WORK_DIR" ]; then
@@ -295,12 +323,14 @@ cmd_start() {
 
 	info "starting bitcoind (regtest, RPC 127.0.0.1:$BTC_RPCPORT) in $BTC_DIR"
 	write_bitcoin_conf
-	bitcoind -datadir="$BTC_DIR" -pid="$BTC_DIR/bitcoind.pid" -daemon >/dev/null
+	bitcoind -datadir="$BTC_DIR" -pid="$BTC_DIR/bitcoind.pid" -daemon >/dev/null ||
+		die "bitcoind failed to start; see $BTC_DIR/regtest/debug.log"
 	wait_until 60 bcli getblockchaininfo || die "bitcoind did not answer RPC; see $BTC_DIR/regtest/debug.log"
 	# A wallet for sending coins around by hand (bt-cli -rpcwallet=default ...).
 	bcli createwallet default >/dev/null 2>&1 || echo "note: could not create a bitcoind wallet (built without one?)" >&2
-	# Leave initial block download so lightningd starts at once.
-	bcli generatetoaddress 1 bcrt1qs758ursh4q9z627kt3pp5yysm78ddny6txaqgw >/dev/null
+	# Leave initial block download, so that lightningd syncs at once. Nobody
+	# holds the key of this address: the reward is burnt.
+	bcli generatetoaddress 1 "$BURN_ADDR" >/dev/null
 
 	local lsp_extra="plugin=$PLUGIN_BIN"
 	if [ -n "${LSP_EXTRA_CONFIG:-}" ]; then
@@ -327,11 +357,13 @@ cmd_start() {
 	local l1_id l1_addr
 	l1_id=$(lcli 1 -F getinfo | flat_get id)
 	l1_addr=$(lcli 1 -F newaddr | flat_get bech32)
-	[ -n "$l1_id" ] && [ -n "$l1_addr" ] || die "could not read node 1's id / a new address"
+	if [ -z "$l1_id" ] || [ -z "$l1_addr" ]; then
+		die "could not read node 1's id / a new address"
+	fi
 
 	info "funding node 1: mining 101 blocks to $l1_addr"
 	bcli generatetoaddress 101 "$l1_addr" >/dev/null
-	wait_until 120 sh -c "lightning-cli --lightning-dir='$WORK_DIR/l1' --network=regtest -F listfunds | grep -q 'status=confirmed'" ||
+	wait_until 120 has_confirmed_funds 1 ||
 		die "node 1 does not see its funds; see $WORK_DIR/l1/log"
 
 	info "connecting node 2 -> node 1"
@@ -350,7 +382,7 @@ Regtest network is up ($WORK_DIR).
   node 2 (client): connected to node 1, no channel
 
 Aliases for this shell:
-  eval "\$(bash $0 env)"
+  eval "\$($SELF env)"
 $(cmd_env | sed 's/^/  /')
 
 Operator commands on the LSP:
@@ -389,7 +421,7 @@ EOF
 	cat <<EOF
 
 Mine blocks:     bt-cli generatetoaddress 1 \$(l1-cli -F newaddr | sed -n 's/^bech32=//p')
-Tear down:       bash $0 stop        (add --clean to delete $WORK_DIR)
+Tear down:       $SELF stop        (add --clean to delete $WORK_DIR)
 EOF
 }
 

@@ -443,6 +443,20 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_option() {
+        let readme = include_str!("../README.md");
+        for o in OPTIONS {
+            assert!(readme.contains(&format!("| `{}` |", o.name)), "README.md has no row for {}", o.name);
+            let default = match o.kind {
+                OptKind::Int(d) => d.to_string(),
+                OptKind::Bool(b) => b.to_string(),
+                OptKind::Str | OptKind::Multi => continue,
+            };
+            assert!(readme.contains(&format!("| `{}` | `{}` |", o.name, default)), "README.md default of {}", o.name);
+        }
+    }
+
+    #[test]
     fn g02_inconsistent_options_name_the_option() {
         use OptValue::Int;
         let cases: &[(&[(&str, OptValue)], &str)] = &[

@@ -255,7 +255,10 @@ async fn on_custommsg(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::
 /// Serve one request: admission (per-peer limits), the service, the reply.
 async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
     let reply = match state.limiter.admit(peer, Instant::now()) {
-        Ok(_inflight) => state.service.handle_payload(peer, &bytes).await,
+        Ok(_inflight) => match state.service.handle_payload(peer, &bytes).await {
+            Some(reply) => reply,
+            None => return,
+        },
         Err((refusal, notify)) => {
             if !notify {
                 log::debug!("Dropped a request from {peer}: {}", refusal.describe());

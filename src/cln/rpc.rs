@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use crate::ports::{FeeEstimates, NodeApi, NodeError, WalletFunds};
 
 /// Time allowed for one ordinary RPC call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Short: every call on the request path is local and fast, and wallets give up after a
+/// few seconds (ZEUS waits 7 s).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ClnNode {

@@ -116,11 +116,20 @@ impl RpcError {
 pub struct Rejection {
     pub id: Option<String>,
     pub error: RpcError,
+    /// Whether to answer at all. A JSON-RPC *error response* from a client (the LSP sends
+    /// no requests, so it can only be a client's complaint about one of our messages, e.g.
+    /// lightning-liquidity's `-32700` with `id: null`) is logged, not answered: answering a
+    /// parse error with a parse error could ping-pong between two peers forever.
+    pub reply: bool,
 }
 
 impl Rejection {
     fn null(error: RpcError) -> Self {
-        Rejection { id: None, error }
+        Rejection { id: None, error, reply: true }
+    }
+
+    fn with_id(id: String, error: RpcError) -> Self {
+        Rejection { id: Some(id), error, reply: true }
     }
 }
 
@@ -144,6 +153,12 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Rejection> {
     let Value::Object(mut obj) = value else {
         return Err(Rejection::null(RpcError::parse_error("message is not a JSON object (batches are not allowed)")));
     };
+    if obj.contains_key("error") && !obj.contains_key("method") {
+        return Err(Rejection {
+            reply: false,
+            ..Rejection::null(RpcError::parse_error("message is an error response, not a request"))
+        });
+    }
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(Rejection::null(RpcError::parse_error("not a JSON-RPC 2.0 request: \"jsonrpc\" must be \"2.0\"")));
     }
@@ -165,13 +180,13 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Rejection> {
         None => Map::new(),
         Some(Value::Object(p)) => p,
         Some(Value::Array(_)) => {
-            return Err(Rejection {
-                id: Some(id),
-                error: RpcError::invalid_param("params", "params must be an object (by-name), not an array"),
-            });
+            return Err(Rejection::with_id(
+                id,
+                RpcError::invalid_param("params", "params must be an object (by-name), not an array"),
+            ));
         }
         Some(_) => {
-            return Err(Rejection { id: Some(id), error: RpcError::invalid_request("params must be an object") });
+            return Err(Rejection::with_id(id, RpcError::invalid_request("params must be an object")));
         }
     };
     Ok(Request { id, method, params })
@@ -318,6 +333,17 @@ mod tests {
     }
 
     #[test]
+    fn error_responses_are_not_answered() {
+        let r = err_of(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error","data":null}}"#);
+        assert!(!r.reply);
+        let r = err_of(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"x"}}"#);
+        assert!(!r.reply);
+        // A result response, and anything else malformed, still gets -32700 (T-07).
+        assert!(err_of(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).reply);
+        assert!(err_of(b"[]").reply);
+    }
+
+    #[test]
     fn params_rules() {
         let r = parse_request(br#"{"jsonrpc":"2.0","id":"a","method":"m"}"#).unwrap();
         assert!(r.params.is_empty(), "missing params means {{}}");
@@ -388,6 +414,48 @@ mod tests {
             let d = e.data.as_ref().expect("data");
             assert!(d.is_object());
             assert!(d["message"].is_string());
+        }
+    }
+
+    proptest::proptest! {
+        /// Random bytes never panic and always yield a request or the right error: a
+        /// `-32700` with `id: null`, or an id-carrying `-32602`/`-32600` for bad params.
+        #[test]
+        fn random_bytes_yield_a_request_or_the_right_error(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            check_outcome(&bytes);
+        }
+
+        /// Random mutations of a valid request: the same property, near the valid shape.
+        #[test]
+        fn mutated_requests_yield_a_request_or_the_right_error(
+            pos in 0usize..80, byte in proptest::num::u8::ANY, cut in 0usize..80,
+        ) {
+            let mut b = br#"{"jsonrpc":"2.0","id":"abc","method":"lsps1.get_order","params":{"order_id":"x"}}"#.to_vec();
+            let p = pos % b.len();
+            b[p] = byte;
+            b.truncate(b.len() - cut % 10);
+            check_outcome(&b);
+        }
+    }
+
+    fn check_outcome(bytes: &[u8]) {
+        match parse_request(bytes) {
+            Ok(r) => {
+                let v: Value = serde_json::from_slice(bytes).expect("a request is JSON");
+                assert_eq!(v["id"].as_str(), Some(r.id.as_str()));
+                assert_eq!(v["method"].as_str(), Some(r.method.as_str()));
+                assert_eq!(v["jsonrpc"], json!("2.0"));
+            }
+            Err(rej) => match rej.error.code {
+                -32700 => assert_eq!(rej.id, None),
+                -32602 | -32600 => {
+                    let v: Value = serde_json::from_slice(bytes).expect("only JSON gets past -32700");
+                    if rej.error.code == -32602 || rej.id.is_some() {
+                        assert_eq!(v["id"].as_str(), rej.id.as_deref());
+                    }
+                }
+                c => panic!("unexpected code {c}"),
+            },
         }
     }
 

@@ -39,12 +39,16 @@ pub struct NodeInfo {
     pub emergency_reserve_sat: u64,
 }
 
-/// The latest fee estimates and wallet balance, refreshed in the background so that no
-/// request waits on the node for them (issue 4 §3: create_order answers fast).
+/// The latest fee estimates and wallet balance. Refreshed in the background (on every
+/// block and every 30 s) and, when older than [`MARKET_MAX_AGE_MS`], by the request that
+/// needs it, within [`MARKET_WAIT`]: a wallet funded a moment ago is seen, and no request
+/// waits long on the node (issue 4 §3: create_order answers fast).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Market {
     pub fees: Option<FeeEstimates>,
     pub funds: Option<WalletFunds>,
+    /// When the last successful refresh finished (unix ms).
+    pub refreshed_at_ms: Option<i64>,
 }
 
 pub struct Service<N, C, E> {
@@ -57,8 +61,10 @@ pub struct Service<N, C, E> {
     market: Mutex<Market>,
 }
 
-/// How long a request may wait for the node to refresh the market when nothing is cached.
-const MARKET_WAIT: Duration = Duration::from_secs(2);
+/// How long a request may wait for the node to refresh the market.
+pub const MARKET_WAIT: Duration = Duration::from_secs(2);
+/// A market snapshot older than this is refreshed before it is used to answer.
+pub const MARKET_MAX_AGE_MS: i64 = 5_000;
 
 impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     pub fn new(cfg: Config, node_info: NodeInfo, store: Store, node: N, clock: C, entropy: E) -> Self {
@@ -94,12 +100,16 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             Ok(f) => m.funds = Some(f),
             Err(e) => first_err = first_err.or(Some(e)),
         }
+        if first_err.is_none() {
+            m.refreshed_at_ms = Some(self.clock.now_ms());
+        }
         first_err.map_or(Ok(()), Err)
     }
 
     async fn market_now(&self) -> Market {
         let m = self.market();
-        if m.fees.is_some() && m.funds.is_some() {
+        let fresh = m.refreshed_at_ms.is_some_and(|t| self.clock.now_ms().saturating_sub(t) <= MARKET_MAX_AGE_MS);
+        if fresh && m.fees.is_some() && m.funds.is_some() {
             return m;
         }
         if let Err(e) = tokio::time::timeout(MARKET_WAIT, self.refresh_market())
@@ -111,13 +121,29 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         self.market()
     }
 
+    /// The funding fee rate for a confirmation target (N-05). On regtest, where a fresh
+    /// bitcoind has no estimates at all, the relay floor stands in.
+    fn funding_feerate(&self, fees: &FeeEstimates, target_blocks: u16) -> Option<u32> {
+        pricing::feerate_for_target(fees, target_blocks)
+            .or_else(|| (self.node_info.network == bitcoin::Network::Regtest).then_some(fees.floor_perkw.max(253)))
+    }
+
     /// Handle one LSPS0 payload from `peer`; returns the response payload to send back.
-    /// Every payload gets exactly one response (T-14), never larger than BOLT8 allows (C-21).
-    pub async fn handle_payload(&self, peer: PublicKey, payload: &[u8]) -> Vec<u8> {
+    /// Every request and every bad message gets exactly one response (T-14), never larger
+    /// than BOLT8 allows (C-21); only a client's own error response gets none (see
+    /// [`jsonrpc::Rejection::reply`]).
+    pub async fn handle_payload(&self, peer: PublicKey, payload: &[u8]) -> Option<Vec<u8>> {
         let (id, outcome) = match jsonrpc::parse_request(payload) {
             Ok(req) => {
                 let id = req.id.clone();
                 (Some(id), self.dispatch(peer, req).await)
+            }
+            Err(rej) if !rej.reply => {
+                log::warn!(
+                    "LSPS0 error response from {peer}, not answered: {}",
+                    jsonrpc::truncate(&String::from_utf8_lossy(payload), 200)
+                );
+                return None;
             }
             Err(rej) => {
                 // T-08: bad messages are logged as unusual.
@@ -139,9 +165,9 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         if bytes.len() > MAX_PAYLOAD_LEN {
             // Unreachable by construction (decision 7); never send a truncated message.
             log::warn!("Response of {} bytes to {peer} exceeds the LSPS0 limit; answering -32603", bytes.len());
-            return jsonrpc::error_bytes(id.as_deref(), &RpcError::internal("response too large"));
+            return Some(jsonrpc::error_bytes(id.as_deref(), &RpcError::internal("response too large")));
         }
-        bytes
+        Some(bytes)
     }
 
     /// Route a parsed request (T-09: unknown methods get -32601).
@@ -175,7 +201,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             let opening_fee = market
                 .fees
                 .as_ref()
-                .and_then(|f| pricing::feerate_for_target(f, o.min_funding_confirms_within_blocks))
+                .and_then(|f| self.funding_feerate(f, o.min_funding_confirms_within_blocks))
                 .and_then(|r| pricing::onchain_fee_sat(r, self.cfg.pricing.funding_weight))
                 .unwrap_or(0);
             let headroom = self.fundable_sat(funds).saturating_sub(reserved_sat).saturating_sub(opening_fee);
@@ -225,7 +251,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             .as_ref()
             .ok_or_else(|| RpcError::internal("no fee estimates from the node yet; retry shortly"))?;
         let funds = market.funds.ok_or_else(|| RpcError::internal("wallet balance unknown; retry shortly"))?;
-        let feerate = pricing::feerate_for_target(fees, req.funding_confirms_within_blocks)
+        let feerate = self
+            .funding_feerate(fees, req.funding_confirms_within_blocks)
             .ok_or_else(|| RpcError::internal("the node has no fee estimate; retry shortly"))?;
         let quote = pricing::quote(
             &self.cfg.pricing,

@@ -98,7 +98,7 @@ fn order_params() -> Map<String, Value> {
 }
 
 async fn call(s: &TestService, from: PublicKey, request: Value) -> Value {
-    serde_json::from_slice(&s.handle_payload(from, request.to_string().as_bytes()).await).unwrap()
+    serde_json::from_slice(&s.handle_payload(from, request.to_string().as_bytes()).await.unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -299,6 +299,31 @@ async fn node_failures_answer_internal_error_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn a_stale_wallet_snapshot_is_refreshed_by_the_request() {
+    let node = MockNode::new();
+    *node.funds.lock().unwrap() = Ok(WalletFunds { confirmed_sat: 0 });
+    let s = service_with(Config::default(), node);
+    s.refresh_market().await.unwrap();
+    assert_eq!(s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err().code, 100);
+    // The wallet is funded; the snapshot is still fresh, so the old answer stands...
+    *s.node().funds.lock().unwrap() = Ok(WalletFunds { confirmed_sat: 10_000_000 });
+    assert_eq!(s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err().code, 100);
+    // ...until it is older than MARKET_MAX_AGE_MS: then the request refreshes it.
+    s.clock.advance(MARKET_MAX_AGE_MS + 1);
+    assert!(s.create_order(peer(1), Transport::P2p, &order_params()).await.is_ok());
+}
+
+#[tokio::test]
+async fn regtest_without_fee_estimates_uses_the_floor() {
+    let node = MockNode::new();
+    *node.fees.lock().unwrap() = Ok(FeeEstimates { floor_perkw: 253, ..Default::default() });
+    let s = service_with(Config::default(), node);
+    let o = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap();
+    // 1000 base + 5000 lease + ceil(253 × 702 / 1000) = 178.
+    assert_eq!(o.payment.bolt11.unwrap().fee_total_sat, 6_178);
+}
+
+#[tokio::test]
 async fn c13_token_is_mirrored() {
     let mut cfg = Config::default();
     cfg.tokens.insert("promo".into());
@@ -321,10 +346,11 @@ async fn c21_responses_fit_and_bad_messages_get_parse_errors() {
             peer(1),
             json!({"jsonrpc":"2.0","id":long_id,"method":"lsps1.create_order","params":params}).to_string().as_bytes(),
         )
-        .await;
+        .await
+        .unwrap();
     assert!(r.len() <= MAX_PAYLOAD_LEN);
     let v: Value = serde_json::from_slice(&r).unwrap();
     assert!(v.get("result").is_some(), "{v}");
-    let r: Value = serde_json::from_slice(&s.handle_payload(peer(1), b"{oops").await).unwrap();
+    let r: Value = serde_json::from_slice(&s.handle_payload(peer(1), b"{oops").await.unwrap()).unwrap();
     assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (Value::Null, json!(-32700)));
 }
