@@ -35,6 +35,9 @@ pub struct Lsps1Options {
     pub max_channel_balance_sat: u64,
 }
 
+/// 21 million bitcoin, in sat.
+pub const MAX_MONEY_SAT: u64 = 2_100_000_000_000_000;
+
 /// Channels above this need `option_support_large_channel` on both sides (BOLT 2).
 pub const MAX_NON_WUMBO_SAT: u64 = 16_777_215;
 
@@ -336,10 +339,6 @@ pub fn check_options(o: &Lsps1Options) -> Result<(), ConfigError> {
             ),
         ));
     }
-    // Reach at least 2.1e15 sat comfortably; anything larger is a typo.
-    if o.max_channel_balance_sat > 2_100_000_000_000_000 {
-        return Err(err("lsps1-max-channel-balance-sat", "is larger than all bitcoin"));
-    }
     Ok(())
 }
 
@@ -380,8 +379,9 @@ impl Reader<'_> {
         Ok(v)
     }
 
+    /// An amount in sat: at most all bitcoin (2.1e15 sat), so sums of a few stay in i64.
     fn sat(&self, name: &str) -> Result<u64, ConfigError> {
-        self.uint(name, i64::MAX as u64)
+        self.uint(name, MAX_MONEY_SAT)
     }
 
     fn bool(&self, name: &str) -> Result<bool, ConfigError> {
@@ -478,6 +478,7 @@ mod tests {
             (&[("lsps1-deny-node", OptValue::StrList(vec!["02xx".into()]))], "lsps1-deny-node"),
             (&[("lsps1-payment-expiry-secs", Int(5))], "lsps1-payment-expiry-secs"),
             (&[("lsps1-peer-burst", Int(0))], "lsps1-peer-burst"),
+            (&[("lsps1-base-fee-sat", Int(i64::MAX))], "lsps1-base-fee-sat"),
         ];
         for (vals, option) in cases {
             let e = with(vals).expect_err(option);

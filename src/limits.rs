@@ -124,9 +124,7 @@ impl PeerLimiter {
                 return Err((Refusal::Overloaded, false));
             }
         }
-        if t.inflight_total >= l.max_inflight_total {
-            return Err((Refusal::Overloaded, false));
-        }
+        let inflight_total = t.inflight_total;
         let state = t.peers.entry(peer).or_insert_with(|| PeerState {
             millitokens: u64::from(l.burst) * MILLI,
             last_refill: now,
@@ -143,6 +141,8 @@ impl PeerLimiter {
             Some(Refusal::RateLimited)
         } else if state.inflight >= l.max_inflight_per_peer {
             Some(Refusal::TooManyInFlight)
+        } else if inflight_total >= l.max_inflight_total {
+            Some(Refusal::Overloaded)
         } else {
             None
         };
@@ -221,7 +221,9 @@ mod tests {
         let t0 = Instant::now();
         let _a = l.admit(peer(1), t0).unwrap();
         let _b = l.admit(peer(2), t0).unwrap();
-        assert_eq!(l.admit(peer(3), t0).unwrap_err().0, Refusal::Overloaded);
+        // Told once (decision 10: a refusal gets error 1), then silent within the interval.
+        assert_eq!(l.admit(peer(3), t0).unwrap_err(), (Refusal::Overloaded, true));
+        assert_eq!(l.admit(peer(3), t0).unwrap_err(), (Refusal::Overloaded, false));
     }
 
     #[test]

@@ -104,7 +104,18 @@ pub async fn run() -> Result<()> {
 
     // Decision 19: CLN's own LSPS service answers 37913 too; two answers per request
     // would confuse every client.
-    if cln_lsps_service_enabled(&node).await {
+    let lsps_service = match cln_lsps_service_enabled(&node).await {
+        Ok(on) => on,
+        Err(e) => {
+            return cp
+                .disable(&format!(
+                    "cln-lsps1 disabled: cannot tell whether Core Lightning's own LSPS service is enabled ({e}); \
+                     refusing to risk two LSPS services answering the same messages"
+                ))
+                .await;
+        }
+    };
+    if lsps_service {
         return cp
             .disable(
                 "cln-lsps1 disabled: Core Lightning's own LSPS service (experimental-lsps2-service) is enabled on this node \
@@ -202,18 +213,31 @@ pub fn feature_bit_at_manifest(env: Option<&str>, network_dir: &Path) -> bool {
     true
 }
 
-async fn cln_lsps_service_enabled(node: &ClnNode) -> bool {
-    match node.call("listconfigs", json!({ "config": "experimental-lsps2-service" })).await {
-        Ok(v) => v.pointer("/configs/experimental-lsps2-service/set").and_then(Value::as_bool).unwrap_or(false),
-        // -32602 "Unknown config option": the service is not loaded (it removes itself
-        // when its flag is off, as in the v26.06.6 recording).
-        Err(e) => {
-            if e.code != Some(-32602) {
-                log::warn!("Cannot check for Core Lightning's LSPS service: {e}");
+/// Whether CLN's own LSPS service is on (decision 19). `Err` when lightningd would not
+/// say, after a few tries: the caller then refuses to start rather than risk two services.
+async fn cln_lsps_service_enabled(node: &ClnNode) -> Result<bool, crate::ports::NodeError> {
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        match node.call("listconfigs", json!({ "config": "experimental-lsps2-service" })).await {
+            Ok(v) => {
+                return Ok(v
+                    .pointer("/configs/experimental-lsps2-service/set")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false));
             }
-            false
+            // -32602 "Unknown config option": the service is not loaded (it removes itself
+            // when its flag is off, as in the v26.06.6 recording).
+            Err(e) if e.code == Some(-32602) => return Ok(false),
+            Err(e) => {
+                log::warn!("Cannot check for Core Lightning's LSPS service: {e}");
+                last = Some(e);
+            }
         }
     }
+    Err(last.unwrap_or_else(|| crate::ports::NodeError::new("listconfigs", None, "no answer")))
 }
 
 async fn emergency_reserve_sat(node: &ClnNode) -> u64 {
@@ -254,9 +278,11 @@ async fn on_custommsg(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::
 
 /// Serve one request: admission (per-peer limits), the service, the reply.
 async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
-    let reply = match state.limiter.admit(peer, Instant::now()) {
-        Ok(_inflight) => match state.service.handle_payload(peer, &bytes).await {
-            Some(reply) => reply,
+    // The in-flight slot is held until the reply is handed to lightningd, so replies are
+    // bounded by the same limits as requests.
+    let (reply, _inflight) = match state.limiter.admit(peer, Instant::now()) {
+        Ok(inflight) => match state.service.handle_payload(peer, &bytes).await {
+            Some(reply) => (reply, Some(inflight)),
             None => return,
         },
         Err((refusal, notify)) => {
@@ -265,8 +291,14 @@ async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
                 return;
             }
             log::info!("Refused a request from {peer}: {}", refusal.describe());
-            let id = jsonrpc::parse_request(&bytes).ok().map(|r| r.id);
-            jsonrpc::error_bytes(id.as_deref(), &RpcError::client_rejected(refusal.describe()))
+            // A refused message still gets the answer its kind calls for: a bad message its
+            // -32700, a client's error response nothing, a request error 1 (decision 10).
+            let reply = match jsonrpc::parse_request(&bytes) {
+                Ok(r) => jsonrpc::error_bytes(Some(&r.id), &RpcError::client_rejected(refusal.describe())),
+                Err(rej) if !rej.reply => return,
+                Err(rej) => jsonrpc::error_bytes(rej.id.as_deref(), &rej.error),
+            };
+            (reply, None)
         }
     };
     let msg = match frame::encode(&reply) {

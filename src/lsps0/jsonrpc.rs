@@ -5,6 +5,11 @@ use serde_json::{Map, Value, json};
 
 use super::codes;
 
+/// Bytes of unknown parameter names an error echoes at most (see [`RpcError::unrecognized_params`]).
+pub const MAX_UNRECOGNIZED_ECHO: usize = 48 * 1024;
+/// Bytes of one unknown parameter name an error echoes at most.
+pub const MAX_NAME_ECHO: usize = 256;
+
 /// Longest request `id` we echo. Ids are meant to be UUIDs or ~80-bit hex (§1.3); the cap
 /// keeps every response under the BOLT8 limit by construction (decision 7).
 pub const MAX_ID_LEN: usize = 1024;
@@ -15,7 +20,16 @@ pub const MAX_ID_LEN: usize = 1024;
 pub struct Request {
     pub id: String,
     pub method: String,
-    pub params: Map<String, Value>,
+    /// By-name params, or why they are unusable. Kept apart so that an unknown method is
+    /// answered `-32601` whatever its params look like (T-09).
+    pub params: Result<Map<String, Value>, RpcError>,
+}
+
+impl Request {
+    /// The params of a known method: `-32602` for array params, `-32600` for scalars.
+    pub fn params(&self) -> Result<&Map<String, Value>, RpcError> {
+        self.params.as_ref().map_err(Clone::clone)
+    }
 }
 
 /// A JSON-RPC error object. `data`, when present, is always an object (T-12) and always
@@ -62,11 +76,34 @@ impl RpcError {
     }
 
     /// `-32602` for unknown parameters (T-10, C-02). `names` must be non-empty; they are
-    /// listed sorted, and the first one is named as the `property`.
+    /// listed sorted, and the first one is named as the `property`. The echo is bounded
+    /// (decision 7): `unrecognized` lists every name unless the names alone would pass
+    /// [`MAX_UNRECOGNIZED_ECHO`] bytes, and a name longer than [`MAX_NAME_ECHO`] is cut, so
+    /// the error always fits in one message however the request was built.
     pub fn unrecognized_params(mut names: Vec<String>) -> Self {
         names.sort();
-        let property = names.first().cloned().unwrap_or_default();
-        let detail = format!("unrecognized parameter(s): {}", names.join(", "));
+        let total = names.len();
+        let mut budget = MAX_UNRECOGNIZED_ECHO;
+        let mut listed = Vec::new();
+        for n in &names {
+            let cut = truncate(n, MAX_NAME_ECHO);
+            // The JSON of a name is at most 6 bytes per byte (\u00XX escapes) plus quotes.
+            let cost = cut.len() * 6 + 3;
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            listed.push(cut.to_string());
+        }
+        let property = listed.first().cloned().unwrap_or_default();
+        let shown: Vec<&str> = listed.iter().take(5).map(|n| truncate(n, 64)).collect();
+        let more = total - shown.len();
+        let detail = format!(
+            "unrecognized parameter(s): {}{}",
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+        let names = listed;
         RpcError {
             code: codes::INVALID_PARAMS,
             message: "Invalid params".into(),
@@ -127,10 +164,6 @@ impl Rejection {
     fn null(error: RpcError) -> Self {
         Rejection { id: None, error, reply: true }
     }
-
-    fn with_id(id: String, error: RpcError) -> Self {
-        Rejection { id: Some(id), error, reply: true }
-    }
 }
 
 /// Parse one LSPS0 payload into a request (decision 6).
@@ -174,20 +207,16 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Rejection> {
         _ => return Err(Rejection::null(RpcError::parse_error("request has no string \"method\""))),
     };
     if id.len() > MAX_ID_LEN {
-        return Err(Rejection::null(RpcError::invalid_request(format!("request id longer than {MAX_ID_LEN} bytes"))));
+        // Too long to echo within the message size limit: like any unusable id, -32700/null.
+        return Err(Rejection::null(RpcError::parse_error(format!("request id longer than {MAX_ID_LEN} bytes"))));
     }
     let params = match obj.remove("params") {
-        None => Map::new(),
-        Some(Value::Object(p)) => p,
+        None => Ok(Map::new()),
+        Some(Value::Object(p)) => Ok(p),
         Some(Value::Array(_)) => {
-            return Err(Rejection::with_id(
-                id,
-                RpcError::invalid_param("params", "params must be an object (by-name), not an array"),
-            ));
+            Err(RpcError::invalid_param("params", "params must be an object (by-name), not an array"))
         }
-        Some(_) => {
-            return Err(Rejection::with_id(id, RpcError::invalid_request("params must be an object")));
-        }
+        Some(_) => Err(RpcError::invalid_request("params must be an object")),
     };
     Ok(Request { id, method, params })
 }
@@ -346,13 +375,28 @@ mod tests {
     #[test]
     fn params_rules() {
         let r = parse_request(br#"{"jsonrpc":"2.0","id":"a","method":"m"}"#).unwrap();
-        assert!(r.params.is_empty(), "missing params means {{}}");
-        let r = err_of(br#"{"jsonrpc":"2.0","id":"a","method":"m","params":[1]}"#);
-        assert_eq!(r.id.as_deref(), Some("a"));
-        assert_eq!(r.error.code, -32602);
-        assert_eq!(r.error.data.as_ref().unwrap()["unrecognized"], json!([]));
-        let r = err_of(br#"{"jsonrpc":"2.0","id":"a","method":"m","params":"x"}"#);
-        assert_eq!((r.id.as_deref(), r.error.code), (Some("a"), -32600));
+        assert!(r.params().unwrap().is_empty(), "missing params means {{}}");
+        let r = parse_request(br#"{"jsonrpc":"2.0","id":"a","method":"m","params":[1]}"#).unwrap();
+        let e = r.params().unwrap_err();
+        assert_eq!(e.code, -32602);
+        assert_eq!(e.data.as_ref().unwrap()["unrecognized"], json!([]));
+        let r = parse_request(br#"{"jsonrpc":"2.0","id":"a","method":"m","params":"x"}"#).unwrap();
+        assert_eq!(r.params().unwrap_err().code, -32600);
+    }
+
+    #[test]
+    fn the_unrecognized_echo_is_bounded() {
+        let huge: Vec<String> = (0..2000).map(|i| format!("{i:04}{}", "k".repeat(60))).collect();
+        let e = RpcError::unrecognized_params(huge);
+        let bytes = error_bytes(Some(&"i".repeat(MAX_ID_LEN)), &e);
+        assert!(bytes.len() < 60_000, "{}", bytes.len());
+        let d = e.data.unwrap();
+        assert!(d["message"].as_str().unwrap().ends_with("more"));
+        let e = RpcError::unrecognized_params(vec!["\u{1}".repeat(65_000)]);
+        assert!(error_bytes(Some("a"), &e).len() < 10_000);
+        // Ordinary sets are listed exactly (T-10).
+        let e = RpcError::unrecognized_params(vec!["b".into(), "a".into()]);
+        assert_eq!(e.data.unwrap()["unrecognized"], json!(["a", "b"]));
     }
 
     #[test]
@@ -370,7 +414,7 @@ mod tests {
     fn overlong_id_is_refused() {
         let id = "x".repeat(MAX_ID_LEN + 1);
         let r = err_of(format!(r#"{{"jsonrpc":"2.0","id":"{id}","method":"m"}}"#).as_bytes());
-        assert_eq!((r.id, r.error.code), (None, -32600));
+        assert_eq!((r.id, r.error.code), (None, -32700));
     }
 
     #[test]
@@ -419,7 +463,7 @@ mod tests {
 
     proptest::proptest! {
         /// Random bytes never panic and always yield a request or the right error: a
-        /// `-32700` with `id: null`, or an id-carrying `-32602`/`-32600` for bad params.
+        /// `-32700` with `id: null` (param shapes are judged after the method, T-09).
         #[test]
         fn random_bytes_yield_a_request_or_the_right_error(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             check_outcome(&bytes);
@@ -446,16 +490,10 @@ mod tests {
                 assert_eq!(v["method"].as_str(), Some(r.method.as_str()));
                 assert_eq!(v["jsonrpc"], json!("2.0"));
             }
-            Err(rej) => match rej.error.code {
-                -32700 => assert_eq!(rej.id, None),
-                -32602 | -32600 => {
-                    let v: Value = serde_json::from_slice(bytes).expect("only JSON gets past -32700");
-                    if rej.error.code == -32602 || rej.id.is_some() {
-                        assert_eq!(v["id"].as_str(), rej.id.as_deref());
-                    }
-                }
-                c => panic!("unexpected code {c}"),
-            },
+            Err(rej) => {
+                assert_eq!(rej.error.code, -32700, "only bad message formats are refused before dispatch");
+                assert_eq!(rej.id, None);
+            }
         }
     }
 

@@ -39,6 +39,75 @@ pub enum FailReason {
     Cancelled,
 }
 
+/// A payment option of bLIP-51 §2.7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentMethod {
+    Bolt11,
+    Bolt12,
+    Onchain,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Bolt11 => "bolt11",
+            PaymentMethod::Bolt12 => "bolt12",
+            PaymentMethod::Onchain => "onchain",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PaymentMethod> {
+        [PaymentMethod::Bolt11, PaymentMethod::Bolt12, PaymentMethod::Onchain].into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// Something that happens to an order; [`Event::apply`] says where it leads, or that it
+/// cannot happen in that phase. The store only moves orders through events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The client's payment arrived through this option and is held (or, on-chain, confirmed).
+    PaymentHeld(PaymentMethod),
+    OpenStarted,
+    FundingBroadcast,
+    Fail(FailReason),
+}
+
+impl Event {
+    pub fn apply(self, from: Phase) -> Result<Phase, TransitionError> {
+        match self {
+            Event::PaymentHeld(_) => from.payment_held(),
+            Event::OpenStarted => from.open_started(),
+            Event::FundingBroadcast => from.funding_broadcast(),
+            Event::Fail(r) => from.fail(r),
+        }
+    }
+
+    /// The event log's `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Event::PaymentHeld(_) => "payment_held",
+            Event::OpenStarted => "open_started",
+            Event::FundingBroadcast => "funding_broadcast",
+            Event::Fail(r) => r.as_str(),
+        }
+    }
+}
+
+/// The wire state of payment option `this` (§2.7, §2.10): the option that was paid follows
+/// the order's phase; the others stay `EXPECT_PAYMENT` while the order is open and read
+/// `REFUNDED` (bLIP-51's replacement for `CANCELLED`) once another option was paid or the
+/// order ended.
+pub fn option_state(phase: Phase, paid_via: Option<PaymentMethod>, this: PaymentMethod) -> PaymentState {
+    match paid_via {
+        Some(m) if m == this => phase.lightning_payment_state(),
+        Some(_) => PaymentState::Refunded,
+        None => match phase {
+            Phase::Failed | Phase::Completed => PaymentState::Refunded,
+            _ => PaymentState::ExpectPayment,
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("illegal order transition: {event} in phase {from:?}")]
 pub struct TransitionError {
@@ -180,6 +249,22 @@ mod tests {
         }
         assert!(AwaitingPayment.fail(OpenFailed).is_err());
         assert!(PaymentHeld.fail(PaymentExpired).is_err(), "a held payment is refunded, not expired");
+    }
+
+    #[test]
+    fn option_states_with_several_payment_options() {
+        use PaymentMethod::*;
+        assert_eq!(option_state(AwaitingPayment, None, Bolt11), PaymentState::ExpectPayment);
+        assert_eq!(option_state(Failed, None, Bolt11), PaymentState::Refunded);
+        assert_eq!(option_state(PaymentHeld, Some(Bolt11), Bolt11), PaymentState::Hold);
+        assert_eq!(option_state(PaymentHeld, Some(Bolt11), Onchain), PaymentState::Refunded);
+        assert_eq!(option_state(Completed, Some(Onchain), Onchain), PaymentState::Paid);
+        assert_eq!(option_state(Failed, Some(Bolt11), Bolt11), PaymentState::Refunded);
+        assert_eq!(Event::PaymentHeld(Bolt11).apply(AwaitingPayment), Ok(PaymentHeld));
+        assert!(Event::FundingBroadcast.apply(AwaitingPayment).is_err());
+        for m in [Bolt11, Bolt12, Onchain] {
+            assert_eq!(PaymentMethod::parse(m.as_str()), Some(m));
+        }
     }
 
     #[test]

@@ -58,10 +58,11 @@ pub fn quote(
     channel_expiry_blocks: u32,
     funding_feerate_perkw: u32,
 ) -> Result<Quote, Overflow> {
-    let lease = div_ceil(
-        u128::from(lsp_balance_sat) * u128::from(policy.fee_ppm_per_year) * u128::from(channel_expiry_blocks),
-        1_000_000u128 * u128::from(BLOCKS_PER_YEAR),
-    );
+    let product = u128::from(lsp_balance_sat)
+        .checked_mul(u128::from(policy.fee_ppm_per_year))
+        .and_then(|p| p.checked_mul(u128::from(channel_expiry_blocks)))
+        .ok_or(Overflow)?;
+    let lease = div_ceil(product, 1_000_000u128 * u128::from(BLOCKS_PER_YEAR));
     let lease_fee_sat = u64::try_from(lease).map_err(|_| Overflow)?;
     let onchain_fee_sat = onchain_fee_sat(funding_feerate_perkw, policy.funding_weight).ok_or(Overflow)?;
     let fee_total_sat =
@@ -113,7 +114,7 @@ const MIN_RESERVE_SAT: u64 = 546;
 /// less on the LSP's side fails at open time, after the client paid; refuse it up front.
 pub fn min_lsp_side_sat(capacity_sat: u64, commitment_feerate_perkw: u32) -> u64 {
     let fee = onchain_fee_sat(commitment_feerate_perkw, COMMITMENT_WEIGHT).unwrap_or(u64::MAX);
-    let reserve = (capacity_sat / 100).max(MIN_RESERVE_SAT);
+    let reserve = capacity_sat.div_ceil(100).max(MIN_RESERVE_SAT);
     fee.saturating_add(ANCHORS_SAT).saturating_add(reserve)
 }
 
@@ -156,6 +157,9 @@ mod tests {
         assert_eq!(quote(&p, 0, u64::MAX, 1, 253), Err(Overflow));
         let p = PricingPolicy { fee_ppm_per_year: 10_000_000, ..Default::default() };
         assert_eq!(quote(&p, u64::MAX, 0, u32::MAX, 253), Err(Overflow));
+        // The u128 product itself overflows here (2^64 · 2^64 · 2^32): caught, not wrapped.
+        let p = PricingPolicy { fee_ppm_per_year: u64::MAX, ..Default::default() };
+        assert_eq!(quote(&p, u64::MAX, 0, u32::MAX, 253), Err(Overflow));
     }
 
     fn fees() -> FeeEstimates {
@@ -192,6 +196,8 @@ mod tests {
     fn commitment_headroom() {
         // 11,000 perkw × 1812 WU = 19,932; + 660 anchors + 1% of 110,000 = 1,100.
         assert_eq!(min_lsp_side_sat(110_000, 11_000), 19_932 + 660 + 1_100);
+        // The reserve rounds up: 1% of 110,001 is 1,100.01 → 1,101.
+        assert_eq!(min_lsp_side_sat(110_001, 11_000), 19_932 + 660 + 1_101);
         // The reserve never goes below dust.
         assert_eq!(min_lsp_side_sat(10_000, 253), 459 + 660 + 546);
     }

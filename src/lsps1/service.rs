@@ -15,7 +15,7 @@ use crate::lsps0::jsonrpc::{self, Request, RpcError, check_unrecognized};
 use crate::lsps0::ser::format_datetime;
 use crate::lsps1::invoice::{self, InvoiceSpec};
 use crate::lsps1::msgs::{Bolt11PaymentInfo, ChannelInfo, GetInfoResponse, OrderResponse, PaymentInfo};
-use crate::lsps1::order::Phase;
+use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase, option_state};
 use crate::lsps1::pricing::{self, Quote};
 use crate::lsps1::validate::{OrderRequest, TokenPolicy, Transport, validate_create_order};
 use crate::ports::{FeeEstimates, NodeApi, NodeError, WalletFunds};
@@ -174,15 +174,15 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     pub async fn dispatch(&self, peer: PublicKey, req: Request) -> Result<Value, RpcError> {
         match req.method.as_str() {
             "lsps0.list_protocols" => {
-                check_unrecognized(&req.params, &[])?;
+                check_unrecognized(req.params()?, &[])?;
                 Ok(json!({ "protocols": PROTOCOLS }))
             }
             "lsps1.get_info" => {
-                check_unrecognized(&req.params, &[])?;
+                check_unrecognized(req.params()?, &[])?;
                 to_value(&self.get_info().await?)
             }
-            "lsps1.create_order" => to_value(&self.create_order(peer, Transport::P2p, &req.params).await?),
-            "lsps1.get_order" => to_value(&self.get_order(Some(peer), &req.params).await?),
+            "lsps1.create_order" => to_value(&self.create_order(peer, Transport::P2p, req.params()?).await?),
+            "lsps1.get_order" => to_value(&self.get_order(Some(peer), req.params()?).await?),
             other => Err(RpcError::method_not_found(other)),
         }
     }
@@ -235,6 +235,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             log::info!("Refusing create_order from denied node {peer}");
             return Err(RpcError::client_rejected("this node is not served by this LSP"));
         }
+        // Every node call below shares one budget, inside the wallets' patience (ZEUS: 7 s).
+        let deadline = tokio::time::Instant::now() + CREATE_ORDER_BUDGET;
         let market = self.market_now().await;
         let now = self.clock.now_ms();
         let reserved = self.store.call(move |s| s.reserved_sat(now)).await.map_err(internal)?;
@@ -244,6 +246,13 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let client = req.public_key.unwrap_or(peer);
         if transport == Transport::Rest && self.cfg.deny_nodes.contains(&client) {
             return Err(RpcError::client_rejected("this node is not served by this LSP"));
+        }
+        // Decision 10, checked again in the insert transaction; checked here too so that a
+        // peer over its quota costs no invoice signing.
+        let client_id = client.to_string();
+        let unpaid = self.store.call(move |s| s.unpaid_count(&client_id, now)).await.map_err(internal)?;
+        if unpaid >= u64::from(self.cfg.max_unpaid_orders_per_peer) {
+            return Err(too_many_unpaid(unpaid));
         }
 
         let fees = market
@@ -275,11 +284,10 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             ));
         }
         if req.capacity_sat() > MAX_NON_WUMBO_SAT {
-            self.check_large_channel(client).await?;
+            self.check_large_channel(client, deadline).await?;
         }
 
-        let reserved_sat = req.capacity_sat().saturating_add(quote.onchain_fee_sat);
-        let record = self.new_order_record(client, transport, &req, &quote, reserved_sat, now).await?;
+        let record = self.new_order_record(client, transport, &req, &quote, now, deadline).await?;
         let limits = InsertLimits {
             fundable_sat: self.fundable_sat(&funds),
             max_unpaid_per_client: u64::from(self.cfg.max_unpaid_orders_per_peer),
@@ -288,15 +296,14 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let stored = record.clone();
         match self.store.call(move |s| s.insert_order(&stored, limits)).await {
             Ok(()) => {}
-            Err(StoreError::TooManyUnpaid(n)) => {
-                return Err(RpcError::client_rejected(format!(
-                    "{n} unpaid orders are open for this node; pay or let them expire first"
-                )));
-            }
+            Err(StoreError::TooManyUnpaid(n)) => return Err(too_many_unpaid(n)),
             Err(StoreError::InsufficientFunds { available_sat, .. }) => {
+                // Name the bound that was crossed: the LSP's balance alone, or the channel.
                 let can = available_sat.saturating_sub(quote.onchain_fee_sat);
+                let property =
+                    if req.lsp_balance_sat > can { "max_initial_lsp_balance_sat" } else { "max_channel_balance_sat" };
                 return Err(RpcError::option_mismatch(
-                    "max_initial_lsp_balance_sat",
+                    property,
                     format!("the LSP can currently fund channels of at most {can} sat"),
                 ));
             }
@@ -319,8 +326,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         Ok(order_response(&record))
     }
 
-    async fn check_large_channel(&self, client: PublicKey) -> Result<(), RpcError> {
-        let features = self.node.peer_features(client).await.map_err(|e| {
+    async fn check_large_channel(&self, client: PublicKey, deadline: tokio::time::Instant) -> Result<(), RpcError> {
+        let features = within(deadline, "listpeers", self.node.peer_features(client)).await.map_err(|e| {
             log::warn!("Cannot read features of {client}: {e}");
             RpcError::internal("cannot check the node's channel size support; retry shortly")
         })?;
@@ -343,9 +350,11 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         transport: Transport,
         req: &OrderRequest,
         quote: &Quote,
-        reserved_sat: u64,
         now_ms: i64,
+        deadline: tokio::time::Instant,
     ) -> Result<OrderRecord, RpcError> {
+        // What the open will take from the wallet once the order is paid.
+        let reserved_sat = req.capacity_sat().saturating_add(quote.onchain_fee_sat);
         let rng_err = |_| RpcError::internal("no randomness available");
         let id_bytes: [u8; 16] = self.entropy.bytes32().map_err(rng_err)?[..16].try_into().unwrap_or([0; 16]);
         let order_id = uuid::Builder::from_random_bytes(id_bytes).into_uuid().to_string();
@@ -369,7 +378,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             log::warn!("{e}");
             RpcError::internal("cannot build the invoice")
         })?;
-        let signed = self.node.sign_invoice(unsigned).await.map_err(|e| {
+        let signed = within(deadline, "signinvoice", self.node.sign_invoice(unsigned)).await.map_err(|e| {
             log::warn!("signinvoice failed for order {order_id}: {e}");
             RpcError::internal("the node could not sign the invoice; nothing was created")
         })?;
@@ -403,6 +412,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             funding_feerate_perkw: quote.funding_feerate_perkw,
             reserved_sat,
             expires_at_ms,
+            paid_method: None,
             bolt11: Some(Bolt11Record {
                 invoice: signed,
                 payment_hash: hex::encode(spec.payment_hash),
@@ -410,6 +420,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                 payment_secret: hex::encode(payment_secret),
                 expires_at_ms,
                 min_final_cltv: self.cfg.invoice_min_final_cltv,
+                fee_total_sat: quote.fee_total_sat,
+                order_total_sat: quote.order_total_sat,
             }),
             channel: None,
         })
@@ -442,12 +454,11 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                         match s.transition(
                             &id,
                             Phase::AwaitingPayment,
-                            Phase::Failed,
-                            Some(crate::lsps1::order::FailReason::PaymentExpired),
+                            Event::Fail(FailReason::PaymentExpired),
                             now,
                             None,
                         ) {
-                            Ok(()) | Err(StoreError::Conflict(_)) => {}
+                            Ok(_) | Err(StoreError::Conflict(_)) => {}
                             Err(e) => return Err(e),
                         }
                         return s.get_order(&id);
@@ -479,6 +490,22 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     }
 }
 
+/// Time `create_order` may spend on node calls in total.
+pub const CREATE_ORDER_BUDGET: Duration = Duration::from_secs(6);
+
+/// Run a node call, giving up at `deadline`.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, NodeError>>,
+) -> Result<T, NodeError> {
+    tokio::time::timeout_at(deadline, call).await.unwrap_or_else(|_| Err(NodeError::new(method, None, "out of time")))
+}
+
+fn too_many_unpaid(n: u64) -> RpcError {
+    RpcError::client_rejected(format!("{n} unpaid orders are open for this node; pay or let them expire first"))
+}
+
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|_| RpcError::internal("cannot serialize the response"))
 }
@@ -503,10 +530,10 @@ pub fn order_response(r: &OrderRecord) -> OrderResponse {
         order_state: r.phase.order_state(),
         payment: PaymentInfo {
             bolt11: r.bolt11.as_ref().map(|b| Bolt11PaymentInfo {
-                state: r.phase.lightning_payment_state(),
+                state: option_state(r.phase, r.paid_method, PaymentMethod::Bolt11),
                 expires_at: format_datetime(b.expires_at_ms),
-                fee_total_sat: r.fee_total_sat,
-                order_total_sat: r.order_total_sat,
+                fee_total_sat: b.fee_total_sat,
+                order_total_sat: b.order_total_sat,
                 invoice: b.invoice.clone(),
             }),
         },

@@ -209,10 +209,10 @@ pub fn validate_create_order(
     // token: optional, "" = absent (decision 2); unknown → 102 (C-13).
     let token = optional_string(p, "token")?.map(str::to_owned);
     if let Some(t) = &token {
-        if t.len() > MAX_TOKEN_BYTES {
-            return Err(RpcError::invalid_param("token", format!("must be at most {MAX_TOKEN_BYTES} bytes")));
-        }
-        if !tokens.accepted.contains(t) && !tokens.accept_unknown {
+        // No configured token is longer than MAX_TOKEN_BYTES, so a longer one is unknown;
+        // it is refused even when unknown tokens are accepted, because it is mirrored.
+        let known = tokens.accepted.contains(t);
+        if t.len() > MAX_TOKEN_BYTES || (!known && !tokens.accept_unknown) {
             return Err(RpcError::unrecognized_token("this token is not recognized by the LSP; retry without a token"));
         }
     }
@@ -545,6 +545,8 @@ mod tests {
         assert!(e.data.unwrap()["message"].is_string());
         let r = run(&with(&[("token", Some(json!("good")))]), Transport::P2p).unwrap();
         assert_eq!(r.token.as_deref(), Some("good"));
+        let long = "x".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(run(&with(&[("token", Some(json!(long)))]), Transport::P2p).unwrap_err().code, 102);
         let lenient = TokenPolicy { accept_unknown: true, ..tokens() };
         let r = validate_create_order(
             with(&[("token", Some(json!("AlbyHub/1.0")))]).as_object().unwrap(),
@@ -582,15 +584,43 @@ mod tests {
         assert_eq!(e.property(), Some("public_key"));
     }
 
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[0-9]{0,22}".prop_map(Value::String),
+            "[+-]?[0-9]{1,5}(\\.[0-9])?".prop_map(Value::String),
+            "\\PC{0,20}".prop_map(Value::String),
+            Just(json!({"app": "x"})),
+            Just(json!([1])),
+            Just(json!("bcrt1qufr4lmec5a8humz7anckxk092uel83r2eqr33s")),
+        ]
+    }
+
     proptest::proptest! {
+        /// Every known field gets random JSON (or goes missing): no panic, and every
+        /// refusal is one of the create_order codes with a property or a token message.
         #[test]
-        fn random_params_never_panic(s in proptest::collection::btree_map("[a-z_]{1,30}", proptest::arbitrary::any::<i64>(), 0..10)) {
-            let mut v = base();
-            for (k, n) in s {
-                v[k] = json!(n);
+        fn random_field_values_never_panic(
+            values in proptest::collection::vec(proptest::option::of(any_json()), CREATE_ORDER_FIELDS.len() + 1)
+        ) {
+            let mut m = Map::new();
+            for (k, v) in CREATE_ORDER_FIELDS.iter().chain(["client_info"].iter()).zip(values) {
+                if let Some(v) = v {
+                    m.insert(k.to_string(), v);
+                }
             }
-            let _ = run(&v, Transport::P2p);
-            let _ = run(&v, Transport::Rest);
+            let v = Value::Object(m);
+            for t in [Transport::P2p, Transport::Rest] {
+                if let Err(e) = run(&v, t) {
+                    proptest::prop_assert!([codes::INVALID_PARAMS, codes::OPTION_MISMATCH, codes::UNRECOGNIZED_TOKEN].contains(&e.code));
+                    proptest::prop_assert!(e.code == codes::UNRECOGNIZED_TOKEN || e.property().is_some());
+                }
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use crate::lsps1::order::{FailReason, Phase};
+use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase, TransitionError};
 use crate::lsps1::validate::Transport;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,8 @@ pub enum StoreError {
     Task(String),
     #[error("order {0} is not in the phase this transition needs")]
     Conflict(String),
+    #[error("order store: {0}")]
+    Illegal(#[from] TransitionError),
 }
 
 fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
@@ -62,6 +64,9 @@ pub struct Bolt11Record {
     pub payment_secret: String,
     pub expires_at_ms: i64,
     pub min_final_cltv: u16,
+    /// This option's price (options may be priced apart, decision 20).
+    pub fee_total_sat: u64,
+    pub order_total_sat: u64,
 }
 
 /// The channel opened for an order (N-09).
@@ -99,6 +104,8 @@ pub struct OrderRecord {
     pub funding_feerate_perkw: u32,
     pub reserved_sat: u64,
     pub expires_at_ms: i64,
+    /// The option the client paid through, once it did.
+    pub paid_method: Option<PaymentMethod>,
     pub bolt11: Option<Bolt11Record>,
     pub channel: Option<ChannelRecord>,
 }
@@ -152,13 +159,16 @@ const ORDER_COLUMNS: &str = "o.order_id, o.created_at_ms, o.updated_at_ms, o.cli
     o.token, o.refund_onchain_address, o.announce_channel, o.client_info, o.phase, o.failure_reason, o.fee_total_sat, \
     o.order_total_sat, o.funding_feerate_perkw, o.reserved_sat, o.expires_at_ms, \
     p.invoice, p.payment_hash, p.preimage, p.payment_secret, p.expires_at_ms, p.min_final_cltv, \
+    p.fee_total_sat, p.order_total_sat, o.paid_method, \
     c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, c.expires_at_ms, c.lease_end_block";
 
 const ORDER_FROM: &str = "FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id AND p.method = 'bolt11' \
     LEFT JOIN channels c ON c.order_id = o.order_id";
 
-/// Phases whose orders hold funds back.
-const RESERVING: &str = "('awaiting_payment', 'payment_held', 'opening')";
+/// Phases whose orders hold wallet funds back: paid (held) and opening. Unpaid orders do
+/// not: otherwise any peer could lock the whole wallet for a payment expiry at no cost by
+/// ordering channels it never pays for. A held payment whose funds are gone is refunded.
+const RESERVING: &str = "('payment_held', 'opening')";
 
 impl Store {
     /// Open (creating if needed) and migrate the store at `path`. A store written by a newer
@@ -212,13 +222,18 @@ impl Store {
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Run raw SQL (tests that need to break the store on purpose).
+    #[cfg(test)]
+    pub(crate) fn exec_for_test(&self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.lock().execute_batch(sql)?)
+    }
+
     /// The schema version on disk.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         Ok(self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
-    /// Funds held back by orders in flight at `now_ms` (unpaid orders past their deadline
-    /// no longer count).
+    /// Funds held back by orders in flight: paid and being opened (see `RESERVING`).
     pub fn reserved_sat(&self, now_ms: i64) -> Result<u64, StoreError> {
         reserved_in(&self.lock(), now_ms)
     }
@@ -228,12 +243,7 @@ impl Store {
     pub fn insert_order(&self, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let unpaid: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM orders WHERE client_node_id = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
-            params![o.client_node_id, limits.now_ms],
-            |r| r.get(0),
-        )?;
-        let unpaid = to_u64(unpaid, "unpaid order count")?;
+        let unpaid = unpaid_in(&tx, &o.client_node_id, limits.now_ms)?;
         if unpaid >= limits.max_unpaid_per_client {
             return Err(StoreError::TooManyUnpaid(unpaid));
         }
@@ -281,8 +291,8 @@ impl Store {
                 params![
                     o.order_id,
                     b.expires_at_ms,
-                    to_i64(o.fee_total_sat, "fee_total_sat")?,
-                    to_i64(o.order_total_sat, "order_total_sat")?,
+                    to_i64(b.fee_total_sat, "fee_total_sat")?,
+                    to_i64(b.order_total_sat, "order_total_sat")?,
                     b.invoice,
                     b.payment_hash,
                     b.preimage,
@@ -377,31 +387,45 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Move an order from `from` to `to`, compare-and-set, with its event, in one transaction.
-    /// `Conflict` when the order is not in `from` (another handler got there first).
+    /// Apply `event` to an order that is in phase `from`: compare-and-set, with its event
+    /// log entry, in one transaction. The target phase comes from the state machine
+    /// ([`Event::apply`]), so the store cannot make an illegal move. `Conflict` when the
+    /// order is no longer in `from` (another handler got there first).
     pub fn transition(
         &self,
         order_id: &str,
         from: Phase,
-        to: Phase,
-        reason: Option<FailReason>,
+        event: Event,
         now_ms: i64,
         detail: Option<&Value>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Phase, StoreError> {
+        let to = event.apply(from)?;
+        let reason = match event {
+            Event::Fail(r) => Some(r.as_str()),
+            _ => None,
+        };
+        let paid = match event {
+            Event::PaymentHeld(m) => Some(m.as_str()),
+            _ => None,
+        };
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
-            "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), updated_at_ms = ?3 \
-             WHERE order_id = ?4 AND phase = ?5",
-            params![to.as_str(), reason.map(FailReason::as_str), now_ms, order_id, from.as_str()],
+            "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), \
+             paid_method = COALESCE(?3, paid_method), updated_at_ms = ?4 WHERE order_id = ?5 AND phase = ?6",
+            params![to.as_str(), reason, paid, now_ms, order_id, from.as_str()],
         )?;
         if n != 1 {
             return Err(StoreError::Conflict(order_id.to_string()));
         }
-        let kind = reason.map(FailReason::as_str).unwrap_or("state_changed");
-        insert_event(&tx, order_id, now_ms, kind, Some(from), Some(to), detail)?;
+        insert_event(&tx, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
         tx.commit()?;
-        Ok(())
+        Ok(to)
+    }
+
+    /// Unexpired unpaid orders of `client_node_id` at `now_ms`.
+    pub fn unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+        unpaid_in(&self.lock(), client_node_id, now_ms)
     }
 
     /// Fail every unpaid order whose payment deadline has passed (decision 13). Returns the
@@ -415,15 +439,8 @@ impl Store {
         };
         let mut moved = vec![];
         for id in ids {
-            match self.transition(
-                &id,
-                Phase::AwaitingPayment,
-                Phase::Failed,
-                Some(FailReason::PaymentExpired),
-                now_ms,
-                None,
-            ) {
-                Ok(()) => moved.push(id),
+            match self.transition(&id, Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), now_ms, None) {
+                Ok(_) => moved.push(id),
                 Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -432,16 +449,22 @@ impl Store {
     }
 }
 
-fn reserved_in(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
+fn reserved_in(conn: &Connection, _now_ms: i64) -> Result<u64, StoreError> {
     let sum: i64 = conn.query_row(
-        &format!(
-            "SELECT COALESCE(SUM(reserved_sat), 0) FROM orders WHERE phase IN {RESERVING} \
-             AND (phase != 'awaiting_payment' OR expires_at_ms > ?1)"
-        ),
-        params![now_ms],
+        &format!("SELECT COALESCE(SUM(reserved_sat), 0) FROM orders WHERE phase IN {RESERVING}"),
+        [],
         |r| r.get(0),
     )?;
     to_u64(sum, "reserved_sat")
+}
+
+fn unpaid_in(conn: &Connection, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM orders WHERE client_node_id = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
+        params![client_node_id, now_ms],
+        |r| r.get(0),
+    )?;
+    to_u64(n, "unpaid order count")
 }
 
 fn insert_event(
@@ -489,6 +512,9 @@ struct RawRow {
     payment_secret: Option<String>,
     pay_expires_at_ms: Option<i64>,
     min_final_cltv: Option<i64>,
+    pay_fee_total_sat: Option<i64>,
+    pay_order_total_sat: Option<i64>,
+    paid_method: Option<String>,
     channel_id: Option<String>,
     funding_txid: Option<String>,
     funding_outnum: Option<i64>,
@@ -527,12 +553,15 @@ impl RawRow {
             payment_secret: r.get(24)?,
             pay_expires_at_ms: r.get(25)?,
             min_final_cltv: r.get(26)?,
-            channel_id: r.get(27)?,
-            funding_txid: r.get(28)?,
-            funding_outnum: r.get(29)?,
-            funded_at_ms: r.get(30)?,
-            chan_expires_at_ms: r.get(31)?,
-            lease_end_block: r.get(32)?,
+            pay_fee_total_sat: r.get(27)?,
+            pay_order_total_sat: r.get(28)?,
+            paid_method: r.get(29)?,
+            channel_id: r.get(30)?,
+            funding_txid: r.get(31)?,
+            funding_outnum: r.get(32)?,
+            funded_at_ms: r.get(33)?,
+            chan_expires_at_ms: r.get(34)?,
+            lease_end_block: r.get(35)?,
         })
     }
 
@@ -547,6 +576,12 @@ impl RawRow {
             "rest" => Transport::Rest,
             _ => return Err(corrupt("unknown transport")),
         };
+        let paid_method = match self.paid_method.as_deref() {
+            None => None,
+            Some(m) => Some(PaymentMethod::parse(m).ok_or_else(|| corrupt("unknown paid_method"))?),
+        };
+        let fee_total_sat = to_u64(self.pay_fee_total_sat.unwrap_or(self.fee_total_sat), "fee_total_sat")?;
+        let order_total_sat = to_u64(self.pay_order_total_sat.unwrap_or(self.order_total_sat), "order_total_sat")?;
         let bolt11 = match (self.invoice, self.payment_hash, self.preimage, self.payment_secret, self.pay_expires_at_ms)
         {
             (Some(invoice), Some(payment_hash), Some(preimage), Some(payment_secret), Some(expires_at_ms)) => {
@@ -558,6 +593,8 @@ impl RawRow {
                     expires_at_ms,
                     min_final_cltv: u16::try_from(self.min_final_cltv.unwrap_or(0))
                         .map_err(|_| StoreError::Range("min_final_cltv"))?,
+                    fee_total_sat,
+                    order_total_sat,
                 })
             }
             _ => None,
@@ -597,6 +634,7 @@ impl RawRow {
             funding_feerate_perkw: narrow(self.funding_feerate_perkw, "funding_feerate_perkw")?,
             reserved_sat: to_u64(self.reserved_sat, "reserved_sat")?,
             expires_at_ms: self.expires_at_ms,
+            paid_method,
             bolt11,
             channel,
         })

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[&str] = &[
         phase                           TEXT NOT NULL
             CHECK (phase IN ('awaiting_payment', 'payment_held', 'opening', 'completed', 'failed')),
         failure_reason                  TEXT,
+        paid_method                     TEXT CHECK (paid_method IN ('bolt11', 'bolt12', 'onchain')),
         fee_total_sat                   INTEGER NOT NULL,
         order_total_sat                 INTEGER NOT NULL,
         funding_feerate_perkw           INTEGER NOT NULL,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::lsps1::order::{FailReason, Phase};
+use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase};
 
 pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
     OrderRecord {
@@ -24,6 +24,7 @@ pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
         funding_feerate_perkw: 11_000,
         reserved_sat: 1_010_000,
         expires_at_ms: now + 3_600_000,
+        paid_method: None,
         bolt11: Some(Bolt11Record {
             invoice: format!("lnbcrt-{id}"),
             payment_hash: format!("{:0>64}", id),
@@ -31,6 +32,8 @@ pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
             payment_secret: "22".repeat(32),
             expires_at_ms: now + 3_600_000,
             min_final_cltv: 144,
+            fee_total_sat: 20_000,
+            order_total_sat: 20_000,
         }),
         channel: None,
     }
@@ -127,33 +130,47 @@ fn budget_and_quota_are_checked_in_the_transaction() {
     let limits = InsertLimits { fundable_sat: 2_500_000, max_unpaid_per_client: 2, now_ms: 0 };
     s.insert_order(&record("a", "p1", 0), limits).unwrap();
     s.insert_order(&record("b", "p2", 0), limits).unwrap();
+    // Unpaid orders hold nothing back: nobody can lock the wallet by not paying.
+    assert_eq!(s.reserved_sat(0).unwrap(), 0);
+    s.insert_order(&record("c", "p3", 0), limits).unwrap();
+    // Paid (held) and opening orders do.
+    s.transition("a", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
+    s.transition("b", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
+    s.transition("b", Phase::PaymentHeld, Event::OpenStarted, 2, None).unwrap();
     assert_eq!(s.reserved_sat(0).unwrap(), 2_020_000);
-    let e = s.insert_order(&record("c", "p3", 0), limits).unwrap_err();
+    let e = s.insert_order(&record("d", "p4", 0), limits).unwrap_err();
     assert!(matches!(e, StoreError::InsufficientFunds { available_sat: 480_000, reserved_sat: 2_020_000 }), "{e}");
-    // Quota: p1 has one unpaid order; a second is fine, a third is not.
+    // Quota: p3 has one unpaid order; a second is fine, a third is not.
     let roomy_quota = InsertLimits { fundable_sat: u64::MAX / 4, ..limits };
-    s.insert_order(&record("d", "p1", 0), roomy_quota).unwrap();
-    assert!(matches!(s.insert_order(&record("e", "p1", 0), roomy_quota), Err(StoreError::TooManyUnpaid(2))));
-    // Expired unpaid orders stop counting, for funds and for the quota.
+    s.insert_order(&record("e", "p3", 0), roomy_quota).unwrap();
+    assert!(matches!(s.insert_order(&record("f", "p3", 0), roomy_quota), Err(StoreError::TooManyUnpaid(2))));
+    assert_eq!(s.unpaid_count("p3", 0).unwrap(), 2);
+    // Expired unpaid orders stop counting against the quota.
     let later = InsertLimits { now_ms: 3_600_000, ..roomy_quota };
-    assert_eq!(s.reserved_sat(3_600_000).unwrap(), 0);
-    s.insert_order(&record("f", "p1", 3_600_000), later).unwrap();
+    assert_eq!(s.unpaid_count("p3", 3_600_000).unwrap(), 0);
+    s.insert_order(&record("g", "p3", 3_600_000), later).unwrap();
 }
 
 #[test]
 fn transitions_are_compare_and_set_and_logged() {
     let s = Store::open_in_memory().unwrap();
     s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
-    s.transition("a", Phase::AwaitingPayment, Phase::PaymentHeld, None, 5, None).unwrap();
+    s.transition("a", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 5, None).unwrap();
     assert!(matches!(
-        s.transition("a", Phase::AwaitingPayment, Phase::Failed, Some(FailReason::PaymentExpired), 6, None),
+        s.transition("a", Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), 6, None),
         Err(StoreError::Conflict(_))
     ));
-    s.transition("a", Phase::PaymentHeld, Phase::Failed, Some(FailReason::OpenFailed), 7, None).unwrap();
+    // The state machine, not the caller, decides where an event leads.
+    assert!(matches!(
+        s.transition("a", Phase::PaymentHeld, Event::FundingBroadcast, 6, None),
+        Err(StoreError::Illegal(_))
+    ));
+    s.transition("a", Phase::PaymentHeld, Event::Fail(FailReason::OpenFailed), 7, None).unwrap();
     let r = s.get_order("a").unwrap().unwrap();
     assert_eq!((r.phase, r.failure_reason.as_deref(), r.updated_at_ms), (Phase::Failed, Some("open_failed"), 7));
+    assert_eq!(r.paid_method, Some(PaymentMethod::Bolt11));
     let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["created", "state_changed", "open_failed"]);
+    assert_eq!(kinds, ["created", "payment_held", "open_failed"]);
 }
 
 #[test]
@@ -162,7 +179,7 @@ fn expiry_sweep_fails_only_due_unpaid_orders() {
     s.insert_order(&record("due", "p", 0), roomy(0)).unwrap();
     s.insert_order(&record("later", "p", 1_000_000), roomy(1_000_000)).unwrap();
     s.insert_order(&record("held", "p", 0), roomy(0)).unwrap();
-    s.transition("held", Phase::AwaitingPayment, Phase::PaymentHeld, None, 1, None).unwrap();
+    s.transition("held", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
     assert_eq!(s.expire_unpaid(3_600_000).unwrap(), vec!["due".to_string()]);
     assert_eq!(s.get_order("due").unwrap().unwrap().phase, Phase::Failed);
     assert_eq!(s.get_order("later").unwrap().unwrap().phase, Phase::AwaitingPayment);
@@ -182,7 +199,7 @@ fn list_filters() {
     for (i, id) in ["a", "b", "c"].iter().enumerate() {
         s.insert_order(&record(id, if i == 2 { "p2" } else { "p1" }, i as i64 * 1000), roomy(0)).unwrap();
     }
-    s.transition("b", Phase::AwaitingPayment, Phase::Failed, Some(FailReason::PaymentExpired), 10, None).unwrap();
+    s.transition("b", Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), 10, None).unwrap();
     let ids = |f: OrderFilter| s.list_orders(&f).unwrap().into_iter().map(|o| o.order_id).collect::<Vec<_>>();
     assert_eq!(ids(OrderFilter::default()), ["c", "b", "a"]);
     assert_eq!(ids(OrderFilter { phases: Some(vec![Phase::Failed]), ..Default::default() }), ["b"]);

@@ -5,11 +5,7 @@ use std::time::{Duration, Instant};
 use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptionRef};
 use serde_json::{Value, json};
 
-use crate::standin::{Reply, StandIn, peer};
-
-fn req(id: &str, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
+use crate::standin::{Reply, StandIn, peer, req};
 
 /// The exact ZEUS request of spec digest §3.3 (strings for sats, "" token and refund
 /// address, client_info), as ZEUS also sends it over P2P.

@@ -73,6 +73,16 @@ async fn runs_when_cln_lsps_service_is_loaded_but_off() {
 }
 
 #[tokio::test]
+async fn cannot_check_for_cln_lsps_service_fails_closed() {
+    // Decision 19: if lightningd will not say, do not risk two LSPS services.
+    let s =
+        StandIn::builder().reply("listconfigs", Reply::Error { code: -32603, message: "busy".into() }).start().await;
+    let reason = s.disabled().expect("disabled");
+    assert!(reason.contains("cannot tell whether"), "{reason}");
+    assert_eq!(s.calls("listconfigs").len(), 3, "retried before giving up");
+}
+
+#[tokio::test]
 async fn inconsistent_options_disable_with_the_option_named() {
     let s = StandIn::builder()
         .option("lsps1-min-initial-lsp-balance-sat", json!(5_000_000))

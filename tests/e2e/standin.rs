@@ -120,6 +120,11 @@ pub struct StandIn {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// An LSPS0 request object.
+pub fn req(id: &str, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
 /// A fresh peer key (a client node).
 pub fn peer(n: u8) -> (SecretKey, PublicKey) {
     let sk = SecretKey::from_slice(&[n.max(1); 32]).expect("key");
@@ -384,8 +389,8 @@ impl StandIn {
         }
     }
 
-    /// Send one LSPS0 request and return the plugin's reply (matched by id, or the next
-    /// message when the reply has `id: null`).
+    /// Send one LSPS0 request and return the plugin's next message to that peer (send one
+    /// request at a time per peer when the reply matters).
     pub async fn lsps(&self, peer: &PublicKey, request: &Value) -> Value {
         self.lsps_raw(peer, request.to_string().as_bytes()).await
     }
@@ -402,6 +407,17 @@ impl StandIn {
     /// Every RPC call the plugin made to `method`, with its params.
     pub fn calls(&self, method: &str) -> Vec<Value> {
         self.rpc.calls.lock().unwrap().iter().filter(|(m, _)| m == method).map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Wait until the plugin has called `method` at least `n` times.
+    pub async fn wait_calls(&self, method: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while self.calls(method).len() < n {
+            if tokio::time::Instant::now() > deadline {
+                panic!("{method} called {} times, wanted {n}", self.calls(method).len());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn set_reply(&self, method: &str, r: Reply) {

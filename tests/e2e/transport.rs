@@ -4,11 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::standin::{StandIn, fixture, peer};
-
-fn req(id: &str, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
+use crate::standin::{StandIn, fixture, peer, req};
 
 fn assert_parse_error(r: &Value) {
     assert_eq!(r["jsonrpc"], json!("2.0"));
@@ -109,6 +105,26 @@ async fn t09_t10_t11_method_and_param_errors() {
     assert_eq!(r["error"]["data"]["unrecognized"], json!([]), "T-11");
     let r = s.lsps(&p, &req("u4", "lsps1.get_info", json!("x"))).await;
     assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!("u4"), json!(-32600)));
+    // T-09 before any params check: an unknown method is -32601 whatever its params.
+    let r = s.lsps(&p, &req("u5", "lsps9.foo", json!([1, 2]))).await;
+    assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!("u5"), json!(-32601)));
+}
+
+#[tokio::test]
+async fn t10_a_huge_set_of_unknown_params_still_gets_a_fitting_32602() {
+    let s = StandIn::builder().start().await;
+    let (_, p) = peer(15);
+    // ~65 KB of unknown parameter names: the echo must not push the reply over the limit.
+    let mut params = serde_json::Map::new();
+    for i in 0..1600 {
+        params.insert(format!("{i:05}{}", "u".repeat(30)), json!(0));
+    }
+    let body = req("big", "lsps0.list_protocols", Value::Object(params)).to_string();
+    assert!(body.len() > 60_000 && body.len() <= 65_533, "{}", body.len());
+    let r = s.lsps_raw(&p, body.as_bytes()).await;
+    assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!("big"), json!(-32602)));
+    assert!(!r["error"]["data"]["unrecognized"].as_array().unwrap().is_empty());
+    assert!(r.to_string().len() <= 65_533);
 }
 
 #[tokio::test]
@@ -254,5 +270,6 @@ async fn notifications_do_not_disturb() {
     s.notify("block_added", b["params"]["block_added"].clone()).await;
     let (_, p) = peer(14);
     assert_eq!(s.lsps(&p, &req("n", "lsps0.list_protocols", json!({}))).await["result"]["protocols"], json!([1]));
-    assert!(s.calls("feerates").len() >= 2, "block_added refreshed the fee estimates");
+    // The notification handler runs in its own task: wait for its refresh.
+    s.wait_calls("feerates", 2).await;
 }

@@ -233,16 +233,37 @@ async fn c14_denied_and_quota() {
 
 #[tokio::test]
 async fn funds_are_reserved_by_orders_in_flight() {
+    use crate::lsps1::order::{Event, PaymentMethod};
     let s = service();
     let mut p = order_params();
     p.insert("lsp_balance_sat".into(), json!("6000000"));
-    s.create_order(peer(1), Transport::P2p, &p).await.unwrap();
-    // 9,975,000 fundable − 6,007,722 reserved: a second 6M order no longer fits.
-    let e = s.create_order(peer(2), Transport::P2p, &p).await.unwrap_err();
+    let first = s.create_order(peer(1), Transport::P2p, &p).await.unwrap();
+    // Unpaid, it holds nothing back: a second client may order the same funds.
+    let second = s.create_order(peer(2), Transport::P2p, &p).await.unwrap();
+    // Once the first is paid (held), its channel's funds are reserved.
+    s.store()
+        .transition(&first.order_id, Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), T0, None)
+        .unwrap();
+    // 9,975,000 fundable − 6,007,722 reserved: a third 6M order no longer fits.
+    let e = s.create_order(peer(3), Transport::P2p, &p).await.unwrap_err();
     assert_eq!((e.code, e.property()), (100, Some("max_initial_lsp_balance_sat")));
     // get_info already says so.
     let info = s.get_info().await.unwrap();
     assert_eq!(info.max_initial_lsp_balance_sat, 9_975_000 - 6_007_722 - 7_722);
+    // The held order's payment reads HOLD; the unpaid one is untouched.
+    let g = s.get_order(Some(peer(1)), json!({"order_id": first.order_id}).as_object().unwrap()).await.unwrap();
+    assert_eq!(g.payment.bolt11.unwrap().state, crate::lsps1::msgs::PaymentState::Hold);
+    let g = s.get_order(Some(peer(2)), json!({"order_id": second.order_id}).as_object().unwrap()).await.unwrap();
+    assert_eq!(g.payment.bolt11.unwrap().state, crate::lsps1::msgs::PaymentState::ExpectPayment);
+}
+
+#[tokio::test]
+async fn a_peer_over_its_quota_costs_no_invoice_signing() {
+    let cfg = Config { max_unpaid_orders_per_peer: 1, ..Default::default() };
+    let s = service_with(cfg, MockNode::new());
+    s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap();
+    *s.node().sign_fails.lock().unwrap() = true; // a sign attempt would now show as -32603
+    assert_eq!(s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err().code, 1);
 }
 
 #[tokio::test]
@@ -321,6 +342,21 @@ async fn regtest_without_fee_estimates_uses_the_floor() {
     let o = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap();
     // 1000 base + 5000 lease + ceil(253 × 702 / 1000) = 178.
     assert_eq!(o.payment.bolt11.unwrap().fee_total_sat, 6_178);
+}
+
+#[tokio::test]
+async fn a_failed_store_write_answers_internal_error_and_leaves_nothing() {
+    let s = service();
+    // The order row goes in first, then its payment: make the second insert fail.
+    s.store()
+        .exec_for_test(
+            "CREATE TRIGGER no_payments BEFORE INSERT ON payments BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+    let e = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err();
+    assert_eq!(e.code, codes::INTERNAL_ERROR);
+    assert!(s.store().list_orders(&Default::default()).unwrap().is_empty(), "no half-written order");
+    assert_eq!(s.store().reserved_sat(T0).unwrap(), 0);
 }
 
 #[tokio::test]
