@@ -255,23 +255,26 @@ async fn emergency_reserve_sat(node: &ClnNode) -> u64 {
 /// errors or panics (lightningd treats either as fatal); the request is served in a task.
 async fn on_custommsg(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::Error> {
     let payload = v.get("payload").and_then(Value::as_str).unwrap_or("");
-    match frame::decode_hook_payload(payload) {
-        Inbound::NotLsps => {} // T-01: another plugin's business.
-        Inbound::Oversized(n) => {
-            let peer = v.get("peer_id").and_then(Value::as_str).unwrap_or("?");
-            log::warn!(
-                "Dropped an LSPS0 message of {n} bytes from {}: over the 65533-byte limit",
-                jsonrpc::truncate(peer, 66)
-            );
+    let peer = v.get("peer_id").and_then(Value::as_str).map(read_pubkey);
+    match (frame::decode_hook_payload(payload), peer) {
+        (Inbound::NotLsps, _) => {} // T-01: another plugin's business.
+        (Inbound::Lsps(bytes), Some(Ok(peer))) => {
+            let state = plugin.state().clone();
+            tokio::spawn(async move { serve(state, peer, bytes).await });
         }
-        Inbound::BadHex => log::warn!("Dropped a custom message whose payload is not hex"),
-        Inbound::Lsps(bytes) => match v.get("peer_id").and_then(Value::as_str).map(read_pubkey) {
-            Some(Ok(peer)) => {
-                let state = plugin.state().clone();
-                tokio::spawn(async move { serve(state, peer, bytes).await });
+        (inbound, Some(Ok(peer))) => {
+            // Dropped unread; the log line counts against the peer's rate, so a flood of
+            // oversized messages cannot flood the node's log either.
+            let what = match inbound {
+                Inbound::Oversized(n) => format!("an LSPS0 message of {n} bytes, over the 65533-byte limit"),
+                _ => "a custom message whose payload is not hex".to_string(),
+            };
+            match plugin.state().limiter.admit(peer, Instant::now()) {
+                Ok(_) => log::warn!("Dropped {what} from {peer}"),
+                Err(_) => log::debug!("Dropped {what} from {peer}"),
             }
-            _ => log::warn!("Dropped an LSPS0 message with no valid peer_id"),
-        },
+        }
+        _ => log::warn!("Dropped an LSPS0 message with no valid peer_id"),
     }
     Ok(json!({ "result": "continue" }))
 }

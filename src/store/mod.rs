@@ -642,4 +642,4 @@ impl RawRow {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

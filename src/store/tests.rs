@@ -208,3 +208,18 @@ fn list_filters() {
     assert_eq!(ids(OrderFilter { limit: Some(1), ..Default::default() }), ["c"]);
     assert!(ids(OrderFilter { phases: Some(vec![]), ..Default::default() }).is_empty());
 }
+
+#[test]
+fn concurrent_inserts_cannot_both_pass_the_quota() {
+    let s = Store::open_in_memory().unwrap();
+    let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 2, now_ms: 0 };
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || s.insert_order(&record(&format!("o{i}"), "same-peer", 0), limits).is_ok())
+        })
+        .collect();
+    let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
+    assert_eq!(ok, 2);
+    assert_eq!(s.unpaid_count("same-peer", 0).unwrap(), 2);
+}

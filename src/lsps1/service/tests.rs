@@ -390,3 +390,30 @@ async fn c21_responses_fit_and_bad_messages_get_parse_errors() {
     let r: Value = serde_json::from_slice(&s.handle_payload(peer(1), b"{oops").await.unwrap()).unwrap();
     assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (Value::Null, json!(-32700)));
 }
+
+#[test]
+fn t20_channel_object_encoding() {
+    let mut r = crate::store::tests::record("o", "p", T0);
+    r.phase = Phase::Completed;
+    r.paid_method = Some(crate::lsps1::order::PaymentMethod::Bolt11);
+    r.channel = Some(crate::store::ChannelRecord {
+        channel_id: None,
+        funding_txid: "0301E0480B374B32851A9462DB29DC19FE830A7F7D7A88B81612B9D42099C0AE".into(),
+        funding_outnum: 1,
+        funded_at_ms: T0,
+        expires_at_ms: T0 + 13_140 * 600_000,
+        lease_end_block: Some(900),
+    });
+    let v = serde_json::to_value(order_response(&r)).unwrap();
+    assert_eq!(v["order_state"], json!("COMPLETED"));
+    assert_eq!(v["payment"]["bolt11"]["state"], json!("PAID"));
+    assert_eq!(
+        v["channel"]["funding_outpoint"],
+        json!("0301e0480b374b32851a9462db29dc19fe830a7f7d7a88b81612b9d42099c0ae:1")
+    );
+    assert_eq!(v["channel"]["funded_at"], json!("2026-11-24T07:49:48.123Z"));
+    assert_eq!(v["channel"]["expires_at"], json!("2027-02-23T13:49:48.123Z"));
+    // LDK's types read it (its ChannelInfo wants a real outpoint and RFC 3339 times).
+    let ldk: lightning_liquidity::lsps1::msgs::LSPS1ChannelInfo = serde_json::from_value(v["channel"].clone()).unwrap();
+    assert_eq!(ldk.funding_outpoint.vout, 1);
+}
