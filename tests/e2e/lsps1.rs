@@ -144,6 +144,8 @@ async fn create_order_get_order_round_trip_survives_restart() {
     assert!(filtered["orders"].as_array().unwrap().is_empty());
     let detail = s.command("lsps1-getorder", json!([order_id])).await.unwrap();
     assert_eq!(detail["order"], order);
+    // The invoice carries the payment hash the plugin keeps for this order.
+    assert_eq!(detail["payment_hash"], json!(hex::encode(inv.payment_hash().as_ref() as &[u8])));
     assert_eq!(detail["client_info"]["app"], json!("ZEUS"));
     assert_eq!(detail["events"][0]["kind"], json!("created"));
     assert!(detail.get("preimage").is_none() && !detail.to_string().contains("preimage"));
