@@ -218,8 +218,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     /// `lsps1.get_info` (G-01).
     pub async fn get_info(&self) -> Result<GetInfoResponse, RpcError> {
         let market = self.market_now().await;
-        let now = self.clock.now_ms();
-        let reserved = self.store.call(move |s| s.reserved_sat(now)).await.map_err(internal)?;
+        let reserved = self.store.call(|s| s.reserved_sat()).await.map_err(internal)?;
         Ok(GetInfoResponse::from(&self.effective_options(&market, reserved)))
     }
 
@@ -239,7 +238,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let deadline = tokio::time::Instant::now() + CREATE_ORDER_BUDGET;
         let market = self.market_now().await;
         let now = self.clock.now_ms();
-        let reserved = self.store.call(move |s| s.reserved_sat(now)).await.map_err(internal)?;
+        let reserved = self.store.call(|s| s.reserved_sat()).await.map_err(internal)?;
         let options = self.effective_options(&market, reserved);
         let tokens = TokenPolicy { accepted: self.cfg.tokens.clone(), accept_unknown: self.cfg.accept_unknown_tokens };
         let req = validate_create_order(params, transport, self.node_info.network, &options, &tokens)?;

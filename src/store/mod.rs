@@ -234,8 +234,8 @@ impl Store {
     }
 
     /// Funds held back by orders in flight: paid and being opened (see `RESERVING`).
-    pub fn reserved_sat(&self, now_ms: i64) -> Result<u64, StoreError> {
-        reserved_in(&self.lock(), now_ms)
+    pub fn reserved_sat(&self) -> Result<u64, StoreError> {
+        reserved_in(&self.lock())
     }
 
     /// Insert a new order with its BOLT11 option and its `created` event, in one
@@ -247,7 +247,7 @@ impl Store {
         if unpaid >= limits.max_unpaid_per_client {
             return Err(StoreError::TooManyUnpaid(unpaid));
         }
-        let reserved = reserved_in(&tx, limits.now_ms)?;
+        let reserved = reserved_in(&tx)?;
         if reserved.saturating_add(o.reserved_sat) > limits.fundable_sat {
             return Err(StoreError::InsufficientFunds {
                 available_sat: limits.fundable_sat.saturating_sub(reserved),
@@ -449,7 +449,7 @@ impl Store {
     }
 }
 
-fn reserved_in(conn: &Connection, _now_ms: i64) -> Result<u64, StoreError> {
+fn reserved_in(conn: &Connection) -> Result<u64, StoreError> {
     let sum: i64 = conn.query_row(
         &format!("SELECT COALESCE(SUM(reserved_sat), 0) FROM orders WHERE phase IN {RESERVING}"),
         [],

@@ -131,13 +131,13 @@ fn budget_and_quota_are_checked_in_the_transaction() {
     s.insert_order(&record("a", "p1", 0), limits).unwrap();
     s.insert_order(&record("b", "p2", 0), limits).unwrap();
     // Unpaid orders hold nothing back: nobody can lock the wallet by not paying.
-    assert_eq!(s.reserved_sat(0).unwrap(), 0);
+    assert_eq!(s.reserved_sat().unwrap(), 0);
     s.insert_order(&record("c", "p3", 0), limits).unwrap();
     // Paid (held) and opening orders do.
     s.transition("a", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
     s.transition("b", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
     s.transition("b", Phase::PaymentHeld, Event::OpenStarted, 2, None).unwrap();
-    assert_eq!(s.reserved_sat(0).unwrap(), 2_020_000);
+    assert_eq!(s.reserved_sat().unwrap(), 2_020_000);
     let e = s.insert_order(&record("d", "p4", 0), limits).unwrap_err();
     assert!(matches!(e, StoreError::InsufficientFunds { available_sat: 480_000, reserved_sat: 2_020_000 }), "{e}");
     // Quota: p3 has one unpaid order; a second is fine, a third is not.

@@ -356,7 +356,7 @@ async fn a_failed_store_write_answers_internal_error_and_leaves_nothing() {
     let e = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err();
     assert_eq!(e.code, codes::INTERNAL_ERROR);
     assert!(s.store().list_orders(&Default::default()).unwrap().is_empty(), "no half-written order");
-    assert_eq!(s.store().reserved_sat(T0).unwrap(), 0);
+    assert_eq!(s.store().reserved_sat().unwrap(), 0);
 }
 
 #[tokio::test]
