@@ -18,7 +18,7 @@ use crate::clock::{OsEntropy, SystemClock};
 use crate::config::{Config, OPTIONS, OptKind, OptValue};
 use crate::limits::PeerLimiter;
 use crate::lsps0::frame::{self, Inbound, LSPS_FEATURE_BIT, LSPS0_MESSAGE_TYPE};
-use crate::lsps0::jsonrpc::{self, RpcError};
+use crate::lsps0::jsonrpc::RpcError;
 use crate::lsps0::ser::{network_from_cln, read_pubkey};
 use crate::lsps1::admin;
 use crate::lsps1::service::{NodeInfo, Service};
@@ -284,26 +284,18 @@ async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
     // The in-flight slot is held until the reply is handed to lightningd, so replies are
     // bounded by the same limits as requests.
     let (reply, _inflight) = match state.limiter.admit(peer, Instant::now()) {
-        Ok(inflight) => match state.service.handle_payload(peer, &bytes).await {
-            Some(reply) => (reply, Some(inflight)),
-            None => return,
-        },
+        Ok(inflight) => (state.service.handle_payload(peer, &bytes).await, Some(inflight)),
         Err((refusal, notify)) => {
             if !notify {
                 log::debug!("Dropped a request from {peer}: {}", refusal.describe());
                 return;
             }
             log::info!("Refused a request from {peer}: {}", refusal.describe());
-            // A refused message still gets the answer its kind calls for: a bad message its
-            // -32700, a client's error response nothing, a request error 1 (decision 10).
-            let reply = match jsonrpc::parse_request(&bytes) {
-                Ok(r) => jsonrpc::error_bytes(Some(&r.id), &RpcError::client_rejected(refusal.describe())),
-                Err(rej) if !rej.reply => return,
-                Err(rej) => jsonrpc::error_bytes(rej.id.as_deref(), &rej.error),
-            };
-            (reply, None)
+            // Decision 10: a refused request gets error 1; other messages get their usual answer.
+            (state.service.refuse(peer, &bytes, RpcError::client_rejected(refusal.describe())).await, None)
         }
     };
+    let Some(reply) = reply else { return };
     let msg = match frame::encode(&reply) {
         Ok(m) => m,
         Err(e) => {

@@ -133,10 +133,24 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     /// than BOLT8 allows (C-21); only a client's own error response gets none (see
     /// [`jsonrpc::Rejection::reply`]).
     pub async fn handle_payload(&self, peer: PublicKey, payload: &[u8]) -> Option<Vec<u8>> {
+        self.respond(peer, payload, None).await
+    }
+
+    /// Answer a payload that admission control refused: a request gets `refusal` instead of
+    /// being served; anything else gets what [`Service::handle_payload`] would give it.
+    pub async fn refuse(&self, peer: PublicKey, payload: &[u8], refusal: RpcError) -> Option<Vec<u8>> {
+        self.respond(peer, payload, Some(refusal)).await
+    }
+
+    async fn respond(&self, peer: PublicKey, payload: &[u8], refusal: Option<RpcError>) -> Option<Vec<u8>> {
         let (id, outcome) = match jsonrpc::parse_request(payload) {
             Ok(req) => {
                 let id = req.id.clone();
-                (Some(id), self.dispatch(peer, req).await)
+                let outcome = match refusal {
+                    Some(e) => Err(e),
+                    None => self.dispatch(peer, req).await,
+                };
+                (Some(id), outcome)
             }
             Err(rej) if !rej.reply => {
                 log::warn!(
@@ -155,17 +169,19 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                 (rej.id, Err(rej.error))
             }
         };
-        let bytes = match &outcome {
-            Ok(result) => match (&id, jsonrpc::success_bytes(id.as_deref().unwrap_or_default(), result)) {
-                (Some(_), Ok(b)) => b,
-                _ => jsonrpc::error_bytes(id.as_deref(), &RpcError::internal("cannot serialize the response")),
-            },
-            Err(e) => jsonrpc::error_bytes(id.as_deref(), e),
+        let id = id.as_deref();
+        let bytes = match outcome.and_then(|result| {
+            // A result always belongs to a parsed request, so `id` is set here.
+            jsonrpc::success_bytes(id.unwrap_or_default(), &result)
+                .map_err(|_| RpcError::internal("cannot serialize the response"))
+        }) {
+            Ok(b) => b,
+            Err(e) => jsonrpc::error_bytes(id, &e),
         };
         if bytes.len() > MAX_PAYLOAD_LEN {
             // Unreachable by construction (decision 7); never send a truncated message.
             log::warn!("Response of {} bytes to {peer} exceeds the LSPS0 limit; answering -32603", bytes.len());
-            return Some(jsonrpc::error_bytes(id.as_deref(), &RpcError::internal("response too large")));
+            return Some(jsonrpc::error_bytes(id, &RpcError::internal("response too large")));
         }
         Some(bytes)
     }

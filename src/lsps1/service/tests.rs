@@ -417,3 +417,18 @@ fn t20_channel_object_encoding() {
     let ldk: lightning_liquidity::lsps1::msgs::LSPS1ChannelInfo = serde_json::from_value(v["channel"].clone()).unwrap();
     assert_eq!(ldk.funding_outpoint.vout, 1);
 }
+
+#[tokio::test]
+async fn a_refused_payload_gets_the_answer_its_kind_calls_for() {
+    let s = service();
+    let busy = || RpcError::client_rejected("busy");
+    let r: Value = serde_json::from_slice(
+        &s.refuse(peer(1), br#"{"jsonrpc":"2.0","id":"q","method":"lsps1.get_info"}"#, busy()).await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!("q"), json!(1)), "a request: error 1");
+    let r: Value = serde_json::from_slice(&s.refuse(peer(1), b"nonsense", busy()).await.unwrap()).unwrap();
+    assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (Value::Null, json!(-32700)), "bad format: -32700");
+    let e = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#;
+    assert!(s.refuse(peer(1), e, busy()).await.is_none(), "a client's error response: nothing");
+}
