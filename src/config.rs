@@ -9,7 +9,6 @@ use bitcoin::secp256k1::PublicKey;
 
 use crate::limits::PeerLimits;
 use crate::lsps0::ser::read_pubkey;
-use crate::lsps1::pricing::PricingPolicy;
 
 /// An option value as lightningd passes it in `init` (typed: int, bool, string, multi).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +57,23 @@ impl Default for Lsps1Options {
     }
 }
 
+/// How orders are priced (the README's Pricing section; `lsps1::pricing` computes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PricingPolicy {
+    pub base_fee_sat: u64,
+    pub fee_ppm_per_year: u64,
+    /// Weight of the funding transaction the client pays for.
+    pub funding_weight: u64,
+}
+
+impl Default for PricingPolicy {
+    fn default() -> Self {
+        // 702 WU is the weight lightningd itself prices an open at
+        // (`feerates.onchain_fee_estimates.opening_channel_satoshis` / perkw × 1000).
+        PricingPolicy { base_fee_sat: 1_000, fee_ppm_per_year: 20_000, funding_weight: 702 }
+    }
+}
+
 /// Everything the service needs to know from the operator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -80,7 +96,16 @@ pub struct Config {
     pub db_path: Option<PathBuf>,
     /// Advertise feature bit 729 (decision 18).
     pub feature_bit: bool,
+    /// Blocks before a held HTLC's `cltv_expiry` at which it is failed back (decision 13).
+    pub cltv_safety_margin: u32,
+    /// How long a paid order waits for its client to connect before it is refunded.
+    pub open_deadline_secs: u64,
+    /// BOLT 4 `mpp_timeout`: parts of an incomplete payment go back after this long.
+    pub mpp_timeout_secs: u64,
 }
+
+/// Blocks an arriving HTLC must leave beyond the safety margin: the open itself.
+pub const OPEN_ALLOWANCE_BLOCKS: u32 = 6;
 
 impl Default for Config {
     fn default() -> Self {
@@ -96,6 +121,9 @@ impl Default for Config {
             peer_limits: PeerLimits::default(),
             db_path: None,
             feature_bit: true,
+            cltv_safety_margin: 12,
+            open_deadline_secs: 600,
+            mpp_timeout_secs: 60,
         }
     }
 }
@@ -208,6 +236,21 @@ pub const OPTIONS: &[OptionSpec] = &[
         kind: OptKind::Multi,
         description: "A node id refused with error 1 (client rejected); repeat for more",
     },
+    int_opt!(
+        "lsps1-cltv-safety-margin",
+        12,
+        "Blocks before a held payment's CLTV expiry at which it is failed back (refunded)"
+    ),
+    int_opt!(
+        "lsps1-open-deadline-secs",
+        600,
+        "Seconds a paid order waits for its client node to connect before the payment is refunded"
+    ),
+    int_opt!(
+        "lsps1-mpp-timeout-secs",
+        60,
+        "Seconds the parts of an incomplete multi-part payment are held (BOLT 4: 60)"
+    ),
     int_opt!("lsps1-max-unpaid-orders-per-peer", 5, "Unexpired unpaid orders one peer may hold at once"),
     int_opt!("lsps1-peer-requests-per-minute", 60, "Sustained LSPS requests per minute per peer"),
     int_opt!("lsps1-peer-burst", 20, "LSPS requests a quiet peer may send at once"),
@@ -251,6 +294,27 @@ impl Config {
                 "must be at least 18 blocks (room to hold the payment while the channel opens)",
             ));
         }
+        let cltv_safety_margin = r.uint("lsps1-cltv-safety-margin", 1008)? as u32;
+        if cltv_safety_margin < 3 {
+            return Err(err("lsps1-cltv-safety-margin", "must be at least 3 blocks"));
+        }
+        if u32::from(invoice_min_final_cltv) < cltv_safety_margin + OPEN_ALLOWANCE_BLOCKS + 6 {
+            return Err(err(
+                "lsps1-invoice-cltv",
+                format!(
+                    "must leave room beyond lsps1-cltv-safety-margin ({cltv_safety_margin}) to open the channel: at least {}",
+                    cltv_safety_margin + OPEN_ALLOWANCE_BLOCKS + 6
+                ),
+            ));
+        }
+        let open_deadline_secs = r.uint("lsps1-open-deadline-secs", 7 * 24 * 3600)?;
+        if open_deadline_secs < 10 {
+            return Err(err("lsps1-open-deadline-secs", "must be at least 10 seconds"));
+        }
+        let mpp_timeout_secs = r.uint("lsps1-mpp-timeout-secs", 3600)?;
+        if mpp_timeout_secs < 1 {
+            return Err(err("lsps1-mpp-timeout-secs", "must be at least 1 second"));
+        }
         let tokens: BTreeSet<String> = r.list("lsps1-token")?.into_iter().collect();
         if tokens.iter().any(|t| t.is_empty() || t.len() > 256) {
             return Err(err("lsps1-token", "tokens must be 1 to 256 bytes long"));
@@ -277,6 +341,9 @@ impl Config {
             peer_limits,
             db_path: r.string("lsps1-db-path")?.filter(|s| !s.is_empty()).map(PathBuf::from),
             feature_bit: r.bool("lsps1-feature-bit")?,
+            cltv_safety_margin,
+            open_deadline_secs,
+            mpp_timeout_secs,
         })
     }
 }

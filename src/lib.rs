@@ -11,6 +11,7 @@
 pub mod cln;
 pub mod clock;
 pub mod config;
+pub mod lifecycle;
 pub mod limits;
 pub mod lsps0;
 pub mod lsps1;

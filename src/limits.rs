@@ -107,9 +107,15 @@ impl PeerLimiter {
         self.limits
     }
 
-    /// Admit one request of `peer` at `now`. On refusal, the bool says whether to send the
-    /// peer an error reply (at most one per [`NOTICE_INTERVAL`]).
+    /// Admit one full-cost request of `peer` at `now`. On refusal, the bool says whether to
+    /// send the peer an error reply (at most one per [`NOTICE_INTERVAL`]).
     pub fn admit(&self, peer: PublicKey, now: Instant) -> Result<InFlight, (Refusal, bool)> {
+        self.admit_costing(peer, now, Cost::Full)
+    }
+
+    /// Admit one request of the given cost (issue 11 §11: polling is welcome).
+    pub fn admit_costing(&self, peer: PublicKey, now: Instant, cost: Cost) -> Result<InFlight, (Refusal, bool)> {
+        let cost = cost.millitokens();
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let l = self.limits;
         if !t.peers.contains_key(&peer) && t.peers.len() >= l.max_tracked_peers {
@@ -137,7 +143,7 @@ impl PeerLimiter {
             state.millitokens = (state.millitokens.saturating_add(refill)).min(u64::from(l.burst) * MILLI);
             state.last_refill = now;
         }
-        let refusal = if state.millitokens < MILLI {
+        let refusal = if state.millitokens < cost {
             Some(Refusal::RateLimited)
         } else if state.inflight >= l.max_inflight_per_peer {
             Some(Refusal::TooManyInFlight)
@@ -153,7 +159,7 @@ impl PeerLimiter {
             }
             return Err((r, notify));
         }
-        state.millitokens -= MILLI;
+        state.millitokens -= cost;
         state.inflight += 1;
         t.inflight_total += 1;
         Ok(InFlight { peer, table: self.table.clone() })
@@ -162,6 +168,39 @@ impl PeerLimiter {
     /// Peers currently tracked (for tests and diagnostics).
     pub fn tracked_peers(&self) -> usize {
         self.table.lock().map(|t| t.peers.len()).unwrap_or(0)
+    }
+}
+
+/// What a request costs against its peer's rate. Reads (`get_order`, `get_info`,
+/// `list_protocols`) cost a tenth of a request: a wallet polling `get_order` twice a second
+/// uses a third of the default rate (60/min) and is never refused, while `create_order`,
+/// which signs an invoice and writes the store, and anything unrecognised cost one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    Read,
+    Full,
+}
+
+impl Cost {
+    fn millitokens(self) -> u64 {
+        match self {
+            Cost::Read => MILLI / 10,
+            Cost::Full => MILLI,
+        }
+    }
+
+    /// The cost of a raw LSPS0 payload, judged before parsing it: a payload that names a
+    /// read method and not `create_order` is a read. Erring towards `Full` is safe.
+    pub fn of_payload(payload: &[u8]) -> Cost {
+        let has = |needle: &[u8]| payload.windows(needle.len()).any(|w| w == needle);
+        if has(b"lsps1.create_order") {
+            return Cost::Full;
+        }
+        if has(b"\"lsps1.get_order\"") || has(b"\"lsps1.get_info\"") || has(b"\"lsps0.list_protocols\"") {
+            Cost::Read
+        } else {
+            Cost::Full
+        }
     }
 }
 
@@ -202,6 +241,29 @@ mod tests {
         // 60/min = one per second.
         assert!(l.admit(peer(1), t0 + Duration::from_millis(1000)).is_ok());
         assert!(l.admit(peer(1), t0 + Duration::from_millis(1000)).is_err());
+    }
+
+    #[test]
+    fn polling_get_order_twice_a_second_is_never_refused() {
+        // Defaults: 60/min, burst 20. Ten minutes of a wallet polling every 500 ms.
+        let l = PeerLimiter::new(PeerLimits::default());
+        let t0 = Instant::now();
+        let poll = br#"{"jsonrpc":"2.0","id":"x","method":"lsps1.get_order","params":{"order_id":"a"}}"#;
+        assert_eq!(Cost::of_payload(poll), Cost::Read);
+        for i in 0..1200u64 {
+            let at = t0 + Duration::from_millis(500 * i);
+            assert!(l.admit_costing(peer(1), at, Cost::of_payload(poll)).is_ok(), "poll {i} refused");
+        }
+        // A create_order flood is still stopped after the burst.
+        let create = br#"{"jsonrpc":"2.0","id":"y","method":"lsps1.create_order","params":{}}"#;
+        assert_eq!(Cost::of_payload(create), Cost::Full);
+        let t1 = t0 + Duration::from_secs(1000);
+        let admitted = (0..100).filter(|_| l.admit_costing(peer(2), t1, Cost::of_payload(create)).is_ok()).count();
+        assert_eq!(admitted, 20);
+        // A read flood is stopped too, ten times later.
+        let reads = (0..1000).filter(|_| l.admit_costing(peer(3), t1, Cost::Read).is_ok()).count();
+        assert_eq!(reads, 200);
+        assert_eq!(Cost::of_payload(b"garbage"), Cost::Full);
     }
 
     #[test]

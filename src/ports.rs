@@ -61,3 +61,81 @@ pub trait NodeApi: Send + Sync + 'static {
     /// `listfunds`.
     fn wallet_funds(&self) -> impl Future<Output = Result<WalletFunds, NodeError>> + Send;
 }
+
+/// `fundchannel` parameters (decision 15, N-03–N-08).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    pub peer: PublicKey,
+    /// Capacity: lsp + client balance (N-04).
+    pub amount_sat: u64,
+    pub feerate_perkw: u32,
+    pub announce: bool,
+    /// The client's balance, pushed (N-04).
+    pub push_msat: u64,
+    /// `required_channel_confirmations`; 0 = zero-conf (N-06, N-07).
+    pub mindepth: u16,
+    /// `reserve=0` when `supports_zero_channel_reserve` is advertised (N-08).
+    pub zero_reserve: bool,
+}
+
+/// What `fundchannel` answered: the funding transaction was broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedChannel {
+    pub txid: String,
+    pub outnum: u32,
+    pub channel_id: Option<String>,
+}
+
+/// A channel with a peer, from `listpeerchannels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerChannel {
+    pub channel_id: Option<String>,
+    pub funding_txid: Option<String>,
+    pub funding_outnum: Option<u32>,
+    pub opener_local: bool,
+    pub local_funds_msat: u64,
+    pub pushed_msat: u64,
+    pub state: String,
+    pub short_channel_id: Option<String>,
+}
+
+/// An HTLC as `listhtlcs` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHtlc {
+    pub short_channel_id: String,
+    pub id: u64,
+    pub payment_hash: String,
+    pub incoming: bool,
+    pub state: String,
+}
+
+impl NodeHtlc {
+    /// Still held by the node: added and not (being) removed. Removal states are
+    /// `SENT_REMOVE_*` / `RCVD_REMOVE_*` (fixtures `listhtlcs.*`).
+    pub fn pending(&self) -> bool {
+        !self.state.contains("REMOVE")
+    }
+}
+
+/// What the order lifecycle needs from the node besides [`NodeApi`].
+pub trait ChannelApi: Send + Sync + 'static {
+    /// `fundchannel`; returns once the funding transaction is broadcast. An error with a
+    /// `code` is lightningd's answer (nothing was broadcast); without one, the outcome is
+    /// unknown (timeout, connection lost) and must be reconciled.
+    fn fund_channel(&self, req: OpenRequest) -> impl Future<Output = Result<OpenedChannel, NodeError>> + Send;
+
+    /// `connect <id>`: lightningd tries the addresses it knows from gossip (decision 14).
+    fn connect(&self, peer: PublicKey) -> impl Future<Output = Result<(), NodeError>> + Send;
+
+    /// `listpeers <id>`: whether the peer is connected now.
+    fn peer_connected(&self, peer: PublicKey) -> impl Future<Output = Result<bool, NodeError>> + Send;
+
+    /// `listpeerchannels <id>`.
+    fn peer_channels(&self, peer: PublicKey) -> impl Future<Output = Result<Vec<PeerChannel>, NodeError>> + Send;
+
+    /// `listhtlcs`: every HTLC the node knows.
+    fn list_htlcs(&self) -> impl Future<Output = Result<Vec<NodeHtlc>, NodeError>> + Send;
+
+    /// `getinfo.blockheight`.
+    fn block_height(&self) -> impl Future<Output = Result<u32, NodeError>> + Send;
+}

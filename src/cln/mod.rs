@@ -1,6 +1,7 @@
 //! The Core Lightning side: plugin manifest, `init`, the `custommsg` hook, notifications
 //! and the operator's RPC methods. The only module that knows cln-plugin.
 
+pub mod hooks;
 pub mod rpc;
 
 use std::collections::HashMap;
@@ -15,8 +16,12 @@ use cln_plugin::{Builder, FeatureBitsKind, HookBuilder, HookFilter, Plugin, RpcM
 use serde_json::{Value, json};
 
 use crate::clock::{OsEntropy, SystemClock};
+use crate::config::OPEN_ALLOWANCE_BLOCKS;
 use crate::config::{Config, OPTIONS, OptKind, OptValue};
-use crate::limits::PeerLimiter;
+use crate::lifecycle::htlc::HoldRules;
+use crate::lifecycle::plan::Deadlines;
+use crate::lifecycle::{Engine, LifecycleConfig};
+use crate::limits::{Cost, PeerLimiter};
 use crate::lsps0::frame::{self, Inbound, LSPS_FEATURE_BIT, LSPS0_MESSAGE_TYPE};
 use crate::lsps0::jsonrpc::RpcError;
 use crate::lsps0::ser::{network_from_cln, read_pubkey};
@@ -27,12 +32,18 @@ use crate::store::Store;
 use rpc::ClnNode;
 
 pub type Lsps1Service = Service<ClnNode, SystemClock, OsEntropy>;
+pub type Lifecycle = Engine<ClnNode, SystemClock>;
 
 #[derive(Clone)]
 pub struct State {
     service: Arc<Lsps1Service>,
+    engine: Lifecycle,
     limiter: PeerLimiter,
+    close_guard: hooks::CloseGuard,
 }
+
+/// The custom notification on every order transition (issue 11 §7).
+pub const ORDER_TOPIC: &str = "lsps1_order_state_changed";
 
 /// How often fee estimates and wallet funds are refreshed, and expired orders swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
@@ -60,7 +71,17 @@ pub async fn run() -> Result<()> {
     }
     let builder = builder
         .hook_from_builder(HookBuilder::new("custommsg", on_custommsg).filters(vec![HookFilter::Int(i64::from(LSPS0_MESSAGE_TYPE))]))
+        // Hold, settle or refund order payments (decision 12). No filters: lightningd
+        // refuses them on htlc_accepted (fixtures `plugin.err-start-htlc_accepted-with-filters`).
+        .hook("htlc_accepted", hooks::on_htlc_accepted)
+        // Lease protection (N-10): only `close` reaches the plugin.
+        .hook_from_builder(
+            HookBuilder::new("rpc_command", hooks::on_rpc_command).filters(vec![HookFilter::Str("close".into())]),
+        )
+        .notification(cln_plugin::messages::NotificationTopic::new(ORDER_TOPIC))
         .subscribe("block_added", on_block_added)
+        .subscribe("connect", hooks::on_connect)
+        .subscribe("channel_state_changed", hooks::on_channel_state_changed)
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-listorders", on_listorders)
                 .description("List LSPS1 orders, newest first, optionally by state (CREATED, COMPLETED, FAILED or a phase), peer, creation time and count")
@@ -69,6 +90,16 @@ pub async fn run() -> Result<()> {
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-getorder", on_getorder)
                 .description("Show one LSPS1 order in full, with its event log")
+                .usage("order_id"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new("lsps1-cancelorder", on_cancelorder)
+                .description("Cancel an unpaid or paid-but-not-yet-opening LSPS1 order: its held payment is failed back (refunded)")
+                .usage("order_id"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new("lsps1-allowclose", on_allowclose)
+                .description("Allow closing the leased channel of an LSPS1 order before its lease ends, for the next 10 minutes")
                 .usage("order_id"),
         );
 
@@ -132,6 +163,7 @@ pub async fn run() -> Result<()> {
     let Some(node_id) = getinfo.get("id").and_then(Value::as_str).and_then(|s| read_pubkey(s).ok()) else {
         return cp.disable("cln-lsps1 disabled: getinfo returned no node id").await;
     };
+    let height = getinfo.get("blockheight").and_then(Value::as_u64).and_then(|h| u32::try_from(h).ok()).unwrap_or(0);
     let emergency_reserve_sat = emergency_reserve_sat(&node).await;
 
     let db_path = cfg.db_path.clone().unwrap_or_else(|| lightning_dir.join("lsps1.sqlite3"));
@@ -149,19 +181,52 @@ pub async fn run() -> Result<()> {
     }
 
     let limiter = PeerLimiter::new(cfg.peer_limits);
-    let service = Arc::new(Service::new(
-        cfg,
-        NodeInfo { id: node_id, network, emergency_reserve_sat },
-        store,
-        node,
-        SystemClock,
-        OsEntropy,
-    ));
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let lifecycle_cfg = LifecycleConfig {
+        rules: HoldRules { safety_margin_blocks: cfg.cltv_safety_margin, open_allowance_blocks: OPEN_ALLOWANCE_BLOCKS },
+        deadlines: Deadlines {
+            safety_margin_blocks: cfg.cltv_safety_margin,
+            open_deadline_ms: i64::try_from(cfg.open_deadline_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        },
+        mpp_timeout: Duration::from_secs(cfg.mpp_timeout_secs),
+        emergency_reserve_sat,
+        zero_reserve: cfg.options.supports_zero_channel_reserve,
+        ..LifecycleConfig::default()
+    };
+    let engine = Engine::new(store.clone(), node.clone(), SystemClock, lifecycle_cfg, height, Some(events_tx.clone()));
+    // Decision 17: settle what a stop left half done before lightningd replays anything.
+    if let Err(e) = engine.reconcile_at_start().await {
+        return cp.disable(&format!("cln-lsps1 disabled: cannot reconcile orders with the node: {e}")).await;
+    }
+    let service = Arc::new(
+        Service::new(
+            cfg,
+            NodeInfo { id: node_id, network, emergency_reserve_sat },
+            store,
+            node,
+            SystemClock,
+            OsEntropy,
+        )
+        .with_events(events_tx),
+    );
     if let Err(e) = service.refresh_market().await {
         log::warn!("Cannot read fee estimates or wallet funds yet: {e}");
     }
-    let state = State { service: service.clone(), limiter };
+    let state =
+        State { service: service.clone(), engine: engine.clone(), limiter, close_guard: hooks::CloseGuard::default() };
     let plugin = cp.start(state).await?;
+    {
+        let plugin = plugin.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events_rx.recv().await {
+                // Wrapped under the topic by cln-plugin, as pyln-testing reads it (fixtures README).
+                if let Err(e) = plugin.send_custom_notification(ORDER_TOPIC.to_string(), ev.to_json()).await {
+                    log::debug!("Cannot send {ORDER_TOPIC}: {e}");
+                }
+            }
+        });
+    }
+    engine.resume().await;
     log::info!(
         "cln-lsps1 serving LSPS1 on {} for node {node_id} (store {}, feature bit 729 {})",
         conf.network,
@@ -174,7 +239,7 @@ pub async fn run() -> Result<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            housekeeping(&service).await;
+            housekeeping(&service, &engine).await;
         }
     });
     let res = plugin.join().await;
@@ -182,13 +247,11 @@ pub async fn run() -> Result<()> {
     res
 }
 
-async fn housekeeping(service: &Lsps1Service) {
+async fn housekeeping(service: &Lsps1Service, engine: &Lifecycle) {
     if let Err(e) = service.refresh_market().await {
         log::debug!("Market refresh failed: {e}");
     }
-    if let Err(e) = service.expire_due().await {
-        log::warn!("Cannot expire orders: {e}");
-    }
+    engine.housekeeping().await;
 }
 
 /// Decide at manifest time whether to advertise bit 729 (decision 18). lightningd wants
@@ -283,7 +346,7 @@ async fn on_custommsg(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::
 async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
     // The in-flight slot is held until the reply is handed to lightningd, so replies are
     // bounded by the same limits as requests.
-    let (reply, _inflight) = match state.limiter.admit(peer, Instant::now()) {
+    let (reply, _inflight) = match state.limiter.admit_costing(peer, Instant::now(), Cost::of_payload(&bytes)) {
         Ok(inflight) => (state.service.handle_payload(peer, &bytes).await, Some(inflight)),
         Err((refusal, notify)) => {
             if !notify {
@@ -309,10 +372,39 @@ async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
     }
 }
 
-async fn on_block_added(plugin: Plugin<State>, _v: Value) -> Result<(), anyhow::Error> {
-    let service = plugin.state().service.clone();
-    housekeeping(&service).await;
+async fn on_block_added(plugin: Plugin<State>, v: Value) -> Result<(), anyhow::Error> {
+    let state = plugin.state().clone();
+    if let Some(h) = v.pointer("/block_added/height").and_then(Value::as_u64).and_then(|h| u32::try_from(h).ok()) {
+        state.engine.set_height(h);
+    }
+    housekeeping(&state.service, &state.engine).await;
     Ok(())
+}
+
+async fn on_cancelorder(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    let id = admin::parse_getorder(&params).map_err(|e| rpc_err(-32602, e))?;
+    plugin.state().engine.cancel(&id).await.map_err(|e| rpc_err(-32600, e))
+}
+
+async fn on_allowclose(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    let id = admin::parse_getorder(&params).map_err(|e| rpc_err(-32602, e))?;
+    let state = plugin.state().clone();
+    let height = state.engine.height();
+    let leases = state.engine.store().call(move |s| s.active_leases(height)).await.map_err(|e| rpc_err(-32603, e))?;
+    let Some(lease) = leases.iter().find(|l| l.order_id == id) else {
+        return Err(rpc_err(-32600, format!("order {id} has no active lease")));
+    };
+    state.close_guard.allow(&id);
+    log::warn!(
+        "Operator allowed closing the leased channel of order {id} (lease until block {})",
+        lease.channel.lease_end_block.unwrap_or(0)
+    );
+    Ok(json!({
+        "order_id": id,
+        "channel_id": lease.channel.channel_id,
+        "lease_end_block": lease.channel.lease_end_block,
+        "allowed_for_secs": hooks::ALLOW_CLOSE_FOR.as_secs(),
+    }))
 }
 
 /// An RPC error with a code lightning-cli shows (cln-plugin maps JSON text to the object).

@@ -138,8 +138,8 @@ pub struct OrderResponse {
     pub required_channel_confirmations: u16,
     pub funding_confirms_within_blocks: u16,
     pub channel_expiry_blocks: u32,
-    /// `""` when the client gave none (C-19).
-    pub token: String,
+    /// Mirrored as sent (C-19, decision 2): `""` when omitted, `null` when sent `null`.
+    pub token: Option<String>,
     pub created_at: String,
     pub announce_channel: bool,
     pub order_state: OrderState,
@@ -185,7 +185,7 @@ mod tests {
             required_channel_confirmations: 0,
             funding_confirms_within_blocks: 6,
             channel_expiry_blocks: 144,
-            token: String::new(),
+            token: Some(String::new()),
             created_at: "2024-06-10T03:43:11.542Z".into(),
             announce_channel: false,
             order_state: OrderState::Created,

@@ -37,6 +37,14 @@ pub enum FailReason {
     CltvDeadline,
     /// The operator cancelled it.
     Cancelled,
+    /// The wallet could no longer fund the channel when the payment was held (issue 11 §2).
+    FundsUnavailable,
+    /// lightningd failed the held HTLCs back by itself while the plugin was down
+    /// (decision 12: the plugin died while holding); found at the next start.
+    PaymentLost,
+    /// The plugin stopped while `fundchannel` was in flight and no channel came of it
+    /// (decision 17, reconciled at start from `listpeerchannels`).
+    OpenInterrupted,
 }
 
 /// A payment option of bLIP-51 §2.7.
@@ -97,8 +105,17 @@ impl Event {
 /// the order's phase; the others stay `EXPECT_PAYMENT` while the order is open and read
 /// `REFUNDED` (bLIP-51's replacement for `CANCELLED`) once another option was paid or the
 /// order ended.
-pub fn option_state(phase: Phase, paid_via: Option<PaymentMethod>, this: PaymentMethod) -> PaymentState {
+/// `refunded_after_open` marks the rare order whose channel was opened although its HTLCs
+/// were failed back (the plugin died between broadcast and settlement, decision 17): it
+/// reads COMPLETED with the payment REFUNDED, which is what happened.
+pub fn option_state(
+    phase: Phase,
+    paid_via: Option<PaymentMethod>,
+    this: PaymentMethod,
+    refunded_after_open: bool,
+) -> PaymentState {
     match paid_via {
+        Some(m) if m == this && refunded_after_open => PaymentState::Refunded,
         Some(m) if m == this => phase.lightning_payment_state(),
         Some(_) => PaymentState::Refunded,
         None => match phase {
@@ -107,6 +124,43 @@ pub fn option_state(phase: Phase, paid_via: Option<PaymentMethod>, this: Payment
         },
     }
 }
+
+/// A transition, as told to operators (the `lsps1_order_state_changed` notification and
+/// the info log, issue 11 §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderChanged {
+    pub order_id: String,
+    pub client_node_id: String,
+    pub from: Phase,
+    pub to: Phase,
+    /// Why, for failures.
+    pub reason: Option<FailReason>,
+    /// The payment reads REFUNDED although the channel opened (decision 17).
+    pub refunded_after_open: bool,
+}
+
+impl OrderChanged {
+    /// The notification's payload (wrapped under the topic by cln-plugin).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "order_id": self.order_id,
+            "peer_id": self.client_node_id,
+            "from": self.from.as_str(),
+            "to": self.to.as_str(),
+            "order_state": self.to.order_state().as_str(),
+            "payment_state": if self.refunded_after_open {
+                PaymentState::Refunded.as_str()
+            } else {
+                self.to.lightning_payment_state().as_str()
+            },
+            "reason": self.reason.map(FailReason::as_str),
+            "message": self.reason.map(FailReason::describe),
+        })
+    }
+}
+
+/// Where transitions are reported. Sending never blocks; nobody listening is fine.
+pub type EventSink = tokio::sync::mpsc::UnboundedSender<OrderChanged>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("illegal order transition: {event} in phase {from:?}")]
@@ -152,12 +206,18 @@ impl Phase {
         match (self, reason) {
             (Phase::AwaitingPayment, FailReason::PaymentExpired | FailReason::Cancelled) => Ok(Phase::Failed),
             (
-                Phase::PaymentHeld | Phase::Opening,
-                FailReason::OpenFailed
-                | FailReason::PeerNotConnected
+                Phase::PaymentHeld,
+                FailReason::PeerNotConnected
                 | FailReason::CltvDeadline
-                | FailReason::Cancelled,
+                | FailReason::Cancelled
+                | FailReason::FundsUnavailable
+                | FailReason::PaymentLost,
             ) => Ok(Phase::Failed),
+            // Once `fundchannel` is in flight only its outcome (or its loss) ends the order:
+            // cancelling then could refund a channel that is being broadcast.
+            (Phase::Opening, FailReason::OpenFailed | FailReason::OpenInterrupted | FailReason::PaymentLost) => {
+                Ok(Phase::Failed)
+            }
             _ => Err(self.illegal("fail")),
         }
     }
@@ -209,6 +269,23 @@ impl FailReason {
             FailReason::PeerNotConnected => "peer_not_connected",
             FailReason::CltvDeadline => "cltv_deadline",
             FailReason::Cancelled => "cancelled",
+            FailReason::FundsUnavailable => "funds_unavailable",
+            FailReason::PaymentLost => "payment_lost",
+            FailReason::OpenInterrupted => "open_interrupted",
+        }
+    }
+
+    /// A sentence for the event log, `lsps1-getorder` and the info log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailReason::PaymentExpired => "the payment option expired unpaid",
+            FailReason::OpenFailed => "the channel open failed",
+            FailReason::PeerNotConnected => "the client node did not connect in time",
+            FailReason::CltvDeadline => "the held payment came within the safety margin of its CLTV expiry",
+            FailReason::Cancelled => "the operator cancelled the order",
+            FailReason::FundsUnavailable => "the wallet could no longer fund the channel",
+            FailReason::PaymentLost => "the node failed the payment back while the plugin was not running",
+            FailReason::OpenInterrupted => "the plugin stopped during the open and no channel was found",
         }
     }
 }
@@ -225,10 +302,17 @@ mod tests {
         assert_eq!(PaymentHeld.open_started(), Ok(Opening));
         assert_eq!(Opening.funding_broadcast(), Ok(Completed));
         assert_eq!(AwaitingPayment.fail(PaymentExpired), Ok(Failed));
-        for r in [OpenFailed, PeerNotConnected, CltvDeadline, Cancelled] {
+        for r in [PeerNotConnected, CltvDeadline, Cancelled, FundsUnavailable, PaymentLost] {
             assert_eq!(PaymentHeld.fail(r), Ok(Failed));
+        }
+        for r in [OpenFailed, OpenInterrupted, PaymentLost] {
             assert_eq!(Opening.fail(r), Ok(Failed));
         }
+        // An open in flight cannot be cancelled or timed out from outside.
+        for r in [Cancelled, PeerNotConnected, CltvDeadline, FundsUnavailable] {
+            assert!(Opening.fail(r).is_err(), "{r:?}");
+        }
+        assert!(PaymentHeld.fail(OpenFailed).is_err(), "no open was attempted");
     }
 
     #[test]
@@ -243,7 +327,16 @@ mod tests {
             }
         }
         // Terminal phases never move; an unpaid order cannot fail for an open failure.
-        for r in [PaymentExpired, OpenFailed, PeerNotConnected, CltvDeadline, Cancelled] {
+        for r in [
+            PaymentExpired,
+            OpenFailed,
+            PeerNotConnected,
+            CltvDeadline,
+            Cancelled,
+            FundsUnavailable,
+            PaymentLost,
+            OpenInterrupted,
+        ] {
             assert!(Completed.fail(r).is_err());
             assert!(Failed.fail(r).is_err());
         }
@@ -254,12 +347,12 @@ mod tests {
     #[test]
     fn option_states_with_several_payment_options() {
         use PaymentMethod::*;
-        assert_eq!(option_state(AwaitingPayment, None, Bolt11), PaymentState::ExpectPayment);
-        assert_eq!(option_state(Failed, None, Bolt11), PaymentState::Refunded);
-        assert_eq!(option_state(PaymentHeld, Some(Bolt11), Bolt11), PaymentState::Hold);
-        assert_eq!(option_state(PaymentHeld, Some(Bolt11), Onchain), PaymentState::Refunded);
-        assert_eq!(option_state(Completed, Some(Onchain), Onchain), PaymentState::Paid);
-        assert_eq!(option_state(Failed, Some(Bolt11), Bolt11), PaymentState::Refunded);
+        assert_eq!(option_state(AwaitingPayment, None, Bolt11, false), PaymentState::ExpectPayment);
+        assert_eq!(option_state(Failed, None, Bolt11, false), PaymentState::Refunded);
+        assert_eq!(option_state(PaymentHeld, Some(Bolt11), Bolt11, false), PaymentState::Hold);
+        assert_eq!(option_state(PaymentHeld, Some(Bolt11), Onchain, false), PaymentState::Refunded);
+        assert_eq!(option_state(Completed, Some(Onchain), Onchain, false), PaymentState::Paid);
+        assert_eq!(option_state(Failed, Some(Bolt11), Bolt11, false), PaymentState::Refunded);
         assert_eq!(Event::PaymentHeld(Bolt11).apply(AwaitingPayment), Ok(PaymentHeld));
         assert!(Event::FundingBroadcast.apply(AwaitingPayment).is_err());
         for m in [Bolt11, Bolt12, Onchain] {

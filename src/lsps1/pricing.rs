@@ -15,21 +15,7 @@ use crate::ports::FeeEstimates;
 /// Blocks in a year at one block per ten minutes (365 × 144).
 pub const BLOCKS_PER_YEAR: u64 = 52_560;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PricingPolicy {
-    pub base_fee_sat: u64,
-    pub fee_ppm_per_year: u64,
-    /// Weight of the funding transaction the client pays for.
-    pub funding_weight: u64,
-}
-
-impl Default for PricingPolicy {
-    fn default() -> Self {
-        // 702 WU is the weight lightningd itself prices an open at
-        // (`feerates.onchain_fee_estimates.opening_channel_satoshis` / perkw × 1000).
-        PricingPolicy { base_fee_sat: 1_000, fee_ppm_per_year: 20_000, funding_weight: 702 }
-    }
-}
+pub use crate::config::PricingPolicy;
 
 /// One order's price, itemised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use crate::lsps0::jsonrpc::{self, Request, RpcError, check_unrecognized};
 use crate::lsps0::ser::format_datetime;
 use crate::lsps1::invoice::{self, InvoiceSpec};
 use crate::lsps1::msgs::{Bolt11PaymentInfo, ChannelInfo, GetInfoResponse, OrderResponse, PaymentInfo};
-use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase, option_state};
+use crate::lsps1::order::{EventSink, FailReason, OrderChanged, PaymentMethod, Phase, option_state};
 use crate::lsps1::pricing::{self, Quote};
 use crate::lsps1::validate::{OrderRequest, TokenPolicy, Transport, validate_create_order};
 use crate::ports::{FeeEstimates, NodeApi, NodeError, WalletFunds};
@@ -59,6 +59,8 @@ pub struct Service<N, C, E> {
     clock: C,
     entropy: E,
     market: Mutex<Market>,
+    /// Where transitions made here (lazy expiry) are reported.
+    events: Option<EventSink>,
 }
 
 /// How long a request may wait for the node to refresh the market.
@@ -68,7 +70,17 @@ pub const MARKET_MAX_AGE_MS: i64 = 5_000;
 
 impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     pub fn new(cfg: Config, node_info: NodeInfo, store: Store, node: N, clock: C, entropy: E) -> Self {
-        Service { cfg, node_info, store, node, clock, entropy, market: Mutex::new(Market::default()) }
+        Service { cfg, node_info, store, node, clock, entropy, market: Mutex::new(Market::default()), events: None }
+    }
+
+    /// Report transitions to `sink` (the `lsps1_order_state_changed` notification).
+    pub fn with_events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    pub fn node_info(&self) -> &NodeInfo {
+        &self.node_info
     }
 
     pub fn config(&self) -> &Config {
@@ -416,11 +428,13 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             required_channel_confirmations: req.required_channel_confirmations,
             funding_confirms_within_blocks: req.funding_confirms_within_blocks,
             channel_expiry_blocks: req.channel_expiry_blocks,
-            token: req.token.clone().unwrap_or_default(),
+            token: req.token.mirror(),
             refund_onchain_address: req.refund_onchain_address.clone(),
             announce_channel: req.announce_channel,
             client_info: req.client_info.clone(),
             phase: Phase::AwaitingPayment,
+            held_at_ms: None,
+            refunded_after_open: false,
             failure_reason: None,
             fee_total_sat: quote.fee_total_sat,
             order_total_sat: quote.order_total_sat,
@@ -463,27 +477,41 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let record = self
             .store
             .call(move |s| {
-                // Settle a deadline that passed since the last sweep, so the answer is current.
+                // Settle a deadline that passed since the last sweep, so the answer is current
+                // (decision 13). Parts of an incomplete payment are marked failed; the
+                // lifecycle answers their hook calls on its next round.
                 if let Some(r) = s.get_order(&id)? {
                     if r.phase == Phase::AwaitingPayment && r.expires_at_ms <= now {
-                        match s.transition(
-                            &id,
-                            Phase::AwaitingPayment,
-                            Event::Fail(FailReason::PaymentExpired),
-                            now,
-                            None,
-                        ) {
-                            Ok(_) | Err(StoreError::Conflict(_)) => {}
+                        let detail = json!({ "message": FailReason::PaymentExpired.describe(), "lazy": true });
+                        match s.fail_order(&id, Phase::AwaitingPayment, FailReason::PaymentExpired, now, &detail) {
+                            Ok(_) => {
+                                let after = s.get_order(&id)?;
+                                return Ok(after.map(|a| (a, Some(r))));
+                            }
+                            Err(StoreError::Conflict(_)) => {}
                             Err(e) => return Err(e),
                         }
-                        return s.get_order(&id);
+                        return Ok(s.get_order(&id)?.map(|a| (a, None)));
                     }
-                    return Ok(Some(r));
+                    return Ok(Some((r, None)));
                 }
                 Ok(None)
             })
             .await
             .map_err(internal)?;
+        let record = record.map(|(after, before)| {
+            if let (Some(before), Some(sink)) = (before, &self.events) {
+                let _ = sink.send(OrderChanged {
+                    order_id: before.order_id.clone(),
+                    client_node_id: before.client_node_id.clone(),
+                    from: before.phase,
+                    to: after.phase,
+                    reason: Some(FailReason::PaymentExpired),
+                    refunded_after_open: false,
+                });
+            }
+            after
+        });
         let not_found = || RpcError::not_found(format!("no order {order_id} for this node"));
         let record = record.ok_or_else(not_found)?;
         if let Some(peer) = peer
@@ -492,16 +520,6 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             return Err(not_found());
         }
         Ok(order_response(&record))
-    }
-
-    /// Fail unpaid orders whose payment option expired (decision 13).
-    pub async fn expire_due(&self) -> Result<Vec<String>, StoreError> {
-        let now = self.clock.now_ms();
-        let moved = self.store.call(move |s| s.expire_unpaid(now)).await?;
-        for id in &moved {
-            log::info!("Order {id} expired unpaid: FAILED, payment REFUNDED");
-        }
-        Ok(moved)
     }
 }
 
@@ -545,7 +563,7 @@ pub fn order_response(r: &OrderRecord) -> OrderResponse {
         order_state: r.phase.order_state(),
         payment: PaymentInfo {
             bolt11: r.bolt11.as_ref().map(|b| Bolt11PaymentInfo {
-                state: option_state(r.phase, r.paid_method, PaymentMethod::Bolt11),
+                state: option_state(r.phase, r.paid_method, PaymentMethod::Bolt11, r.refunded_after_open),
                 expires_at: format_datetime(b.expires_at_ms),
                 fee_total_sat: b.fee_total_sat,
                 order_total_sat: b.order_total_sat,

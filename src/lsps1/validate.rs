@@ -76,14 +76,43 @@ pub struct OrderRequest {
     pub required_channel_confirmations: u16,
     pub funding_confirms_within_blocks: u16,
     pub channel_expiry_blocks: u32,
-    /// `None` when absent or `""` (decision 2).
-    pub token: Option<String>,
+    /// As sent (decision 2): mirrored exactly, and `""` when omitted.
+    pub token: Token,
     /// `None` when absent or `""` (decision 2); checked against the network (C-16).
     pub refund_onchain_address: Option<String>,
     pub announce_channel: bool,
     pub client_info: Option<Value>,
     /// REST only: the node the channel goes to.
     pub public_key: Option<PublicKey>,
+}
+
+/// The `token` field as the client sent it (decision 2, amended): LDK Node 0.7.1 sends
+/// `null` and aborts the purchase unless the order mirrors `null`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    Omitted,
+    Null,
+    /// A string; `""` means "no token" but is mirrored as `""`.
+    Text(String),
+}
+
+impl Token {
+    /// The token the LSP acts on: `None` when absent, `null` or `""`.
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            Token::Text(t) if !t.is_empty() => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The order's mirrored `token` (C-19): `None` is JSON `null`.
+    pub fn mirror(&self) -> Option<String> {
+        match self {
+            Token::Omitted => Some(String::new()),
+            Token::Null => None,
+            Token::Text(t) => Some(t.clone()),
+        }
+    }
 }
 
 impl OrderRequest {
@@ -207,8 +236,13 @@ pub fn validate_create_order(
     }
 
     // token: optional, "" = absent (decision 2); unknown → 102 (C-13).
-    let token = optional_string(p, "token")?.map(str::to_owned);
-    if let Some(t) = &token {
+    let token = match p.get("token") {
+        None => Token::Omitted,
+        Some(Value::Null) => Token::Null,
+        Some(Value::String(s)) => Token::Text(s.clone()),
+        Some(_) => return Err(RpcError::invalid_param("token", "must be a string")),
+    };
+    if let Some(t) = token.value() {
         // No configured token is longer than MAX_TOKEN_BYTES, so a longer one is unknown;
         // it is refused even when unknown tokens are accepted, because it is mirrored.
         let known = tokens.accepted.contains(t);
@@ -325,7 +359,7 @@ mod tests {
     fn accepts_a_plain_request() {
         let r = run(&base(), Transport::P2p).unwrap();
         assert_eq!(r.lsp_balance_sat, 1_000_000);
-        assert_eq!(r.token, None);
+        assert_eq!(r.token, Token::Omitted);
         assert_eq!(r.capacity_sat(), 1_000_000);
     }
 
@@ -340,7 +374,7 @@ mod tests {
             "client_info": {"app": "ZEUS", "app_version": "v0.12.0", "node": "LND", "node_version": "v0.19.0"}
         });
         let r = run(&v, Transport::P2p).unwrap();
-        assert_eq!((r.token, r.refund_onchain_address), (None, None));
+        assert_eq!((r.token.value(), r.refund_onchain_address), (None, None));
         assert_eq!(r.client_info.unwrap()["app"], json!("ZEUS"));
     }
 
@@ -544,7 +578,7 @@ mod tests {
         assert_eq!(e.code, 102);
         assert!(e.data.unwrap()["message"].is_string());
         let r = run(&with(&[("token", Some(json!("good")))]), Transport::P2p).unwrap();
-        assert_eq!(r.token.as_deref(), Some("good"));
+        assert_eq!(r.token.value(), Some("good"));
         let long = "x".repeat(MAX_TOKEN_BYTES + 1);
         assert_eq!(run(&with(&[("token", Some(json!(long)))]), Transport::P2p).unwrap_err().code, 102);
         let lenient = TokenPolicy { accept_unknown: true, ..tokens() };
@@ -556,7 +590,7 @@ mod tests {
             &lenient,
         )
         .unwrap();
-        assert_eq!(r.token.as_deref(), Some("AlbyHub/1.0"));
+        assert_eq!(r.token.value(), Some("AlbyHub/1.0"));
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! all. Calls are blocking; async callers go through [`Store::call`], which runs them on
 //! tokio's blocking pool.
 
+mod lifecycle;
 pub mod schema;
+
+pub use lifecycle::{HtlcKey, HtlcRecord, HtlcWrite, Lease, Resolution};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase, TransitionError};
+use crate::lsps1::order::{Event, PaymentMethod, Phase, TransitionError};
 use crate::lsps1::validate::Transport;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +96,17 @@ pub struct OrderRecord {
     pub required_channel_confirmations: u16,
     pub funding_confirms_within_blocks: u16,
     pub channel_expiry_blocks: u32,
-    pub token: String,
+    /// The token as the client sent it, mirrored (decision 2): `None` = JSON `null`,
+    /// `Some("")` = empty or omitted.
+    pub token: Option<String>,
     pub refund_onchain_address: Option<String>,
     pub announce_channel: bool,
     pub client_info: Option<Value>,
     pub phase: Phase,
+    /// When the HTLC set became complete and was held (P-05).
+    pub held_at_ms: Option<i64>,
+    /// The channel opened but the payment went back (decision 17; reads PAYMENT REFUNDED).
+    pub refunded_after_open: bool,
     pub failure_reason: Option<String>,
     pub fee_total_sat: u64,
     pub order_total_sat: u64,
@@ -160,7 +169,8 @@ const ORDER_COLUMNS: &str = "o.order_id, o.created_at_ms, o.updated_at_ms, o.cli
     o.order_total_sat, o.funding_feerate_perkw, o.reserved_sat, o.expires_at_ms, \
     p.invoice, p.payment_hash, p.preimage, p.payment_secret, p.expires_at_ms, p.min_final_cltv, \
     p.fee_total_sat, p.order_total_sat, o.paid_method, \
-    c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, c.expires_at_ms, c.lease_end_block";
+    c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, c.expires_at_ms, c.lease_end_block, \
+    o.token_null, o.held_at_ms, o.refunded_after_open";
 
 const ORDER_FROM: &str = "FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id AND p.method = 'bolt11' \
     LEFT JOIN channels c ON c.order_id = o.order_id";
@@ -258,8 +268,8 @@ impl Store {
             "INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat, \
              client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks, \
              token, refund_onchain_address, announce_channel, client_info, phase, failure_reason, fee_total_sat, \
-             order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+             order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms, token_null) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
             params![
                 o.order_id,
                 o.created_at_ms,
@@ -271,7 +281,7 @@ impl Store {
                 o.required_channel_confirmations,
                 o.funding_confirms_within_blocks,
                 o.channel_expiry_blocks,
-                o.token,
+                o.token.as_deref().unwrap_or(""),
                 o.refund_onchain_address,
                 o.announce_channel,
                 o.client_info.as_ref().map(|v| v.to_string()),
@@ -282,6 +292,7 @@ impl Store {
                 o.funding_feerate_perkw,
                 to_i64(o.reserved_sat, "reserved_sat")?,
                 o.expires_at_ms,
+                o.token.is_none(),
             ],
         )?;
         if let Some(b) = &o.bolt11 {
@@ -399,26 +410,9 @@ impl Store {
         now_ms: i64,
         detail: Option<&Value>,
     ) -> Result<Phase, StoreError> {
-        let to = event.apply(from)?;
-        let reason = match event {
-            Event::Fail(r) => Some(r.as_str()),
-            _ => None,
-        };
-        let paid = match event {
-            Event::PaymentHeld(m) => Some(m.as_str()),
-            _ => None,
-        };
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), \
-             paid_method = COALESCE(?3, paid_method), updated_at_ms = ?4 WHERE order_id = ?5 AND phase = ?6",
-            params![to.as_str(), reason, paid, now_ms, order_id, from.as_str()],
-        )?;
-        if n != 1 {
-            return Err(StoreError::Conflict(order_id.to_string()));
-        }
-        insert_event(&tx, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
+        let to = transition_in(&tx, order_id, from, event, now_ms, detail)?;
         tx.commit()?;
         Ok(to)
     }
@@ -427,26 +421,38 @@ impl Store {
     pub fn unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         unpaid_in(&self.lock(), client_node_id, now_ms)
     }
+}
 
-    /// Fail every unpaid order whose payment deadline has passed (decision 13). Returns the
-    /// ids that moved.
-    pub fn expire_unpaid(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
-        let ids: Vec<String> = {
-            let conn = self.lock();
-            let mut stmt =
-                conn.prepare("SELECT order_id FROM orders WHERE phase = 'awaiting_payment' AND expires_at_ms <= ?1")?;
-            stmt.query_map(params![now_ms], |r| r.get(0))?.collect::<Result<_, _>>()?
-        };
-        let mut moved = vec![];
-        for id in ids {
-            match self.transition(&id, Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), now_ms, None) {
-                Ok(_) => moved.push(id),
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(moved)
+/// [`Store::transition`] inside a transaction the caller commits.
+pub(crate) fn transition_in(
+    tx: &Connection,
+    order_id: &str,
+    from: Phase,
+    event: Event,
+    now_ms: i64,
+    detail: Option<&Value>,
+) -> Result<Phase, StoreError> {
+    let to = event.apply(from)?;
+    let reason = match event {
+        Event::Fail(r) => Some(r.as_str()),
+        _ => None,
+    };
+    let paid = match event {
+        Event::PaymentHeld(m) => Some(m.as_str()),
+        _ => None,
+    };
+    let held_at = matches!(event, Event::PaymentHeld(_)).then_some(now_ms);
+    let n = tx.execute(
+        "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), \
+         paid_method = COALESCE(?3, paid_method), held_at_ms = COALESCE(?4, held_at_ms), updated_at_ms = ?5 \
+         WHERE order_id = ?6 AND phase = ?7",
+        params![to.as_str(), reason, paid, held_at, now_ms, order_id, from.as_str()],
+    )?;
+    if n != 1 {
+        return Err(StoreError::Conflict(order_id.to_string()));
     }
+    insert_event(tx, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
+    Ok(to)
 }
 
 fn reserved_in(conn: &Connection) -> Result<u64, StoreError> {
@@ -467,7 +473,7 @@ fn unpaid_in(conn: &Connection, client_node_id: &str, now_ms: i64) -> Result<u64
     to_u64(n, "unpaid order count")
 }
 
-fn insert_event(
+pub(crate) fn insert_event(
     tx: &Connection,
     order_id: &str,
     at_ms: i64,
@@ -521,6 +527,9 @@ struct RawRow {
     funded_at_ms: Option<i64>,
     chan_expires_at_ms: Option<i64>,
     lease_end_block: Option<i64>,
+    token_null: bool,
+    held_at_ms: Option<i64>,
+    refunded_after_open: bool,
 }
 
 impl RawRow {
@@ -562,6 +571,9 @@ impl RawRow {
             funded_at_ms: r.get(33)?,
             chan_expires_at_ms: r.get(34)?,
             lease_end_block: r.get(35)?,
+            token_null: r.get(36)?,
+            held_at_ms: r.get(37)?,
+            refunded_after_open: r.get(38)?,
         })
     }
 
@@ -623,11 +635,13 @@ impl RawRow {
             funding_confirms_within_blocks: u16::try_from(self.funding_confirms_within_blocks)
                 .map_err(|_| StoreError::Range("funding_confirms_within_blocks"))?,
             channel_expiry_blocks: narrow(self.channel_expiry_blocks, "channel_expiry_blocks")?,
-            token: self.token,
+            token: (!self.token_null).then_some(self.token),
             refund_onchain_address: self.refund_onchain_address,
             announce_channel: self.announce_channel,
             client_info: self.client_info.and_then(|s| serde_json::from_str(&s).ok()),
             phase,
+            held_at_ms: self.held_at_ms,
+            refunded_after_open: self.refunded_after_open,
             failure_reason: self.failure_reason,
             fee_total_sat: to_u64(self.fee_total_sat, "fee_total_sat")?,
             order_total_sat: to_u64(self.order_total_sat, "order_total_sat")?,

@@ -92,6 +92,18 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
     "#,
+    // v2 (stage 2, the order lifecycle): a `null` token is mirrored as `null` (decision 2);
+    // when the payment was held; an order whose channel opened but whose payment went back
+    // (decision 17); the HTLCs' order, and an index for the unresolved ones.
+    r#"
+    ALTER TABLE orders ADD COLUMN token_null INTEGER NOT NULL DEFAULT 0 CHECK (token_null IN (0, 1));
+    ALTER TABLE orders ADD COLUMN held_at_ms INTEGER;
+    ALTER TABLE orders ADD COLUMN refunded_after_open INTEGER NOT NULL DEFAULT 0
+        CHECK (refunded_after_open IN (0, 1));
+    ALTER TABLE htlcs ADD COLUMN order_id TEXT REFERENCES orders (order_id);
+    CREATE INDEX htlcs_by_order ON htlcs (order_id, resolution);
+    CREATE UNIQUE INDEX channels_by_channel_id ON channels (channel_id) WHERE channel_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -13,7 +13,9 @@ pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
         required_channel_confirmations: 0,
         funding_confirms_within_blocks: 6,
         channel_expiry_blocks: 13_140,
-        token: String::new(),
+        token: Some(String::new()),
+        held_at_ms: None,
+        refunded_after_open: false,
         refund_onchain_address: None,
         announce_channel: false,
         client_info: Some(serde_json::json!({"app": "ZEUS"})),
@@ -165,12 +167,12 @@ fn transitions_are_compare_and_set_and_logged() {
         s.transition("a", Phase::PaymentHeld, Event::FundingBroadcast, 6, None),
         Err(StoreError::Illegal(_))
     ));
-    s.transition("a", Phase::PaymentHeld, Event::Fail(FailReason::OpenFailed), 7, None).unwrap();
+    s.transition("a", Phase::PaymentHeld, Event::Fail(FailReason::PeerNotConnected), 7, None).unwrap();
     let r = s.get_order("a").unwrap().unwrap();
-    assert_eq!((r.phase, r.failure_reason.as_deref(), r.updated_at_ms), (Phase::Failed, Some("open_failed"), 7));
+    assert_eq!((r.phase, r.failure_reason.as_deref(), r.updated_at_ms), (Phase::Failed, Some("peer_not_connected"), 7));
     assert_eq!(r.paid_method, Some(PaymentMethod::Bolt11));
     let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["created", "payment_held", "open_failed"]);
+    assert_eq!(kinds, ["created", "payment_held", "peer_not_connected"]);
 }
 
 #[test]
@@ -180,7 +182,10 @@ fn expiry_sweep_fails_only_due_unpaid_orders() {
     s.insert_order(&record("later", "p", 1_000_000), roomy(1_000_000)).unwrap();
     s.insert_order(&record("held", "p", 0), roomy(0)).unwrap();
     s.transition("held", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
-    assert_eq!(s.expire_unpaid(3_600_000).unwrap(), vec!["due".to_string()]);
+    assert_eq!(
+        s.expire_unpaid(3_600_000).unwrap().into_iter().map(|(o, _)| o.order_id).collect::<Vec<_>>(),
+        vec!["due".to_string()]
+    );
     assert_eq!(s.get_order("due").unwrap().unwrap().phase, Phase::Failed);
     assert_eq!(s.get_order("later").unwrap().unwrap().phase, Phase::AwaitingPayment);
     assert_eq!(
@@ -222,4 +227,132 @@ fn concurrent_inserts_cannot_both_pass_the_quota() {
     let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
     assert_eq!(ok, 2);
     assert_eq!(s.unpaid_count("same-peer", 0).unwrap(), 2);
+}
+
+fn htlc(id: u64, amount_msat: u64, order: &OrderRecord, at: i64) -> HtlcRecord {
+    HtlcRecord {
+        key: HtlcKey { short_channel_id: "103x1x0".into(), id },
+        payment_hash: order.bolt11.as_ref().unwrap().payment_hash.clone(),
+        amount_msat,
+        cltv_expiry: 250,
+        received_at_ms: at,
+        resolution: None,
+    }
+}
+
+/// A decision stand-in: hold, complete once the parts cover 20,000,000 msat.
+fn hold_until_full(h: &HtlcRecord) -> impl FnOnce(&OrderRecord, &[HtlcRecord]) -> ((), HtlcWrite) + '_ {
+    move |_, set| {
+        let sum: u64 = set.iter().filter(|x| x.resolution.is_none()).map(|x| x.amount_msat).sum();
+        ((), HtlcWrite::Hold { complete: sum + h.amount_msat >= 20_000_000 })
+    }
+}
+
+#[test]
+fn p05_a_completing_part_holds_the_order_in_the_same_transaction() {
+    let s = Store::open_in_memory().unwrap();
+    let o = record("a", "p", 0);
+    s.insert_order(&o, roomy(0)).unwrap();
+    let a = htlc(0, 12_000_000, &o, 10);
+    let (_, after) = s.apply_htlc(&a, 10, hold_until_full(&a)).unwrap().unwrap();
+    assert_eq!(after.phase, Phase::AwaitingPayment);
+    // The same HTLC again (a replay) is not counted twice.
+    s.apply_htlc(&a, 11, |_, _| ((), HtlcWrite::Hold { complete: false })).unwrap();
+    let b = htlc(1, 8_000_000, &o, 12);
+    let (_, after) = s.apply_htlc(&b, 12, hold_until_full(&b)).unwrap().unwrap();
+    assert_eq!((after.phase, after.held_at_ms), (Phase::PaymentHeld, Some(12)));
+    assert_eq!(s.reserved_sat().unwrap(), o.reserved_sat, "a held order reserves its channel");
+    let (_, set) = s.order_with_htlcs("a").unwrap().unwrap();
+    assert_eq!(set.len(), 2);
+    assert!(
+        s.apply_htlc(&HtlcRecord { payment_hash: "ff".repeat(32), ..b }, 13, |_, _| ((), HtlcWrite::Nothing))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn settle_and_refund_mark_every_htlc_once() {
+    let s = Store::open_in_memory().unwrap();
+    for id in ["ok", "bad"] {
+        let o = record(id, "p", 0);
+        s.insert_order(&o, roomy(0)).unwrap();
+        let h = HtlcRecord { key: HtlcKey { short_channel_id: id.into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
+        s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
+        s.start_open(id, 2, &serde_json::json!({})).unwrap();
+        assert!(
+            matches!(s.start_open(id, 2, &serde_json::json!({})), Err(StoreError::Conflict(_))),
+            "one open per order"
+        );
+    }
+    let ch = ChannelRecord {
+        channel_id: Some("cc".repeat(32)),
+        funding_txid: "dd".repeat(32),
+        funding_outnum: 1,
+        funded_at_ms: 3,
+        expires_at_ms: 3 + 600_000,
+        lease_end_block: Some(1_000),
+    };
+    let keys = s.complete_order("ok", &ch, 3, false, &serde_json::json!({})).unwrap();
+    assert_eq!(keys.len(), 1);
+    let (o, set) = s.order_with_htlcs("ok").unwrap().unwrap();
+    assert_eq!(
+        (o.phase, o.channel.as_ref(), set[0].resolution),
+        (Phase::Completed, Some(&ch), Some(Resolution::Settled))
+    );
+    assert!(s.channel_recorded(&"cc".repeat(32)).unwrap());
+    assert!(s.complete_order("ok", &ch, 4, false, &serde_json::json!({})).is_err(), "never two channels");
+    assert_eq!(s.active_leases(999).unwrap().len(), 1);
+    assert!(s.active_leases(1_000).unwrap().is_empty());
+
+    let keys =
+        s.fail_order("bad", Phase::Opening, FailReason::OpenFailed, 5, &serde_json::json!({"error": "no"})).unwrap();
+    assert_eq!(keys.len(), 1);
+    let (o, set) = s.order_with_htlcs("bad").unwrap().unwrap();
+    assert_eq!((o.phase, set[0].resolution), (Phase::Failed, Some(Resolution::Failed)));
+    assert_eq!(s.reserved_sat().unwrap(), 0);
+    assert!(s.fail_order("bad", Phase::Opening, FailReason::OpenFailed, 6, &serde_json::json!({})).is_err());
+}
+
+#[test]
+fn mpp_timeout_fails_only_an_incomplete_waiting_set() {
+    let s = Store::open_in_memory().unwrap();
+    let o = record("a", "p", 0);
+    s.insert_order(&o, roomy(0)).unwrap();
+    let a = htlc(0, 5_000_000, &o, 100);
+    s.apply_htlc(&a, 100, hold_until_full(&a)).unwrap();
+    assert!(s.fail_incomplete_parts("a", 99).unwrap().is_empty(), "not yet due");
+    assert_eq!(s.fail_incomplete_parts("a", 100).unwrap().len(), 1);
+    assert_eq!(s.get_order("a").unwrap().unwrap().phase, Phase::AwaitingPayment, "the payer may retry");
+    assert_eq!(s.order_of_htlc(&a.key).unwrap().as_deref(), Some("a"));
+}
+
+#[test]
+fn version_1_stores_migrate_and_keep_their_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(
+            "INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat, \
+             client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks, \
+             token, announce_channel, phase, fee_total_sat, order_total_sat, funding_feerate_perkw, reserved_sat, \
+             expires_at_ms) VALUES ('old', 1, 1, 'p', 'p2p', 100000, 0, 0, 6, 100, 'tok', 0, 'awaiting_payment', \
+             1, 1, 253, 100001, 5)",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), schema::LATEST);
+    let o = s.get_order("old").unwrap().unwrap();
+    assert_eq!((o.token.as_deref(), o.held_at_ms, o.refunded_after_open), (Some("tok"), None, false));
+}
+
+#[test]
+fn a_null_token_is_kept_as_null() {
+    let s = Store::open_in_memory().unwrap();
+    s.insert_order(&OrderRecord { token: None, ..record("n", "p", 0) }, roomy(0)).unwrap();
+    assert_eq!(s.get_order("n").unwrap().unwrap().token, None);
 }

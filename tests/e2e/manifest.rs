@@ -29,14 +29,30 @@ async fn manifest_declares_options_hook_filter_and_feature_bits() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     assert!(names.iter().all(|n| n.starts_with("lsps1-")));
-    let methods: Vec<&str> = m["rpcmethods"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
-    assert_eq!(methods.len(), 2);
-    assert!(methods.contains(&"lsps1-listorders") && methods.contains(&"lsps1-getorder"));
+    let mut methods: Vec<&str> =
+        m["rpcmethods"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    methods.sort_unstable();
+    assert_eq!(methods, ["lsps1-allowclose", "lsps1-cancelorder", "lsps1-getorder", "lsps1-listorders"]);
+    // The lifecycle's hooks (issue 11): htlc_accepted without filters (lightningd refuses
+    // them there, fixture plugin.err-start-htlc_accepted-with-filters), rpc_command for
+    // `close` only (fixture getmanifest.response.recorder-lifecycle).
+    let ha = hooks.iter().find(|h| h["name"] == "htlc_accepted").expect("htlc_accepted hook");
+    assert!(ha.get("filters").is_none_or(|f| f.as_array().is_some_and(|a| a.is_empty())), "{ha}");
+    let rc = hooks.iter().find(|h| h["name"] == "rpc_command").expect("rpc_command hook");
+    assert_eq!(rc["filters"], json!(["close"]));
+    // The custom notification is declared, or lightningd drops it (fixtures README).
+    assert_eq!(m["notifications"], json!([{"method": "lsps1_order_state_changed"}]));
+    let subs: Vec<&str> = m["subscriptions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for want in ["block_added", "connect", "channel_state_changed"] {
+        assert!(subs.contains(&want), "{want} not in {subs:?}");
+    }
     assert!(s.disabled().is_none(), "{:?}", s.init_result);
     assert_eq!(s.init_result, json!({}));
     s.wait_log(Some("info"), "serving LSPS1 on regtest").await;
     // At init it learned the node and checked for CLN's own LSPS service.
     assert_eq!(s.calls("getinfo").len(), 1);
+    // No order in flight: nothing to reconcile, so no listhtlcs at start.
+    assert!(s.calls("listhtlcs").is_empty());
     assert_eq!(s.calls("listconfigs")[0], json!({"config": "experimental-lsps2-service"}));
     assert!(s.dir.join("lsps1.sqlite3").exists(), "store at <lightning-dir>/lsps1.sqlite3");
 }

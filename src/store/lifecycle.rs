@@ -1,0 +1,392 @@
+//! The store's side of the order lifecycle (issue 11): held HTLCs, the open, settlement
+//! and refunds. Every move that belongs together is one transaction: an HTLC set that
+//! completes and the order's move to `PaymentHeld` (P-05); the channel, `COMPLETED`, `PAID`
+//! and the HTLCs marked settled (decision 11); `FAILED`, `REFUNDED` and the HTLCs marked
+//! failed (P-07).
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use super::{ChannelRecord, ORDER_COLUMNS, ORDER_FROM, OrderRecord, RawRow, Store, StoreError, to_i64, to_u64};
+use super::{insert_event, transition_in};
+use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase};
+
+/// What became of a held HTLC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Settled,
+    Failed,
+}
+
+impl Resolution {
+    fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Settled => "settled",
+            Resolution::Failed => "failed",
+        }
+    }
+}
+
+/// An HTLC is named by its incoming channel and its id there (lightningd's key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HtlcKey {
+    pub short_channel_id: String,
+    pub id: u64,
+}
+
+/// An HTLC of an order's payment, as stored before the hook answers (decision 17: the
+/// store knows it before lightningd hears anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HtlcRecord {
+    pub key: HtlcKey,
+    pub payment_hash: String,
+    pub amount_msat: u64,
+    pub cltv_expiry: u32,
+    pub received_at_ms: i64,
+    /// `None` while held.
+    pub resolution: Option<Resolution>,
+}
+
+/// What the caller's decision asks the store to write for an arriving HTLC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HtlcWrite {
+    Nothing,
+    /// Record the HTLC as held; `complete` moves the order to `PaymentHeld` in the same
+    /// transaction.
+    Hold {
+        complete: bool,
+    },
+}
+
+/// A leased channel (N-10, decision 16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub order_id: String,
+    pub client_node_id: String,
+    pub channel: ChannelRecord,
+}
+
+/// An `htlcs` row as SQLite gives it: scid, id, hash, amount, cltv, received at, resolution.
+type HtlcRow = (String, i64, String, i64, i64, i64, Option<String>);
+
+fn read_htlc(r: &rusqlite::Row<'_>) -> rusqlite::Result<HtlcRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn htlc_from(row: HtlcRow) -> Result<HtlcRecord, StoreError> {
+    let (scid, id, hash, amount, cltv, at, res) = row;
+    Ok(HtlcRecord {
+        key: HtlcKey { short_channel_id: scid, id: to_u64(id, "htlc id")? },
+        payment_hash: hash,
+        amount_msat: to_u64(amount, "amount_msat")?,
+        cltv_expiry: u32::try_from(cltv).map_err(|_| StoreError::Range("cltv_expiry"))?,
+        received_at_ms: at,
+        resolution: match res.as_deref() {
+            None => None,
+            Some("settled") => Some(Resolution::Settled),
+            Some("failed") => Some(Resolution::Failed),
+            Some(other) => return Err(StoreError::Corrupt(format!("htlc resolution {other}"))),
+        },
+    })
+}
+
+const HTLC_COLUMNS: &str =
+    "short_channel_id, htlc_id, payment_hash, amount_msat, cltv_expiry, received_at_ms, resolution";
+
+fn htlcs_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Vec<HtlcRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {HTLC_COLUMNS} FROM htlcs WHERE order_id = ?1 ORDER BY received_at_ms, short_channel_id, htlc_id"
+    ))?;
+    let rows = stmt.query_map(params![order_id], read_htlc)?;
+    rows.map(|r| htlc_from(r?)).collect()
+}
+
+fn order_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
+    conn.query_row(&sql, params![order_id], RawRow::read).optional()?.map(RawRow::into_record).transpose()
+}
+
+/// Mark every unresolved HTLC of an order; returns their keys.
+fn resolve_all_in(
+    conn: &rusqlite::Connection,
+    order_id: &str,
+    resolution: Resolution,
+) -> Result<Vec<HtlcKey>, StoreError> {
+    let keys: Vec<HtlcKey> =
+        htlcs_in(conn, order_id)?.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
+    conn.execute(
+        "UPDATE htlcs SET resolution = ?1 WHERE order_id = ?2 AND resolution IS NULL",
+        params![resolution.as_str(), order_id],
+    )?;
+    Ok(keys)
+}
+
+impl Store {
+    /// The order a payment hash belongs to, with its HTLCs. `None`: not an order's hash.
+    pub fn payment_context(&self, payment_hash: &str) -> Result<Option<(OrderRecord, Vec<HtlcRecord>)>, StoreError> {
+        let conn = self.lock();
+        let id: Option<String> = conn
+            .prepare_cached("SELECT order_id FROM payments WHERE payment_hash = ?1")?
+            .query_row(params![payment_hash], |r| r.get(0))
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        let Some(order) = order_in(&conn, &id)? else { return Ok(None) };
+        let htlcs = htlcs_in(&conn, &id)?;
+        Ok(Some((order, htlcs)))
+    }
+
+    /// An order with its HTLCs.
+    pub fn order_with_htlcs(&self, order_id: &str) -> Result<Option<(OrderRecord, Vec<HtlcRecord>)>, StoreError> {
+        let conn = self.lock();
+        let Some(order) = order_in(&conn, order_id)? else { return Ok(None) };
+        let htlcs = htlcs_in(&conn, order_id)?;
+        Ok(Some((order, htlcs)))
+    }
+
+    /// Handle an arriving HTLC in one transaction: read the order of `htlc.payment_hash`
+    /// and its HTLCs, let `decide` (a pure function) say what to do, and write it. `None`
+    /// when the hash is not an order's. Serialised with every other write, so two parts
+    /// arriving together cannot both miss completing the set.
+    pub fn apply_htlc<D>(
+        &self,
+        htlc: &HtlcRecord,
+        now_ms: i64,
+        decide: impl FnOnce(&OrderRecord, &[HtlcRecord]) -> (D, HtlcWrite),
+    ) -> Result<Option<(D, OrderRecord)>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id: Option<String> = tx
+            .prepare_cached("SELECT order_id FROM payments WHERE payment_hash = ?1")?
+            .query_row(params![htlc.payment_hash], |r| r.get(0))
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        let Some(order) = order_in(&tx, &id)? else { return Ok(None) };
+        let set = htlcs_in(&tx, &id)?;
+        let (decision, write) = decide(&order, &set);
+        let mut order = order;
+        if let HtlcWrite::Hold { complete } = write {
+            tx.execute(
+                "INSERT OR IGNORE INTO htlcs (payment_hash, short_channel_id, htlc_id, amount_msat, cltv_expiry, \
+                 received_at_ms, resolution, order_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+                params![
+                    htlc.payment_hash,
+                    htlc.key.short_channel_id,
+                    to_i64(htlc.key.id, "htlc id")?,
+                    to_i64(htlc.amount_msat, "amount_msat")?,
+                    htlc.cltv_expiry,
+                    htlc.received_at_ms,
+                    id,
+                ],
+            )?;
+            if complete {
+                let total: i64 = tx.query_row(
+                    "SELECT COALESCE(SUM(amount_msat), 0) FROM htlcs WHERE order_id = ?1 AND resolution IS NULL",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                let detail = serde_json::json!({ "htlcs_held_msat": total });
+                transition_in(
+                    &tx,
+                    &id,
+                    Phase::AwaitingPayment,
+                    Event::PaymentHeld(PaymentMethod::Bolt11),
+                    now_ms,
+                    Some(&detail),
+                )?;
+                order = order_in(&tx, &id)?.ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))?;
+            }
+        }
+        tx.commit()?;
+        Ok(Some((decision, order)))
+    }
+
+    /// Fail the held parts of a payment that has not completed, received at or before
+    /// `cutoff_ms` (BOLT 4 `mpp_timeout`). Only while the order still waits for payment.
+    pub fn fail_incomplete_parts(&self, order_id: &str, cutoff_ms: i64) -> Result<Vec<HtlcKey>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(order) = order_in(&tx, order_id)? else { return Ok(vec![]) };
+        if order.phase != Phase::AwaitingPayment {
+            return Ok(vec![]);
+        }
+        let set = htlcs_in(&tx, order_id)?;
+        let stale: Vec<HtlcKey> = set
+            .iter()
+            .filter(|h| h.resolution.is_none() && h.received_at_ms <= cutoff_ms)
+            .map(|h| h.key.clone())
+            .collect();
+        if stale.is_empty() {
+            return Ok(vec![]);
+        }
+        // The whole incomplete set goes back: a payer retries with a fresh set.
+        let keys = resolve_all_in(&tx, order_id, Resolution::Failed)?;
+        let detail = serde_json::json!({ "htlcs": keys.len(), "why": "mpp_timeout" });
+        insert_event(&tx, order_id, cutoff_ms, "parts_timed_out", Some(order.phase), Some(order.phase), Some(&detail))?;
+        tx.commit()?;
+        Ok(keys)
+    }
+
+    /// `PaymentHeld` → `Opening`: the intent to open, durable before `fundchannel` is
+    /// called (issue 11 §3). `Conflict` when the order moved meanwhile (cancelled).
+    pub fn start_open(&self, order_id: &str, now_ms: i64, detail: &Value) -> Result<(), StoreError> {
+        self.transition(order_id, Phase::PaymentHeld, Event::OpenStarted, now_ms, Some(detail)).map(|_| ())
+    }
+
+    /// `Opening` → `Completed` with its channel, and its HTLCs marked settled, in one
+    /// transaction (decision 11, N-09). With `refunded_after_open` (the HTLCs already went
+    /// back, decision 17) nothing is marked settled and the payment reads REFUNDED.
+    /// Returns the keys to settle.
+    pub fn complete_order(
+        &self,
+        order_id: &str,
+        channel: &ChannelRecord,
+        now_ms: i64,
+        refunded_after_open: bool,
+        detail: &Value,
+    ) -> Result<Vec<HtlcKey>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transition_in(&tx, order_id, Phase::Opening, Event::FundingBroadcast, now_ms, Some(detail))?;
+        tx.execute(
+            "INSERT INTO channels (order_id, channel_id, funding_txid, funding_outnum, funded_at_ms, expires_at_ms, \
+             lease_end_block) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                order_id,
+                channel.channel_id,
+                channel.funding_txid,
+                channel.funding_outnum,
+                channel.funded_at_ms,
+                channel.expires_at_ms,
+                channel.lease_end_block,
+            ],
+        )?;
+        let keys = if refunded_after_open {
+            tx.execute("UPDATE orders SET refunded_after_open = 1 WHERE order_id = ?1", params![order_id])?;
+            resolve_all_in(&tx, order_id, Resolution::Failed)?
+        } else {
+            resolve_all_in(&tx, order_id, Resolution::Settled)?
+        };
+        tx.commit()?;
+        Ok(keys)
+    }
+
+    /// End an order without a channel: `from` → `Failed` for `reason`, its held HTLCs
+    /// marked failed, in one transaction (P-07, N-11). Returns the keys to fail back.
+    pub fn fail_order(
+        &self,
+        order_id: &str,
+        from: Phase,
+        reason: FailReason,
+        now_ms: i64,
+        detail: &Value,
+    ) -> Result<Vec<HtlcKey>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transition_in(&tx, order_id, from, Event::Fail(reason), now_ms, Some(detail))?;
+        let keys = resolve_all_in(&tx, order_id, Resolution::Failed)?;
+        tx.commit()?;
+        Ok(keys)
+    }
+
+    /// Orders in any of `phases`, oldest first (reconciliation at start, the driver).
+    pub fn orders_in_phases(&self, phases: &[Phase]) -> Result<Vec<OrderRecord>, StoreError> {
+        let conn = self.lock();
+        let marks: Vec<String> = phases.iter().map(|p| format!("'{}'", p.as_str())).collect();
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.phase IN ({}) ORDER BY o.created_at_ms",
+            if marks.is_empty() { "NULL".to_string() } else { marks.join(", ") }
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], RawRow::read)?;
+        rows.map(|r| r?.into_record()).collect()
+    }
+
+    /// Whether some order already owns the channel `channel_id` (no channel counts twice).
+    pub fn channel_recorded(&self, channel_id: &str) -> Result<bool, StoreError> {
+        let n: i64 =
+            self.lock()
+                .query_row("SELECT COUNT(*) FROM channels WHERE channel_id = ?1", params![channel_id], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
+    /// Channels whose lease has not ended at `height` (N-10).
+    pub fn active_leases(&self, height: u32) -> Result<Vec<Lease>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT o.order_id, o.client_node_id, c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, \
+             c.expires_at_ms, c.lease_end_block FROM channels c JOIN orders o ON o.order_id = c.order_id \
+             WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block > ?1",
+        )?;
+        let rows = stmt.query_map(params![height], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (order_id, client_node_id, channel_id, funding_txid, outnum, funded_at_ms, expires_at_ms, end) = row?;
+            out.push(Lease {
+                order_id,
+                client_node_id,
+                channel: ChannelRecord {
+                    channel_id,
+                    funding_txid,
+                    funding_outnum: u32::try_from(outnum).map_err(|_| StoreError::Range("funding_outnum"))?,
+                    funded_at_ms,
+                    expires_at_ms,
+                    lease_end_block: Some(u32::try_from(end).map_err(|_| StoreError::Range("lease_end_block"))?),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// The order an HTLC belongs to.
+    pub fn order_of_htlc(&self, key: &HtlcKey) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .prepare_cached("SELECT order_id FROM htlcs WHERE short_channel_id = ?1 AND htlc_id = ?2")?
+            .query_row(params![key.short_channel_id, to_i64(key.id, "htlc id")?], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Fail every unpaid order whose payment deadline has passed (decision 13), with any
+    /// parts of an incomplete payment marked failed. Returns the orders (as they were) and
+    /// the HTLCs to fail back.
+    pub fn expire_unpaid(&self, now_ms: i64) -> Result<Vec<(OrderRecord, Vec<HtlcKey>)>, StoreError> {
+        let due: Vec<OrderRecord> = {
+            let conn = self.lock();
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.phase = 'awaiting_payment' AND o.expires_at_ms <= ?1"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params![now_ms], RawRow::read)?;
+            rows.map(|r| r?.into_record()).collect::<Result<_, _>>()?
+        };
+        let mut moved = vec![];
+        for o in due {
+            let detail = serde_json::json!({ "message": FailReason::PaymentExpired.describe() });
+            match self.fail_order(&o.order_id, Phase::AwaitingPayment, FailReason::PaymentExpired, now_ms, &detail) {
+                Ok(keys) => moved.push((o, keys)),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Record a note in an order's event log without changing its phase.
+    pub fn note(&self, order_id: &str, now_ms: i64, kind: &str, detail: &Value) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let phase = order_in(&conn, order_id)?.map(|o| o.phase);
+        insert_event(&conn, order_id, now_ms, kind, phase, phase, Some(detail))
+    }
+}
