@@ -40,8 +40,25 @@ pub struct WalletFunds {
     pub confirmed_sat: u64,
 }
 
+/// One hop of a BOLT11 route hint: from a peer over a private channel to this node
+/// (issue 11 §10). The peer's own forwarding policy for that channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHop {
+    pub src_node_id: PublicKey,
+    /// The alias the peer gave us for the channel (what it forwards on), as a u64.
+    pub short_channel_id: u64,
+    pub fee_base_msat: u32,
+    pub fee_proportional_millionths: u32,
+    pub cltv_expiry_delta: u16,
+}
+
 /// Calls into the Lightning node.
 pub trait NodeApi: Send + Sync + 'static {
+    /// Route hints for invoices: empty when the node is reachable over a public channel.
+    fn route_hints(&self) -> impl Future<Output = Result<Vec<RouteHop>, NodeError>> + Send {
+        async { Ok(vec![]) }
+    }
+
     /// `sendcustommsg`: `msg_hex` already carries the 2-byte type.
     fn send_custom_message(
         &self,

@@ -12,7 +12,8 @@ use cln_rpc::ClnRpc;
 use serde_json::{Value, json};
 
 use crate::ports::{
-    ChannelApi, FeeEstimates, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel, WalletFunds,
+    ChannelApi, FeeEstimates, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel, RouteHop,
+    WalletFunds,
 };
 
 /// Time allowed for one ordinary RPC call.
@@ -103,7 +104,70 @@ pub fn parse_listfunds(v: &Value) -> Result<WalletFunds, NodeError> {
     Ok(WalletFunds { confirmed_sat: msat / 1000 })
 }
 
+/// `103x1x0` as BOLT 7's u64 (block << 40 | tx << 16 | output).
+pub fn scid_u64(s: &str) -> Option<u64> {
+    let mut it = s.split('x');
+    let (b, t, o) = (it.next()?.parse::<u64>().ok()?, it.next()?.parse::<u64>().ok()?, it.next()?.parse::<u64>().ok()?);
+    if it.next().is_some() || b >= 1 << 24 || t >= 1 << 24 || o >= 1 << 16 {
+        return None;
+    }
+    Some(b << 40 | t << 16 | o)
+}
+
+/// Most route hints an invoice carries.
+pub const MAX_ROUTE_HINTS: usize = 3;
+
+/// Route hints from `listpeerchannels` (fixtures `listpeerchannels.ok*`): none when any
+/// usable channel is public (payers find the node in gossip); otherwise the usable private
+/// channels with the most inbound room, each named by the alias the peer gave us
+/// (`alias.remote`: what a payer's onion must name; fixtures README) and priced by the
+/// peer's policy (`updates.remote`).
+pub fn parse_route_hints(v: &Value) -> Vec<RouteHop> {
+    let Some(chans) = v.get("channels").and_then(Value::as_array) else { return vec![] };
+    let usable = |c: &&Value| {
+        c.get("state").and_then(Value::as_str) == Some("CHANNELD_NORMAL")
+            && c.get("peer_connected").and_then(Value::as_bool).unwrap_or(false)
+    };
+    if chans
+        .iter()
+        .filter(usable)
+        .any(|c| c.get("private").and_then(Value::as_bool) == Some(false) && c.get("short_channel_id").is_some())
+    {
+        return vec![];
+    }
+    let mut hops: Vec<(u64, RouteHop)> = chans
+        .iter()
+        .filter(usable)
+        .filter_map(|c| {
+            let peer = crate::lsps0::ser::read_pubkey(c.get("peer_id")?.as_str()?).ok()?;
+            let scid = c
+                .pointer("/alias/remote")
+                .and_then(Value::as_str)
+                .or_else(|| c.get("short_channel_id").and_then(Value::as_str))
+                .and_then(scid_u64)?;
+            let u = c.pointer("/updates/remote")?;
+            let num = |k: &str| u.get(k).and_then(Value::as_u64);
+            Some((
+                c.get("receivable_msat").and_then(Value::as_u64).unwrap_or(0),
+                RouteHop {
+                    src_node_id: peer,
+                    short_channel_id: scid,
+                    fee_base_msat: u32::try_from(num("fee_base_msat")?).ok()?,
+                    fee_proportional_millionths: u32::try_from(num("fee_proportional_millionths")?).ok()?,
+                    cltv_expiry_delta: u16::try_from(num("cltv_expiry_delta")?).ok()?,
+                },
+            ))
+        })
+        .collect();
+    hops.sort_by(|a, b| b.0.cmp(&a.0));
+    hops.into_iter().take(MAX_ROUTE_HINTS).map(|(_, h)| h).collect()
+}
+
 impl NodeApi for ClnNode {
+    async fn route_hints(&self) -> Result<Vec<RouteHop>, NodeError> {
+        Ok(parse_route_hints(&self.call("listpeerchannels", json!({})).await?))
+    }
+
     async fn send_custom_message(&self, peer: PublicKey, msg_hex: String) -> Result<(), NodeError> {
         self.call("sendcustommsg", json!({ "node_id": peer.to_string(), "msg": msg_hex })).await.map(|_| ())
     }
@@ -259,6 +323,29 @@ mod tests {
         assert_eq!(f.estimates, vec![(2, 15000), (6, 11000), (12, 7500), (100, 3750)]);
         assert_eq!((f.unilateral_close_perkw, f.opening_perkw, f.floor_perkw), (Some(11000), Some(7500), 253));
         assert!(parse_feerates(&json!({})).is_err());
+    }
+
+    #[test]
+    fn route_hints_only_for_a_node_without_public_channels() {
+        let v: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/cln-v26.06.6/rpc/listpeerchannels.ok.json"))
+                .unwrap();
+        assert!(parse_route_hints(&v["result"]).is_empty(), "105x1x0 is public");
+        let mut private = v["result"].clone();
+        for c in private["channels"].as_array_mut().unwrap() {
+            c["private"] = json!(true);
+        }
+        let hints = parse_route_hints(&private);
+        assert_eq!(hints.len(), 2);
+        // Most inbound room first, named by the peer's alias for the channel.
+        assert_eq!(hints[0].short_channel_id, scid_u64("16305457x11167492x32283").unwrap());
+        assert_eq!(
+            (hints[0].fee_base_msat, hints[0].fee_proportional_millionths, hints[0].cltv_expiry_delta),
+            (1, 10, 6)
+        );
+        assert_eq!(scid_u64("103x1x0"), Some(103 << 40 | 1 << 16));
+        assert_eq!(scid_u64("1x2"), None);
+        assert!(parse_route_hints(&json!({})).is_empty());
     }
 
     #[test]

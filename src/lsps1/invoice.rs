@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::{Hash, sha256};
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
-use lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder, PaymentSecret};
+use lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder, PaymentSecret, RouteHint, RouteHintHop, RoutingFees};
 
 /// bLIP-51: the invoice MUST be at most 2048 characters.
 pub const MAX_INVOICE_LEN: usize = 2048;
@@ -28,6 +28,8 @@ pub struct InvoiceSpec {
     pub timestamp_secs: u64,
     pub expiry_secs: u64,
     pub min_final_cltv: u64,
+    /// One single-hop route hint each (issue 11 §10: a node with only private channels).
+    pub route_hints: Vec<crate::ports::RouteHop>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +54,7 @@ pub fn payment_hash_of(preimage: &[u8; 32]) -> [u8; 32] {
 pub fn build_unsigned(spec: &InvoiceSpec) -> Result<String, InvoiceError> {
     // The placeholder signature is replaced by the node's; the key signs nothing else.
     let placeholder = SecretKey::from_slice(&[0x42; 32]).map_err(|e| InvoiceError::Build(e.to_string()))?;
-    let invoice = InvoiceBuilder::new(Currency::from(spec.network))
+    let mut builder = InvoiceBuilder::new(Currency::from(spec.network))
         .description(spec.description.clone())
         .payment_hash(sha256::Hash::from_byte_array(spec.payment_hash))
         .payment_secret(PaymentSecret(spec.payment_secret))
@@ -60,7 +62,18 @@ pub fn build_unsigned(spec: &InvoiceSpec) -> Result<String, InvoiceError> {
         .min_final_cltv_expiry_delta(spec.min_final_cltv)
         .amount_milli_satoshis(spec.amount_msat)
         .expiry_time(Duration::from_secs(spec.expiry_secs))
-        .basic_mpp()
+        .basic_mpp();
+    for h in &spec.route_hints {
+        builder = builder.private_route(RouteHint(vec![RouteHintHop {
+            src_node_id: h.src_node_id,
+            short_channel_id: h.short_channel_id,
+            fees: RoutingFees { base_msat: h.fee_base_msat, proportional_millionths: h.fee_proportional_millionths },
+            cltv_expiry_delta: h.cltv_expiry_delta,
+            htlc_minimum_msat: None,
+            htlc_maximum_msat: None,
+        }]));
+    }
+    let invoice = builder
         .build_signed(|msg| secp().sign_ecdsa_recoverable(msg, &placeholder))
         .map_err(|e| InvoiceError::Build(format!("{e:?}")))?;
     Ok(invoice.to_string())
@@ -95,6 +108,9 @@ pub fn verify_signed(spec: &InvoiceSpec, signed: &str, node_id: &PublicKey) -> R
     if inv.min_final_cltv_expiry_delta() != spec.min_final_cltv {
         return bad("min_final_cltv_expiry_delta changed");
     }
+    if inv.route_hints().len() != spec.route_hints.len() {
+        return bad("route hints changed");
+    }
     if inv.currency() != Currency::from(spec.network) {
         return bad("network changed");
     }
@@ -115,6 +131,7 @@ pub(crate) mod tests {
             timestamp_secs: 1_795_506_588,
             expiry_secs: 3600,
             min_final_cltv: 144,
+            route_hints: vec![],
         }
     }
 
@@ -142,6 +159,26 @@ pub(crate) mod tests {
         let other = InvoiceSpec { amount_msat: 1_000, ..s.clone() };
         assert!(verify_signed(&other, &signed, &node_id).is_err());
         assert!(verify_signed(&s, "lnbcrt1garbage", &node_id).is_err());
+    }
+
+    #[test]
+    fn route_hints_survive_signing() {
+        let peer = PublicKey::from_secret_key(secp(), &SecretKey::from_slice(&[5; 32]).unwrap());
+        let hop = crate::ports::RouteHop {
+            src_node_id: peer,
+            short_channel_id: 103 << 40 | 1 << 16,
+            fee_base_msat: 1,
+            fee_proportional_millionths: 10,
+            cltv_expiry_delta: 6,
+        };
+        let s = InvoiceSpec { route_hints: vec![hop], ..spec() };
+        let node_key = SecretKey::from_slice(&[3; 32]).unwrap();
+        let signed = resign(&build_unsigned(&s).unwrap(), &node_key);
+        verify_signed(&s, &signed, &PublicKey::from_secret_key(secp(), &node_key)).unwrap();
+        let inv: Bolt11Invoice = signed.parse().unwrap();
+        let hints = inv.route_hints();
+        assert_eq!(hints.len(), 1);
+        assert_eq!((hints[0].0[0].src_node_id, hints[0].0[0].short_channel_id), (peer, 103 << 40 | 1 << 16));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::lsps1::msgs::{Bolt11PaymentInfo, ChannelInfo, GetInfoResponse, OrderR
 use crate::lsps1::order::{EventSink, FailReason, OrderChanged, PaymentMethod, Phase, option_state};
 use crate::lsps1::pricing::{self, Quote};
 use crate::lsps1::validate::{OrderRequest, TokenPolicy, Transport, validate_create_order};
-use crate::ports::{FeeEstimates, NodeApi, NodeError, WalletFunds};
+use crate::ports::{FeeEstimates, NodeApi, NodeError, RouteHop, WalletFunds};
 use crate::store::{Bolt11Record, InsertLimits, OrderRecord, Store, StoreError};
 
 /// The LSPS numbers this service speaks, for `lsps0.list_protocols` (T-18: never 0).
@@ -47,6 +47,8 @@ pub struct NodeInfo {
 pub struct Market {
     pub fees: Option<FeeEstimates>,
     pub funds: Option<WalletFunds>,
+    /// Route hints for new invoices (issue 11 §10); empty for a node with public channels.
+    pub route_hints: Vec<RouteHop>,
     /// When the last successful refresh finished (unix ms).
     pub refreshed_at_ms: Option<i64>,
 }
@@ -101,8 +103,13 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
 
     /// Ask the node for fee estimates and wallet funds; keep what it answered.
     pub async fn refresh_market(&self) -> Result<(), NodeError> {
-        let (fees, funds) = tokio::join!(self.node.fee_estimates(), self.node.wallet_funds());
+        let (fees, funds, hints) =
+            tokio::join!(self.node.fee_estimates(), self.node.wallet_funds(), self.node.route_hints());
         let mut m = self.market.lock().unwrap_or_else(|p| p.into_inner());
+        match hints {
+            Ok(h) => m.route_hints = h,
+            Err(e) => log::debug!("Cannot read channels for route hints: {e}"),
+        }
         let mut first_err = None;
         match fees {
             Ok(f) => m.fees = Some(f),
@@ -314,7 +321,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             self.check_large_channel(client, deadline).await?;
         }
 
-        let record = self.new_order_record(client, transport, &req, &quote, now, deadline).await?;
+        let record = self.new_order_record(client, transport, &req, &quote, now, deadline, &market.route_hints).await?;
         let limits = InsertLimits {
             fundable_sat: self.fundable_sat(&funds),
             max_unpaid_per_client: u64::from(self.cfg.max_unpaid_orders_per_peer),
@@ -379,6 +386,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         quote: &Quote,
         now_ms: i64,
         deadline: tokio::time::Instant,
+        route_hints: &[RouteHop],
     ) -> Result<OrderRecord, RpcError> {
         // What the open will take from the wallet once the order is paid.
         let reserved_sat = req.capacity_sat().saturating_add(quote.onchain_fee_sat);
@@ -400,6 +408,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             timestamp_secs,
             expiry_secs: self.cfg.payment_expiry_secs,
             min_final_cltv: u64::from(self.cfg.invoice_min_final_cltv),
+            route_hints: route_hints.to_vec(),
         };
         let unsigned = invoice::build_unsigned(&spec).map_err(|e| {
             log::warn!("{e}");
