@@ -202,6 +202,8 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     fn register(&self, key: &HtlcKey) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
         self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().push(tx);
+        // A driver waiting for lightningd's replay can go on now.
+        self.inner.wake.notify_waiters();
         rx
     }
 
