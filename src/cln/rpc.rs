@@ -159,7 +159,7 @@ pub fn parse_route_hints(v: &Value) -> Vec<RouteHop> {
             ))
         })
         .collect();
-    hops.sort_by(|a, b| b.0.cmp(&a.0));
+    hops.sort_by_key(|h| std::cmp::Reverse(h.0));
     hops.into_iter().take(MAX_ROUTE_HINTS).map(|(_, h)| h).collect()
 }
 

@@ -321,7 +321,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             self.check_large_channel(client, deadline).await?;
         }
 
-        let record = self.new_order_record(client, transport, &req, &quote, now, deadline, &market.route_hints).await?;
+        let at = Moment { now_ms: now, deadline };
+        let record = self.new_order_record(client, transport, &req, &quote, at, &market.route_hints).await?;
         let limits = InsertLimits {
             fundable_sat: self.fundable_sat(&funds),
             max_unpaid_per_client: u64::from(self.cfg.max_unpaid_orders_per_peer),
@@ -384,10 +385,10 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         transport: Transport,
         req: &OrderRequest,
         quote: &Quote,
-        now_ms: i64,
-        deadline: tokio::time::Instant,
+        at: Moment,
         route_hints: &[RouteHop],
     ) -> Result<OrderRecord, RpcError> {
+        let Moment { now_ms, deadline } = at;
         // What the open will take from the wallet once the order is paid.
         let reserved_sat = req.capacity_sat().saturating_add(quote.onchain_fee_sat);
         let rng_err = |_| RpcError::internal("no randomness available");
@@ -530,6 +531,13 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         }
         Ok(order_response(&record))
     }
+}
+
+/// When a request started, and when its node calls must be done.
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    now_ms: i64,
+    deadline: tokio::time::Instant,
 }
 
 /// Time `create_order` may spend on node calls in total.

@@ -1,7 +1,9 @@
 //! End-to-end tests: the real plugin binary driven by the lightningd stand-in.
 
 mod interop;
+mod lifecycle;
 mod lsps1;
 mod manifest;
 mod standin;
+mod standin_selftest;
 mod transport;
