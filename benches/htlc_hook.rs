@@ -19,7 +19,7 @@ mod standin;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use standin::{StandIn, fixture, peer};
+use standin::{StandIn, fixture};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -47,25 +47,20 @@ fn main() {
     let n: usize = std::env::var("LSPS1_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        let s = StandIn::builder().env("CLN_PLUGIN_LOG", "warn").start().await;
-        assert!(s.disabled().is_none());
-        let (_, p) = peer(42);
-        s.connect(&p);
-        let floor = json!({"payload": "00070000", "peer_id": p.to_string()});
         let forward = fixture("hooks/htlc_accepted.forward.json")["params"].clone();
         let final_hop = fixture("hooks/htlc_accepted.final-hop.json")["params"].clone();
-        let rows = [
-            ("floor: custommsg type 7, fixed continue", "custommsg", floor),
-            ("htlc_accepted, forward", "htlc_accepted", forward),
-            ("htlc_accepted, final hop, not an order's", "htlc_accepted", final_hop),
+        let floor = StandIn::builder().env("CLN_PLUGIN_LOG", "error").env("LSPS1_HTLC_HOOK_FLOOR", "1").start().await;
+        let mut results = vec![
+            ("floor: fixed continue, forward call", run(&floor, "htlc_accepted", &forward, n).await),
+            ("floor: fixed continue, final-hop call", run(&floor, "htlc_accepted", &final_hop, n).await),
         ];
-        let mut results = vec![];
-        for (label, hook, params) in &rows {
-            let r = run(&s, hook, params, n).await;
-            results.push((*label, r));
-        }
-        let floor_p50 = results[0].1.0.as_secs_f64();
-        let floor_p99 = results[0].1.1.as_secs_f64();
+        floor.shutdown().await;
+        let s = StandIn::builder().env("CLN_PLUGIN_LOG", "warn").start().await;
+        assert!(s.disabled().is_none());
+        results.push(("htlc_accepted, forward", run(&s, "htlc_accepted", &forward, n).await));
+        results.push(("htlc_accepted, final hop, not an order's", run(&s, "htlc_accepted", &final_hop, n).await));
+        // Each row against the floor with the same message.
+        let floor_of = |i: usize| if i.is_multiple_of(2) { &results[0].1 } else { &results[1].1 };
         println!(
             "\nhtlc_accepted hook, continue path: {n} sequential calls per row, release build, stand-in over stdio"
         );
@@ -73,22 +68,24 @@ fn main() {
             "{:<44} {:>10} {:>10} {:>10} {:>9} {:>9}",
             "row", "p50 µs", "p99 µs", "calls/s", "p50/floor", "p99/floor"
         );
-        for (label, (p50, p99, rate)) in &results {
+        for (i, (label, (p50, p99, rate))) in results.iter().enumerate() {
+            let f = floor_of(i);
             println!(
                 "{:<44} {:>10.1} {:>10.1} {:>10.0} {:>9.2} {:>9.2}",
                 label,
                 p50.as_secs_f64() * 1e6,
                 p99.as_secs_f64() * 1e6,
                 rate,
-                p50.as_secs_f64() / floor_p50,
-                p99.as_secs_f64() / floor_p99
+                p50.as_secs_f64() / f.0.as_secs_f64(),
+                p99.as_secs_f64() / f.1.as_secs_f64()
             );
         }
-        for (label, (p50, p99, _)) in results.iter().skip(1) {
+        for (i, (label, (p50, p99, _))) in results.iter().enumerate().skip(2) {
+            let f = floor_of(i);
             println!(
                 "added by the hook ({label}): p50 {:+.1} µs, p99 {:+.1} µs",
-                (p50.as_secs_f64() - floor_p50) * 1e6,
-                (p99.as_secs_f64() - floor_p99) * 1e6
+                (p50.as_secs_f64() - f.0.as_secs_f64()) * 1e6,
+                (p99.as_secs_f64() - f.1.as_secs_f64()) * 1e6
             );
         }
         s.shutdown().await;

@@ -40,7 +40,14 @@ pub struct State {
     engine: Lifecycle,
     limiter: PeerLimiter,
     close_guard: hooks::CloseGuard,
+    /// Benchmark only (`LSPS1_HTLC_HOOK_FLOOR=1`, benches/htlc_hook.rs): the hook answers
+    /// `continue` to everything, to measure the plugin protocol's own round trip.
+    htlc_floor: bool,
 }
+
+/// Environment switch of [`State::htlc_floor`]. Never set it on a node that sells channels:
+/// paid orders would be failed back.
+pub const HTLC_FLOOR_ENV: &str = "LSPS1_HTLC_HOOK_FLOOR";
 
 /// The custom notification on every order transition (issue 11 §7).
 pub const ORDER_TOPIC: &str = "lsps1_order_state_changed";
@@ -212,8 +219,19 @@ pub async fn run() -> Result<()> {
     if let Err(e) = service.refresh_market().await {
         log::warn!("Cannot read fee estimates or wallet funds yet: {e}");
     }
-    let state =
-        State { service: service.clone(), engine: engine.clone(), limiter, close_guard: hooks::CloseGuard::default() };
+    let htlc_floor = std::env::var(HTLC_FLOOR_ENV).is_ok_and(|v| v == "1");
+    if htlc_floor {
+        log::warn!(
+            "{HTLC_FLOOR_ENV}=1: htlc_accepted answers continue to every HTLC (benchmark mode); paid orders fail back"
+        );
+    }
+    let state = State {
+        service: service.clone(),
+        engine: engine.clone(),
+        limiter,
+        close_guard: hooks::CloseGuard::default(),
+        htlc_floor,
+    };
     let plugin = cp.start(state).await?;
     {
         let plugin = plugin.clone();

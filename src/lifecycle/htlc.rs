@@ -27,14 +27,20 @@ pub struct HtlcIn {
     pub forward: bool,
 }
 
+/// Whether a `htlc_accepted` call is for an HTLC this node forwards (the onion names a
+/// next hop, or lightningd says where it goes): never an order's payment.
+pub fn is_forward(v: &Value) -> bool {
+    v.get("onion").is_some_and(|o| o.get("short_channel_id").is_some() || o.get("next_node_id").is_some())
+        || v.get("forward_to").is_some()
+}
+
 impl HtlcIn {
     /// `None` when the call lacks what a decision needs; such an HTLC is left to lightningd
     /// (`continue`), which knows no invoice for our hashes and so fails it back.
     pub fn parse(v: &Value) -> Option<HtlcIn> {
         let htlc = v.get("htlc")?;
         let onion = v.get("onion");
-        let forward = onion.is_some_and(|o| o.get("short_channel_id").is_some() || o.get("next_node_id").is_some())
-            || v.get("forward_to").is_some();
+        let forward = is_forward(v);
         let cltv_expiry = u32::try_from(htlc.get("cltv_expiry")?.as_u64()?).ok()?;
         let relative = htlc.get("cltv_expiry_relative").and_then(Value::as_i64).unwrap_or(0);
         let height = u32::try_from(i64::from(cltv_expiry).saturating_sub(relative)).ok()?;
