@@ -3,13 +3,14 @@
 Kept importable without pyln-testing, so that collection never fails: the
 conftest then skips every test with the reason.
 """
+import hashlib
 import os
 import re
 from datetime import datetime, timezone
 
 try:
     from pyln.client import RpcError
-    from pyln.testing.utils import TIMEOUT, only_one, wait_for
+    from pyln.testing.utils import TIMEOUT, only_one, sync_blockheight, wait_for
 except ImportError:  # pragma: no cover - only for collection without pyln
     RpcError = Exception
     TIMEOUT = 60
@@ -21,12 +22,19 @@ except ImportError:  # pragma: no cover - only for collection without pyln
     def wait_for(success, timeout=60):
         raise RuntimeError("pyln-testing is not installed")
 
+    def sync_blockheight(bitcoind, nodes):
+        raise RuntimeError("pyln-testing is not installed")
+
 __all__ = [
-    "RpcError", "TIMEOUT", "only_one", "wait_for",
+    "RpcError", "TIMEOUT", "only_one", "wait_for", "sync_blockheight",
     "LSPS_FEATURE_BIT", "DATETIME_RE", "GET_INFO_NUMBERS", "GET_INFO_SATS",
     "has_feature", "lsps_call", "lsps_result", "lsps_error", "lsps_replies",
     "send_raw", "plugin_name", "plugin_active", "assert_no_broken",
     "parse_datetime", "connect",
+    # Order lifecycle (test_lifecycle.py)
+    "is_connected", "take_offline", "bring_online", "reconnect", "wait_for_lsp_funds",
+    "operator_order", "wait_for_phase", "phases_visited", "peer_channels",
+    "to_us_msat", "plugin_pid", "sha256_hex",
 ]
 
 LSPS_FEATURE_BIT = 729  # option_supports_lsps (bLIP-50)
@@ -131,3 +139,112 @@ def assert_no_broken(node):
 def parse_datetime(s):
     assert DATETIME_RE.match(s), "not an LSPS0.datetime (YYYY-MM-DDThh:mm:ss.uuuZ): {!r}".format(s)
     return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+# --- Order lifecycle helpers (test_lifecycle.py) ---------------------------------------------
+
+def is_connected(node, other):
+    """True if `node` lists `other` as a connected peer."""
+    return any(p.get("connected") for p in node.rpc.listpeers(other.info["id"])["peers"])
+
+
+def take_offline(node, *peers):
+    """Stop `node` (as a wallet that goes offline) and wait until each of
+    `peers` has seen it go. Nobody can connect to it until bring_online."""
+    node.stop()
+    for peer in peers:
+        wait_for(lambda: not is_connected(peer, node))
+
+
+def bring_online(node, peer):
+    """Start `node` again if it is stopped, and connect it to `peer`."""
+    if node.daemon.proc is None or node.daemon.proc.poll() is not None:
+        node.start()
+    if not (is_connected(node, peer) and is_connected(peer, node)):
+        reconnect(node, peer)
+
+
+def reconnect(src, dst):
+    """Connect src -> dst again and wait until both sides see it *connected*
+    (after a disconnect a peer with a channel stays listed, unconnected)."""
+    src.rpc.connect(dst.info["id"], "localhost", dst.port)
+    wait_for(lambda: is_connected(src, dst))
+    wait_for(lambda: is_connected(dst, src))
+
+
+def wait_for_lsp_funds(client, lsp):
+    """The plugin caches wallet funds (refreshed at start, on block_added and
+    every 30 s) and answers get_info's balance maxima capped by them, never
+    below the minima. Wait until the LSP's funds show, so orders can be made."""
+    def funded():
+        info = lsps_result(client, lsp, "lsps1.get_info", {})
+        return int(info["max_initial_lsp_balance_sat"]) > int(info["min_initial_lsp_balance_sat"])
+    wait_for(funded)
+
+
+def operator_order(lsp, order_id):
+    """`lsps1-getorder`: {"order": <what the client's lsps1.get_order shows>,
+    "phase", "failure_reason", "payment_hash", "lease_end_block", "events", ...}."""
+    res = lsp.rpc.call("lsps1-getorder", {"order_id": order_id})
+    assert isinstance(res.get("order"), dict) and isinstance(res.get("events"), list), res
+    return res
+
+
+def wait_for_phase(lsp, order_id, phase):
+    """Wait until the order is in internal `phase` (awaiting_payment,
+    payment_held, opening, completed, failed); return the operator view."""
+    def there():
+        return operator_order(lsp, order_id)["phase"] == phase
+    try:
+        wait_for(there)
+    except ValueError:
+        raise AssertionError("order {} never reached phase {}: {}".format(
+            order_id, phase, operator_order(lsp, order_id)))
+    return operator_order(lsp, order_id)
+
+
+def phases_visited(view):
+    """The phases an order went through, in order, from its event log
+    (events that change the phase; `from` is null for the creation)."""
+    return [e["to"] for e in view["events"] if e.get("to") is not None and e.get("from") != e.get("to")]
+
+
+def peer_channels(node, other):
+    """node's channels with `other` (listpeerchannels)."""
+    return node.rpc.listpeerchannels(other.info["id"])["channels"]
+
+
+def to_us_msat(node, other):
+    """node's balance (msat, int) in its only channel with `other`."""
+    return int(only_one(peer_channels(node, other))["to_us_msat"])
+
+
+def plugin_pid(node, plugin_path):
+    """The pid of the plugin process `plugin_path` run by node's lightningd
+    (Linux /proc: a child of lightningd whose executable is that file)."""
+    want = os.path.realpath(plugin_path)
+    parent = node.daemon.proc.pid
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/{}/stat".format(entry)) as f:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            exe = os.path.realpath("/proc/{}/exe".format(entry))
+            with open("/proc/{}/cmdline".format(entry), "rb") as f:
+                argv0 = f.read().split(b"\0", 1)[0].decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        if exe == want or (argv0 and os.path.realpath(argv0) == want):
+            found.append(int(entry))
+    assert len(found) == 1, "expected one {} process under lightningd pid {}, found {}".format(
+        want, parent, found)
+    return found[0]
+
+
+def sha256_hex(hex_data):
+    return hashlib.sha256(bytes.fromhex(hex_data)).hexdigest()
