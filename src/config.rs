@@ -102,6 +102,47 @@ pub struct Config {
     pub open_deadline_secs: u64,
     /// BOLT 4 `mpp_timeout`: parts of an incomplete payment go back after this long.
     pub mpp_timeout_secs: u64,
+    /// The REST listener (issue 12); off when `binds` is empty.
+    pub rest: RestConfig,
+}
+
+/// The embedded REST listener's settings (`lsps1-rest-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestConfig {
+    pub binds: Vec<std::net::SocketAddr>,
+    /// PEM certificate chain and private key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// A reverse proxy whose `X-Forwarded-For` is trusted for per-IP limits.
+    pub trusted_proxy: Option<std::net::IpAddr>,
+    /// `uris` to answer in get_info instead of the node's announced addresses.
+    pub uris: Vec<String>,
+    /// Allowed CORS origins; empty = any origin.
+    pub cors_origins: Vec<String>,
+    pub limits: PeerLimits,
+    /// Unpaid orders created from one IP address and not yet expired.
+    pub max_unpaid_per_ip: u32,
+    /// Connections served at once.
+    pub max_connections: u32,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            binds: vec![],
+            tls: None,
+            trusted_proxy: None,
+            uris: vec![],
+            cors_origins: vec![],
+            limits: PeerLimits {
+                requests_per_minute: 120,
+                burst: 40,
+                max_inflight_per_peer: 8,
+                ..PeerLimits::default()
+            },
+            max_unpaid_per_ip: 10,
+            max_connections: 256,
+        }
+    }
 }
 
 /// Blocks an arriving HTLC must leave beyond the safety margin: the open itself.
@@ -124,6 +165,7 @@ impl Default for Config {
             cltv_safety_margin: 12,
             open_deadline_secs: 600,
             mpp_timeout_secs: 60,
+            rest: RestConfig::default(),
         }
     }
 }
@@ -251,6 +293,40 @@ pub const OPTIONS: &[OptionSpec] = &[
         60,
         "Seconds the parts of an incomplete multi-part payment are held (BOLT 4: 60)"
     ),
+    OptionSpec {
+        name: "lsps1-rest-bind",
+        kind: OptKind::Multi,
+        description: "Serve the REST API on this address:port (repeatable; IPv6 as [::1]:port); off when unset",
+    },
+    OptionSpec {
+        name: "lsps1-rest-tls-cert",
+        kind: OptKind::Str,
+        description: "PEM certificate chain for the REST listener (HTTPS); needs lsps1-rest-tls-key",
+    },
+    OptionSpec {
+        name: "lsps1-rest-tls-key",
+        kind: OptKind::Str,
+        description: "PEM private key for lsps1-rest-tls-cert",
+    },
+    OptionSpec {
+        name: "lsps1-rest-trusted-proxy",
+        kind: OptKind::Str,
+        description: "IP address of a reverse proxy whose X-Forwarded-For header is trusted for per-IP limits",
+    },
+    OptionSpec {
+        name: "lsps1-rest-uri",
+        kind: OptKind::Multi,
+        description: "A node URI (pubkey@host:port) that REST get_info answers in uris, instead of the announced addresses (repeatable)",
+    },
+    OptionSpec {
+        name: "lsps1-rest-cors-origin",
+        kind: OptKind::Multi,
+        description: "An origin allowed to call the REST API from a browser (repeatable); any origin when unset",
+    },
+    int_opt!("lsps1-rest-requests-per-minute", 120, "Sustained REST requests per minute per IP address"),
+    int_opt!("lsps1-rest-burst", 40, "REST requests an IP address may send at once"),
+    int_opt!("lsps1-rest-max-unpaid-orders-per-ip", 10, "Unexpired unpaid orders one IP address may create over REST"),
+    int_opt!("lsps1-rest-max-connections", 256, "REST connections served at the same time"),
     int_opt!("lsps1-max-unpaid-orders-per-peer", 5, "Unexpired unpaid orders one peer may hold at once"),
     int_opt!("lsps1-peer-requests-per-minute", 60, "Sustained LSPS requests per minute per peer"),
     int_opt!("lsps1-peer-burst", 20, "LSPS requests a quiet peer may send at once"),
@@ -315,6 +391,7 @@ impl Config {
         if mpp_timeout_secs < 1 {
             return Err(err("lsps1-mpp-timeout-secs", "must be at least 1 second"));
         }
+        let rest = rest_config(&r, d.rest.limits)?;
         let tokens: BTreeSet<String> = r.list("lsps1-token")?.into_iter().collect();
         if tokens.iter().any(|t| t.is_empty() || t.len() > 256) {
             return Err(err("lsps1-token", "tokens must be 1 to 256 bytes long"));
@@ -344,8 +421,55 @@ impl Config {
             cltv_safety_margin,
             open_deadline_secs,
             mpp_timeout_secs,
+            rest,
         })
     }
+}
+
+fn rest_config(r: &Reader<'_>, limits: PeerLimits) -> Result<RestConfig, ConfigError> {
+    let mut binds = vec![];
+    for b in r.list("lsps1-rest-bind")? {
+        let addr: std::net::SocketAddr = b
+            .trim()
+            .parse()
+            .map_err(|_| err("lsps1-rest-bind", format!("'{b}' is not address:port (IPv6 as [::1]:8080)")))?;
+        binds.push(addr);
+    }
+    let cert = r.string("lsps1-rest-tls-cert")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let key = r.string("lsps1-rest-tls-key")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err(err("lsps1-rest-tls-key", "is needed with lsps1-rest-tls-cert")),
+        (None, Some(_)) => return Err(err("lsps1-rest-tls-cert", "is needed with lsps1-rest-tls-key")),
+    };
+    let trusted_proxy = match r.string("lsps1-rest-trusted-proxy")?.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(p) => {
+            Some(p.trim().parse().map_err(|_| err("lsps1-rest-trusted-proxy", format!("'{p}' is not an IP address")))?)
+        }
+    };
+    let uris = r.list("lsps1-rest-uri")?;
+    for u in &uris {
+        let ok = u.split_once('@').is_some_and(|(k, hp)| read_pubkey(k).is_ok() && hp.rsplit_once(':').is_some());
+        if !ok {
+            return Err(err("lsps1-rest-uri", format!("'{u}' is not pubkey@host:port")));
+        }
+    }
+    Ok(RestConfig {
+        binds,
+        tls,
+        trusted_proxy,
+        uris,
+        cors_origins: r.list("lsps1-rest-cors-origin")?,
+        limits: PeerLimits {
+            requests_per_minute: r.positive("lsps1-rest-requests-per-minute", 1_000_000)? as u32,
+            burst: r.positive("lsps1-rest-burst", 1_000_000)? as u32,
+            ..limits
+        },
+        max_unpaid_per_ip: r.positive("lsps1-rest-max-unpaid-orders-per-ip", 1_000_000)? as u32,
+        max_connections: r.positive("lsps1-rest-max-connections", 100_000)? as u32,
+    })
 }
 
 /// G-02 and the consistency rules of issue 4: every min ≤ its max, and the channel bounds

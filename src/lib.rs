@@ -16,4 +16,5 @@ pub mod limits;
 pub mod lsps0;
 pub mod lsps1;
 pub mod ports;
+pub mod rest;
 pub mod store;

@@ -3,6 +3,7 @@
 //! exhaust the plugin's memory or the node's RPC whatever it sends.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,27 +65,37 @@ struct PeerState {
     last_notice: Option<Instant>,
 }
 
-#[derive(Debug, Default)]
-struct Table {
-    peers: HashMap<PublicKey, PeerState>,
+#[derive(Debug)]
+struct Table<K> {
+    peers: HashMap<K, PeerState>,
     inflight_total: u32,
 }
 
-/// Admission control shared by every request handler.
-#[derive(Debug, Clone)]
-pub struct PeerLimiter {
+/// Admission control shared by every request handler, per client key: a peer's node id
+/// over P2P, an IP address over REST.
+#[derive(Debug)]
+pub struct Limiter<K> {
     limits: PeerLimits,
-    table: Arc<Mutex<Table>>,
+    table: Arc<Mutex<Table<K>>>,
 }
+
+impl<K> Clone for Limiter<K> {
+    fn clone(&self) -> Self {
+        Limiter { limits: self.limits, table: self.table.clone() }
+    }
+}
+
+/// The P2P limiter, by node id.
+pub type PeerLimiter = Limiter<PublicKey>;
 
 /// Held while a request is handled; releases its in-flight slot when dropped.
 #[derive(Debug)]
-pub struct InFlight {
-    peer: PublicKey,
-    table: Arc<Mutex<Table>>,
+pub struct InFlight<K: Hash + Eq> {
+    peer: K,
+    table: Arc<Mutex<Table<K>>>,
 }
 
-impl Drop for InFlight {
+impl<K: Hash + Eq> Drop for InFlight<K> {
     fn drop(&mut self) {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         t.inflight_total = t.inflight_total.saturating_sub(1);
@@ -98,9 +109,9 @@ impl Drop for InFlight {
 /// so a flood does not turn into a flood of error replies.
 pub const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 
-impl PeerLimiter {
+impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn new(limits: PeerLimits) -> Self {
-        PeerLimiter { limits, table: Arc::new(Mutex::new(Table::default())) }
+        Limiter { limits, table: Arc::new(Mutex::new(Table { peers: HashMap::new(), inflight_total: 0 })) }
     }
 
     pub fn limits(&self) -> PeerLimits {
@@ -109,12 +120,12 @@ impl PeerLimiter {
 
     /// Admit one full-cost request of `peer` at `now`. On refusal, the bool says whether to
     /// send the peer an error reply (at most one per [`NOTICE_INTERVAL`]).
-    pub fn admit(&self, peer: PublicKey, now: Instant) -> Result<InFlight, (Refusal, bool)> {
+    pub fn admit(&self, peer: K, now: Instant) -> Result<InFlight<K>, (Refusal, bool)> {
         self.admit_costing(peer, now, Cost::Full)
     }
 
     /// Admit one request of the given cost (issue 11 §11: polling is welcome).
-    pub fn admit_costing(&self, peer: PublicKey, now: Instant, cost: Cost) -> Result<InFlight, (Refusal, bool)> {
+    pub fn admit_costing(&self, peer: K, now: Instant, cost: Cost) -> Result<InFlight<K>, (Refusal, bool)> {
         let cost = cost.millitokens();
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let l = self.limits;
@@ -131,7 +142,7 @@ impl PeerLimiter {
             }
         }
         let inflight_total = t.inflight_total;
-        let state = t.peers.entry(peer).or_insert_with(|| PeerState {
+        let state = t.peers.entry(peer.clone()).or_insert_with(|| PeerState {
             millitokens: u64::from(l.burst) * MILLI,
             last_refill: now,
             inflight: 0,

@@ -52,8 +52,22 @@ pub struct RouteHop {
     pub cltv_expiry_delta: u16,
 }
 
+/// An address the node can be reached at (`getinfo.address`, else `binding`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    /// `ipv4`, `ipv6`, `torv3`, `dns`, … as lightningd names them.
+    pub kind: String,
+    pub host: String,
+    pub port: u16,
+}
+
 /// Calls into the Lightning node.
 pub trait NodeApi: Send + Sync + 'static {
+    /// Where clients can connect to the node (REST get_info `uris`).
+    fn node_addresses(&self) -> impl Future<Output = Result<Vec<NodeAddress>, NodeError>> + Send {
+        async { Ok(vec![]) }
+    }
+
     /// Route hints for invoices: empty when the node is reachable over a public channel.
     fn route_hints(&self) -> impl Future<Output = Result<Vec<RouteHop>, NodeError>> + Send {
         async { Ok(vec![]) }

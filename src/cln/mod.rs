@@ -245,6 +245,15 @@ pub async fn run() -> Result<()> {
         });
     }
     engine.resume().await;
+    // Issue 12: the REST API, off unless lsps1-rest-bind is set.
+    let rest_cfg = service.config().rest.clone();
+    if !rest_cfg.binds.is_empty() {
+        let rest_state = Arc::new(crate::rest::RestState::new(service.clone(), rest_cfg));
+        let bound = crate::rest::spawn(rest_state).await;
+        if bound.is_empty() {
+            log::warn!("REST API not available: no address could be bound; LSPS1 over custom messages is unaffected");
+        }
+    }
     log::info!(
         "cln-lsps1 serving LSPS1 on {} for node {node_id} (store {}, feature bit 729 {})",
         conf.network,

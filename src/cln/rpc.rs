@@ -12,8 +12,8 @@ use cln_rpc::ClnRpc;
 use serde_json::{Value, json};
 
 use crate::ports::{
-    ChannelApi, FeeEstimates, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel, RouteHop,
-    WalletFunds,
+    ChannelApi, FeeEstimates, NodeAddress, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel,
+    RouteHop, WalletFunds,
 };
 
 /// Time allowed for one ordinary RPC call.
@@ -163,7 +163,35 @@ pub fn parse_route_hints(v: &Value) -> Vec<RouteHop> {
     hops.into_iter().take(MAX_ROUTE_HINTS).map(|(_, h)| h).collect()
 }
 
+/// The node's addresses from `getinfo` (fixture `getinfo.ok`): the announced ones, else the
+/// bound ones that are not wildcards.
+pub fn parse_addresses(v: &Value) -> Vec<NodeAddress> {
+    let read = |key: &str| -> Vec<NodeAddress> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| {
+                        Some(NodeAddress {
+                            kind: x.get("type")?.as_str()?.to_string(),
+                            host: x.get("address")?.as_str()?.to_string(),
+                            port: u16::try_from(x.get("port")?.as_u64()?).ok()?,
+                        })
+                    })
+                    .filter(|a| !matches!(a.host.as_str(), "0.0.0.0" | "::" | ""))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let announced = read("address");
+    if announced.is_empty() { read("binding") } else { announced }
+}
+
 impl NodeApi for ClnNode {
+    async fn node_addresses(&self) -> Result<Vec<NodeAddress>, NodeError> {
+        Ok(parse_addresses(&self.call("getinfo", json!({})).await?))
+    }
+
     async fn route_hints(&self) -> Result<Vec<RouteHop>, NodeError> {
         Ok(parse_route_hints(&self.call("listpeerchannels", json!({})).await?))
     }

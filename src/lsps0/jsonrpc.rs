@@ -117,6 +117,21 @@ impl RpcError {
     }
 
     /// `1`: client rejected (C-14, decision 10).
+    /// `-32603` for a request the node could not serve just now (its data says
+    /// `"retry": true`; REST answers 503).
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        let mut e = Self::internal(detail);
+        if let Some(Value::Object(d)) = e.data.as_mut() {
+            d.insert("retry".into(), Value::Bool(true));
+        }
+        e
+    }
+
+    /// An [`RpcError::unavailable`]: the node could not answer (REST maps it to 503).
+    pub fn is_unavailable(&self) -> bool {
+        self.data.as_ref().and_then(|d| d.get("retry")).and_then(Value::as_bool) == Some(true)
+    }
+
     pub fn client_rejected(detail: impl Into<String>) -> Self {
         Self::with_message(codes::CLIENT_REJECTED, "Client rejected", detail)
     }

@@ -216,7 +216,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                 check_unrecognized(req.params()?, &[])?;
                 to_value(&self.get_info().await?)
             }
-            "lsps1.create_order" => to_value(&self.create_order(peer, Transport::P2p, req.params()?).await?),
+            "lsps1.create_order" => to_value(&self.create_order(Some(peer), Transport::P2p, req.params()?).await?),
             "lsps1.get_order" => to_value(&self.get_order(Some(peer), req.params()?).await?),
             other => Err(RpcError::method_not_found(other)),
         }
@@ -257,15 +257,17 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         Ok(GetInfoResponse::from(&self.effective_options(&market, reserved)))
     }
 
-    /// `lsps1.create_order` (§2.3–2.5). `client` is the node the channel goes to: the peer
-    /// over P2P, `public_key` over REST.
+    /// `lsps1.create_order` (§2.3–2.5). The channel goes to the requesting `peer` over P2P
+    /// (decision 8), to `public_key` over REST (`peer` is `None` there, decision 9).
     pub async fn create_order(
         &self,
-        peer: PublicKey,
+        peer: Option<PublicKey>,
         transport: Transport,
         params: &Map<String, Value>,
     ) -> Result<OrderResponse, RpcError> {
-        if self.cfg.deny_nodes.contains(&peer) {
+        if let Some(peer) = peer
+            && self.cfg.deny_nodes.contains(&peer)
+        {
             log::info!("Refusing create_order from denied node {peer}");
             return Err(RpcError::client_rejected("this node is not served by this LSP"));
         }
@@ -277,7 +279,9 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let options = self.effective_options(&market, reserved);
         let tokens = TokenPolicy { accepted: self.cfg.tokens.clone(), accept_unknown: self.cfg.accept_unknown_tokens };
         let req = validate_create_order(params, transport, self.node_info.network, &options, &tokens)?;
-        let client = req.public_key.unwrap_or(peer);
+        let Some(client) = req.public_key.or(peer) else {
+            return Err(RpcError::invalid_param("public_key", "is required"));
+        };
         if transport == Transport::Rest && self.cfg.deny_nodes.contains(&client) {
             return Err(RpcError::client_rejected("this node is not served by this LSP"));
         }
@@ -292,11 +296,11 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let fees = market
             .fees
             .as_ref()
-            .ok_or_else(|| RpcError::internal("no fee estimates from the node yet; retry shortly"))?;
-        let funds = market.funds.ok_or_else(|| RpcError::internal("wallet balance unknown; retry shortly"))?;
+            .ok_or_else(|| RpcError::unavailable("no fee estimates from the node yet; retry shortly"))?;
+        let funds = market.funds.ok_or_else(|| RpcError::unavailable("wallet balance unknown; retry shortly"))?;
         let feerate = self
             .funding_feerate(fees, req.funding_confirms_within_blocks)
-            .ok_or_else(|| RpcError::internal("the node has no fee estimate; retry shortly"))?;
+            .ok_or_else(|| RpcError::unavailable("the node has no fee estimate; retry shortly"))?;
         let quote = pricing::quote(
             &self.cfg.pricing,
             req.lsp_balance_sat,
@@ -364,7 +368,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     async fn check_large_channel(&self, client: PublicKey, deadline: tokio::time::Instant) -> Result<(), RpcError> {
         let features = within(deadline, "listpeers", self.node.peer_features(client)).await.map_err(|e| {
             log::warn!("Cannot read features of {client}: {e}");
-            RpcError::internal("cannot check the node's channel size support; retry shortly")
+            RpcError::unavailable("cannot check the node's channel size support; retry shortly")
         })?;
         let supported = features.is_some_and(|f| LARGE_CHANNEL_BITS.iter().any(|b| frame::has_feature_bit(&f, *b)));
         if supported {
@@ -417,7 +421,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         })?;
         let signed = within(deadline, "signinvoice", self.node.sign_invoice(unsigned)).await.map_err(|e| {
             log::warn!("signinvoice failed for order {order_id}: {e}");
-            RpcError::internal("the node could not sign the invoice; nothing was created")
+            RpcError::unavailable("the node could not sign the invoice; nothing was created")
         })?;
         invoice::verify_signed(&spec, &signed, &self.node_info.id).map_err(|e| {
             log::warn!("Order {order_id}: {e}");

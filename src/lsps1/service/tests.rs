@@ -141,7 +141,7 @@ async fn g01_get_info_caps_maxima_by_funds() {
 async fn create_then_get_order() {
     let s = service();
     let client = peer(1);
-    let o = s.create_order(client, Transport::P2p, &order_params()).await.unwrap();
+    let o = s.create_order(Some(client), Transport::P2p, &order_params()).await.unwrap();
     // C-17, C-18, C-19: mirrors, CREATED, null channel, UUIDv4 id, "" token.
     assert_eq!(o.order_id.len(), 36);
     assert_eq!(uuid::Uuid::parse_str(&o.order_id).unwrap().get_version_num(), 4);
@@ -179,7 +179,7 @@ async fn create_then_get_order() {
     // Decision 8: another peer gets 101.
     assert_eq!(s.get_order(Some(peer(2)), &params).await.unwrap_err().code, codes::NOT_FOUND);
     // C-20: not idempotent.
-    let o2 = s.create_order(client, Transport::P2p, &order_params()).await.unwrap();
+    let o2 = s.create_order(Some(client), Transport::P2p, &order_params()).await.unwrap();
     assert_ne!(o2.order_id, o.order_id);
     assert_ne!(o2.payment.bolt11.unwrap().invoice, b.invoice);
 }
@@ -202,7 +202,7 @@ async fn r02_r03_get_order_errors() {
 #[tokio::test]
 async fn expired_order_reads_failed_and_refunded() {
     let s = service();
-    let o = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap();
+    let o = s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap();
     let params = json!({"order_id": o.order_id}).as_object().unwrap().clone();
     s.clock.advance(3_600_000);
     let g = s.get_order(Some(peer(1)), &params).await.unwrap();
@@ -217,7 +217,7 @@ async fn c14_denied_and_quota() {
     cfg.deny_nodes.insert(peer(9));
     cfg.max_unpaid_orders_per_peer = 2;
     let s = service_with(cfg, MockNode::new());
-    let e = s.create_order(peer(9), Transport::P2p, &order_params()).await.unwrap_err();
+    let e = s.create_order(Some(peer(9)), Transport::P2p, &order_params()).await.unwrap_err();
     assert_eq!(e.code, 1);
     assert!(e.data.unwrap()["message"].is_string());
     let small = {
@@ -225,10 +225,10 @@ async fn c14_denied_and_quota() {
         p.insert("lsp_balance_sat".into(), json!("200000"));
         p
     };
-    s.create_order(peer(1), Transport::P2p, &small).await.unwrap();
-    s.create_order(peer(1), Transport::P2p, &small).await.unwrap();
-    assert_eq!(s.create_order(peer(1), Transport::P2p, &small).await.unwrap_err().code, 1);
-    assert!(s.create_order(peer(2), Transport::P2p, &small).await.is_ok(), "quota is per peer");
+    s.create_order(Some(peer(1)), Transport::P2p, &small).await.unwrap();
+    s.create_order(Some(peer(1)), Transport::P2p, &small).await.unwrap();
+    assert_eq!(s.create_order(Some(peer(1)), Transport::P2p, &small).await.unwrap_err().code, 1);
+    assert!(s.create_order(Some(peer(2)), Transport::P2p, &small).await.is_ok(), "quota is per peer");
 }
 
 #[tokio::test]
@@ -237,15 +237,15 @@ async fn funds_are_reserved_by_orders_in_flight() {
     let s = service();
     let mut p = order_params();
     p.insert("lsp_balance_sat".into(), json!("6000000"));
-    let first = s.create_order(peer(1), Transport::P2p, &p).await.unwrap();
+    let first = s.create_order(Some(peer(1)), Transport::P2p, &p).await.unwrap();
     // Unpaid, it holds nothing back: a second client may order the same funds.
-    let second = s.create_order(peer(2), Transport::P2p, &p).await.unwrap();
+    let second = s.create_order(Some(peer(2)), Transport::P2p, &p).await.unwrap();
     // Once the first is paid (held), its channel's funds are reserved.
     s.store()
         .transition(&first.order_id, Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), T0, None)
         .unwrap();
     // 9,975,000 fundable − 6,007,722 reserved: a third 6M order no longer fits.
-    let e = s.create_order(peer(3), Transport::P2p, &p).await.unwrap_err();
+    let e = s.create_order(Some(peer(3)), Transport::P2p, &p).await.unwrap_err();
     assert_eq!((e.code, e.property()), (100, Some("max_initial_lsp_balance_sat")));
     // get_info already says so.
     let info = s.get_info().await.unwrap();
@@ -261,9 +261,9 @@ async fn funds_are_reserved_by_orders_in_flight() {
 async fn a_peer_over_its_quota_costs_no_invoice_signing() {
     let cfg = Config { max_unpaid_orders_per_peer: 1, ..Default::default() };
     let s = service_with(cfg, MockNode::new());
-    s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap();
+    s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap();
     *s.node().sign_fails.lock().unwrap() = true; // a sign attempt would now show as -32603
-    assert_eq!(s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err().code, 1);
+    assert_eq!(s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap_err().code, 1);
 }
 
 #[tokio::test]
@@ -276,11 +276,11 @@ async fn commitment_fee_and_reserve_must_fit_on_the_lsp_side() {
     let mut p = order_params();
     p.insert("lsp_balance_sat".into(), json!("10000"));
     p.insert("client_balance_sat".into(), json!("100000"));
-    let e = s.create_order(peer(1), Transport::P2p, &p).await.unwrap_err();
+    let e = s.create_order(Some(peer(1)), Transport::P2p, &p).await.unwrap_err();
     assert_eq!((e.code, e.property()), (100, Some("min_initial_lsp_balance_sat")));
     assert!(e.data.unwrap()["message"].as_str().unwrap().contains("commitment fee"));
     p.insert("lsp_balance_sat".into(), json!("50000"));
-    let o = s.create_order(peer(1), Transport::P2p, &p).await.unwrap();
+    let o = s.create_order(Some(peer(1)), Transport::P2p, &p).await.unwrap();
     let b = o.payment.bolt11.unwrap();
     assert_eq!(b.order_total_sat, b.fee_total_sat + 100_000, "P-01");
 }
@@ -298,10 +298,10 @@ async fn large_channels_need_the_peer_to_support_them() {
     let s = service_with(cfg, node);
     let mut p = order_params();
     p.insert("lsp_balance_sat".into(), json!("20000000"));
-    let e = s.create_order(peer(1), Transport::P2p, &p).await.unwrap_err();
+    let e = s.create_order(Some(peer(1)), Transport::P2p, &p).await.unwrap_err();
     assert_eq!((e.code, e.property()), (100, Some("max_channel_balance_sat")));
-    assert!(s.create_order(peer(2), Transport::P2p, &p).await.is_ok());
-    assert!(s.create_order(peer(3), Transport::P2p, &p).await.is_ok());
+    assert!(s.create_order(Some(peer(2)), Transport::P2p, &p).await.is_ok());
+    assert!(s.create_order(Some(peer(3)), Transport::P2p, &p).await.is_ok());
 }
 
 #[tokio::test]
@@ -309,14 +309,14 @@ async fn node_failures_answer_internal_error_and_store_nothing() {
     let node = MockNode::new();
     *node.sign_fails.lock().unwrap() = true;
     let s = service_with(Config::default(), node);
-    let e = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err();
+    let e = s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap_err();
     assert_eq!(e.code, -32603);
     assert!(s.store().list_orders(&Default::default()).unwrap().is_empty());
 
     let node = MockNode::new();
     *node.fees.lock().unwrap() = Err(NodeError::new("feerates", None, "down"));
     let s = service_with(Config::default(), node);
-    assert_eq!(s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err().code, -32603);
+    assert_eq!(s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap_err().code, -32603);
 }
 
 #[tokio::test]
@@ -325,13 +325,13 @@ async fn a_stale_wallet_snapshot_is_refreshed_by_the_request() {
     *node.funds.lock().unwrap() = Ok(WalletFunds { confirmed_sat: 0 });
     let s = service_with(Config::default(), node);
     s.refresh_market().await.unwrap();
-    assert_eq!(s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err().code, 100);
+    assert_eq!(s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap_err().code, 100);
     // The wallet is funded; the snapshot is still fresh, so the old answer stands...
     *s.node().funds.lock().unwrap() = Ok(WalletFunds { confirmed_sat: 10_000_000 });
-    assert_eq!(s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err().code, 100);
+    assert_eq!(s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap_err().code, 100);
     // ...until it is older than MARKET_MAX_AGE_MS: then the request refreshes it.
     s.clock.advance(MARKET_MAX_AGE_MS + 1);
-    assert!(s.create_order(peer(1), Transport::P2p, &order_params()).await.is_ok());
+    assert!(s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.is_ok());
 }
 
 #[tokio::test]
@@ -339,7 +339,7 @@ async fn regtest_without_fee_estimates_uses_the_floor() {
     let node = MockNode::new();
     *node.fees.lock().unwrap() = Ok(FeeEstimates { floor_perkw: 253, ..Default::default() });
     let s = service_with(Config::default(), node);
-    let o = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap();
+    let o = s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap();
     // 1000 base + 5000 lease + ceil(253 × 702 / 1000) = 178.
     assert_eq!(o.payment.bolt11.unwrap().fee_total_sat, 6_178);
 }
@@ -353,7 +353,7 @@ async fn a_failed_store_write_answers_internal_error_and_leaves_nothing() {
             "CREATE TRIGGER no_payments BEFORE INSERT ON payments BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
         )
         .unwrap();
-    let e = s.create_order(peer(1), Transport::P2p, &order_params()).await.unwrap_err();
+    let e = s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap_err();
     assert_eq!(e.code, codes::INTERNAL_ERROR);
     assert!(s.store().list_orders(&Default::default()).unwrap().is_empty(), "no half-written order");
     assert_eq!(s.store().reserved_sat().unwrap(), 0);
@@ -366,9 +366,9 @@ async fn c13_token_is_mirrored() {
     let s = service_with(cfg, MockNode::new());
     let mut p = order_params();
     p.insert("token".into(), json!("promo"));
-    assert_eq!(s.create_order(peer(1), Transport::P2p, &p).await.unwrap().token.as_deref(), Some("promo"));
+    assert_eq!(s.create_order(Some(peer(1)), Transport::P2p, &p).await.unwrap().token.as_deref(), Some("promo"));
     p.insert("token".into(), json!("other"));
-    assert_eq!(s.create_order(peer(1), Transport::P2p, &p).await.unwrap_err().code, 102);
+    assert_eq!(s.create_order(Some(peer(1)), Transport::P2p, &p).await.unwrap_err().code, 102);
 }
 
 #[tokio::test]

@@ -1,0 +1,364 @@
+//! The embedded REST listener (issue 12): the seed's HTTP API
+//! (`seed/purchase-channels-in-advance-api.md`) for wallets that do not speak custom
+//! messages. A thin adapter: every answer comes from the same [`Service`] and the same
+//! serializers as the P2P API; only the envelope differs (HTTP status, the error body every
+//! REST wallet displays, the legacy get_info fields and `uris`).
+//!
+//! Routes: `GET /api/v1/get_info`, `POST /api/v1/create_order`,
+//! `GET /api/v1/get_order?order_id=`, `GET /api/v1/openapi.json`, `GET /api/v1/health`.
+
+mod errors;
+mod server;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use errors::{error_response, status_of};
+pub use server::spawn;
+
+use crate::clock::{Clock, Entropy};
+use crate::config::RestConfig;
+use crate::limits::{Cost, Limiter};
+use crate::lsps0::jsonrpc::RpcError;
+use crate::lsps1::service::Service;
+use crate::lsps1::validate::Transport;
+use crate::ports::{NodeAddress, NodeApi};
+
+/// The OpenAPI 3.1 document of this API, committed as `docs/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Largest request body (issue 12 §5: 413 above it).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long one request may take, headers included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the node's addresses are cached for get_info's `uris`.
+const URIS_TTL: Duration = Duration::from_secs(60);
+
+/// The client's address, put in each request by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Everything the handlers share.
+pub struct RestState<N, C, E> {
+    pub service: Arc<Service<N, C, E>>,
+    pub cfg: RestConfig,
+    limiter: Limiter<IpAddr>,
+    /// Unpaid orders created per IP: their payment deadlines (unix ms).
+    unpaid: Mutex<HashMap<IpAddr, Vec<i64>>>,
+    uris: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+}
+
+/// Most IP addresses whose unpaid orders are tracked at once.
+const MAX_TRACKED_IPS: usize = 10_000;
+
+impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
+    pub fn new(service: Arc<Service<N, C, E>>, cfg: RestConfig) -> Self {
+        let limiter = Limiter::new(cfg.limits);
+        RestState { service, cfg, limiter, unpaid: Mutex::new(HashMap::new()), uris: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The client's IP: the peer's, or the last `X-Forwarded-For` hop when the peer is the
+    /// trusted proxy.
+    fn client_ip(&self, addr: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if self.cfg.trusted_proxy == Some(addr.ip())
+            && let Some(ip) = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        {
+            return ip;
+        }
+        addr.ip()
+    }
+
+    fn unpaid_from(&self, ip: IpAddr, now_ms: i64) -> usize {
+        let mut m = self.unpaid.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = m.get_mut(&ip) {
+            v.retain(|exp| *exp > now_ms);
+            v.len()
+        } else {
+            0
+        }
+    }
+
+    fn record_unpaid(&self, ip: IpAddr, expires_at_ms: i64, now_ms: i64) {
+        let mut m = self.unpaid.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_TRACKED_IPS && !m.contains_key(&ip) {
+            m.retain(|_, v| {
+                v.retain(|exp| *exp > now_ms);
+                !v.is_empty()
+            });
+            if m.len() >= MAX_TRACKED_IPS {
+                return; // the store's per-node quota still applies
+            }
+        }
+        m.entry(ip).or_default().push(expires_at_ms);
+    }
+
+    /// `uris` of get_info: the override, or the node's addresses as `pubkey@host:port`, IPv4
+    /// first (some wallets take `uris[0]`; Alby accepts only `pubkey@IPv4:port`), then DNS
+    /// names, IPv6, Tor (docs/client-interop.md).
+    async fn uris(&self) -> Vec<String> {
+        if !self.cfg.uris.is_empty() {
+            return self.cfg.uris.clone();
+        }
+        let mut cache = self.uris.lock().await;
+        if let Some((at, u)) = cache.as_ref()
+            && at.elapsed() < URIS_TTL
+        {
+            return u.clone();
+        }
+        let id = self.service.node_info().id;
+        match self.service.node().node_addresses().await {
+            Ok(addrs) => {
+                let u = format_uris(&id.to_string(), addrs);
+                *cache = Some((Instant::now(), u.clone()));
+                u
+            }
+            Err(e) => {
+                log::debug!("Cannot read the node's addresses: {e}");
+                cache.as_ref().map(|(_, u)| u.clone()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// `pubkey@host:port` for each address, in the order wallets want.
+pub fn format_uris(id: &str, mut addrs: Vec<NodeAddress>) -> Vec<String> {
+    let rank = |k: &str| match k {
+        "ipv4" => 0,
+        "dns" => 1,
+        "ipv6" => 2,
+        "torv3" | "torv2" => 3,
+        _ => 4,
+    };
+    addrs.sort_by_key(|a| rank(&a.kind));
+    addrs
+        .into_iter()
+        .map(|a| {
+            if a.kind == "ipv6" || a.host.contains(':') {
+                format!("{id}@[{}]:{}", a.host, a.port)
+            } else {
+                format!("{id}@{}:{}", a.host, a.port)
+            }
+        })
+        .collect()
+}
+
+type Shared<N, C, E> = Arc<RestState<N, C, E>>;
+
+/// The API's router: routes, per-IP limits, CORS, the request log.
+pub fn router<N: NodeApi, C: Clock, E: Entropy>(state: Shared<N, C, E>) -> Router {
+    let cors = cors_layer(&state.cfg.cors_origins);
+    Router::new()
+        .route("/api/v1/get_info", get(get_info::<N, C, E>))
+        .route("/api/v1/create_order", axum::routing::post(create_order::<N, C, E>))
+        .route("/api/v1/get_order", get(get_order::<N, C, E>))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), admit::<N, C, E>))
+        .layer(cors)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// CORS for browser wallets (BTCPay calls from the page): any origin unless configured, no
+/// credentials, and a preflight answer for a JSON POST.
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow = if origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
+        .max_age(Duration::from_secs(600))
+}
+
+/// One debug line per request: method, path (never the query: an order id is a bearer
+/// capability), status, duration.
+async fn log_request(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    log::debug!("REST {method} {path} {} {} µs", resp.status().as_u16(), start.elapsed().as_micros());
+    resp
+}
+
+/// Per-IP rate limit, weighted like the P2P limiter (reads cost a tenth, issue 12 §6).
+async fn admit<N: NodeApi, C: Clock, E: Entropy>(
+    State(state): State<Shared<N, C, E>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() == Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>().copied() else {
+        return next.run(req).await;
+    };
+    let ip = state.client_ip(addr, req.headers());
+    let cost = if req.uri().path() == "/api/v1/create_order" { Cost::Full } else { Cost::Read };
+    match state.limiter.admit_costing(ip, Instant::now(), cost) {
+        Ok(_inflight) => {
+            let mut req = req;
+            req.extensions_mut().insert(ClientIp(ip));
+            next.run(req).await
+        }
+        Err((refusal, _)) => {
+            // 429 with Retry-After for every refusal: rate, in-flight and overload alike.
+            let mut resp = error_response(&RpcError::client_rejected(refusal.describe()));
+            *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
+    }
+}
+
+/// The client's IP as the limits see it.
+#[derive(Debug, Clone, Copy)]
+struct ClientIp(IpAddr);
+
+fn json_ok(v: &Value) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|_| RpcError::internal("cannot serialize the response"))
+}
+
+/// `GET /api/v1/get_info`: the P2P options (one serializer), the seed's legacy on-chain
+/// fields (`null`: no on-chain payment), and `uris`.
+async fn get_info<N: NodeApi, C: Clock, E: Entropy>(State(state): State<Shared<N, C, E>>) -> Response {
+    let info = match state.service.get_info().await.and_then(|i| to_json(&i)) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let mut body = match info {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    body.insert("min_onchain_payment_confirmations".into(), Value::Null);
+    body.insert("min_onchain_payment_size_sat".into(), Value::Null);
+    body.insert("uris".into(), json!(state.uris().await));
+    json_ok(&Value::Object(body))
+}
+
+/// `POST /api/v1/create_order`: the P2P params plus `public_key` (decisions 3, 9).
+async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
+    State(state): State<Shared<N, C, E>>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return errors::plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the order as JSON (Content-Type: application/json)",
+        );
+    }
+    let bytes: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return errors::plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is over {MAX_BODY} bytes"));
+        }
+    };
+    let params = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return error_response(&RpcError::invalid_request("the body must be a JSON object")),
+        Err(e) => return error_response(&RpcError::parse_error(format!("the body is not JSON: {e}"))),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Some(ip) = ip
+        && state.unpaid_from(ip, now) >= state.cfg.max_unpaid_per_ip as usize
+    {
+        return error_response(&RpcError::client_rejected(
+            "too many unpaid orders from this address; pay or let them expire first",
+        ));
+    }
+    match state.service.create_order(None, Transport::Rest, &params).await {
+        Ok(order) => {
+            if let Some(ip) = ip {
+                let expires = state
+                    .service
+                    .store()
+                    .call({
+                        let id = order.order_id.clone();
+                        move |s| s.get_order(&id)
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or(now + 3_600_000, |o| o.expires_at_ms);
+                state.record_unpaid(ip, expires, now);
+            }
+            match to_json(&order) {
+                Ok(v) => json_ok(&v),
+                Err(e) => error_response(&e),
+            }
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `GET /api/v1/get_order?order_id=`: a bearer read by order id (decision 9).
+async fn get_order<N: NodeApi, C: Clock, E: Entropy>(
+    State(state): State<Shared<N, C, E>>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let mut params = Map::new();
+    if let Ok(Query(q)) = query {
+        for (k, v) in q {
+            params.insert(k, Value::String(v));
+        }
+    }
+    match state.service.get_order(None, &params).await.and_then(|o| to_json(&o)) {
+        Ok(v) => json_ok(&v),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn openapi() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A static answer: the floor of the REST benchmark, and a liveness probe for proxies.
+async fn health() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+async fn not_found() -> Response {
+    errors::plain(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json")
+}
+
+async fn method_not_allowed() -> Response {
+    errors::plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+}
+
+#[cfg(test)]
+mod tests;
