@@ -167,6 +167,15 @@ pub trait ChannelApi: Send + Sync + 'static {
     /// `listhtlcs`: every HTLC the node knows.
     fn list_htlcs(&self) -> impl Future<Output = Result<Vec<NodeHtlc>, NodeError>> + Send;
 
+    /// `listhtlcs <scid>` for each channel: the HTLCs on those channels only (a routing node's
+    /// whole history can be large).
+    fn list_htlcs_on(&self, scids: Vec<String>) -> impl Future<Output = Result<Vec<NodeHtlc>, NodeError>> + Send {
+        async move {
+            let all = self.list_htlcs().await?;
+            Ok(all.into_iter().filter(|h| scids.contains(&h.short_channel_id)).collect())
+        }
+    }
+
     /// `getinfo.blockheight`.
     fn block_height(&self) -> impl Future<Output = Result<u32, NodeError>> + Send;
 }

@@ -118,15 +118,32 @@ pub async fn on_rpc_command(plugin: Plugin<State>, v: Value) -> Result<Value, an
     if leases.is_empty() {
         return cont;
     }
-    // A short channel id (`103x1x0`) is looked up to its channel id.
+    // A short channel id (`103x1x0`), real or an alias (private channels have only an alias
+    // until they confirm), is looked up among the channels of the leases' clients. If that
+    // cannot be done, the close is refused: the operator can retry or use lsps1-allowclose.
     let scid_channel = if target.contains('x') {
-        state
-            .service
-            .node()
-            .call("listpeerchannels", json!({ "short_channel_id": target }))
-            .await
-            .ok()
-            .and_then(|r| r.pointer("/channels/0/channel_id").and_then(Value::as_str).map(str::to_owned))
+        let mut found = None;
+        let clients: HashSet<&str> = leases.iter().map(|l| l.client_node_id.as_str()).collect();
+        for client in clients {
+            match state.service.node().call("listpeerchannels", json!({ "id": client })).await {
+                Ok(r) => {
+                    for c in r.get("channels").and_then(Value::as_array).into_iter().flatten() {
+                        let names = [c.get("short_channel_id"), c.pointer("/alias/local"), c.pointer("/alias/remote")];
+                        if names.iter().flatten().filter_map(|v| v.as_str()).any(|n| n == target) {
+                            found = c.get("channel_id").and_then(Value::as_str).map(str::to_owned);
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!("Cannot check whether close {target} breaks a lease: {e}; refusing it");
+                    return Ok(json!({ "return": { "error": {
+                        "code": LEASE_ACTIVE_CODE,
+                        "message": format!("cannot check whether {target} is a leased channel ({e}); retry, close by channel id, or lsps1-allowclose the order"),
+                    } } }));
+                }
+            }
+        }
+        found
     } else {
         None
     };

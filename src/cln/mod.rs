@@ -194,6 +194,7 @@ pub async fn run() -> Result<()> {
         deadlines: Deadlines {
             safety_margin_blocks: cfg.cltv_safety_margin,
             open_deadline_ms: i64::try_from(cfg.open_deadline_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            open_allowance_blocks: OPEN_ALLOWANCE_BLOCKS,
         },
         mpp_timeout: Duration::from_secs(cfg.mpp_timeout_secs),
         emergency_reserve_sat,
@@ -203,7 +204,8 @@ pub async fn run() -> Result<()> {
     let engine = Engine::new(store.clone(), node.clone(), SystemClock, lifecycle_cfg, height, Some(events_tx.clone()));
     // Decision 17: settle what a stop left half done before lightningd replays anything.
     if let Err(e) = engine.reconcile_at_start().await {
-        return cp.disable(&format!("cln-lsps1 disabled: cannot reconcile orders with the node: {e}")).await;
+        // The drivers look again once running; serving must not wait on it.
+        log::warn!("Cannot reconcile orders at start: {e}");
     }
     let service = Arc::new(
         Service::new(

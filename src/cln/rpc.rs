@@ -227,6 +227,9 @@ impl NodeApi for ClnNode {
     }
 }
 
+/// Time for calls whose answer can be large (`listhtlcs` of a busy channel).
+pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Time `fundchannel` may take: it negotiates with the peer and builds, signs and
 /// broadcasts the funding transaction.
 pub const FUNDCHANNEL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -328,6 +331,15 @@ impl ChannelApi for ClnNode {
 
     async fn list_htlcs(&self) -> Result<Vec<NodeHtlc>, NodeError> {
         Ok(parse_htlcs(&self.call("listhtlcs", json!({})).await?))
+    }
+
+    async fn list_htlcs_on(&self, scids: Vec<String>) -> Result<Vec<NodeHtlc>, NodeError> {
+        let mut out = vec![];
+        for scid in scids {
+            let v = self.call_within("listhtlcs", json!({ "id": scid }), LONG_CALL_TIMEOUT).await?;
+            out.extend(parse_htlcs(&v));
+        }
+        Ok(out)
     }
 
     async fn block_height(&self) -> Result<u32, NodeError> {

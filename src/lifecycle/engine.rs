@@ -50,7 +50,7 @@ impl Default for LifecycleConfig {
     fn default() -> Self {
         LifecycleConfig {
             rules: HoldRules { safety_margin_blocks: 12, open_allowance_blocks: 6 },
-            deadlines: Deadlines { safety_margin_blocks: 12, open_deadline_ms: 600_000 },
+            deadlines: Deadlines { safety_margin_blocks: 12, open_deadline_ms: 600_000, open_allowance_blocks: 6 },
             mpp_timeout: Duration::from_secs(60),
             emergency_reserve_sat: 25_000,
             zero_reserve: false,
@@ -76,6 +76,26 @@ pub enum HookAnswer {
     },
 }
 
+/// What [`Engine::find_channel`] saw.
+enum Found {
+    Funded(OpenedChannel),
+    /// An open with the client is still being negotiated.
+    Pending,
+    Absent,
+}
+
+/// Marks an order's `fundchannel` as in flight in this process while it lives.
+struct InFlightOpen<'a, N, C> {
+    engine: &'a Engine<N, C>,
+    order_id: &'a str,
+}
+
+impl<N, C> Drop for InFlightOpen<'_, N, C> {
+    fn drop(&mut self) {
+        self.engine.inner.opening.lock().unwrap_or_else(|p| p.into_inner()).remove(self.order_id);
+    }
+}
+
 /// What a held HTLC's hook call is finally told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -94,6 +114,11 @@ struct Inner<N, C> {
     drivers: Mutex<HashSet<String>>,
     /// Orders with an MPP timer running.
     timers: Mutex<HashSet<String>>,
+    /// Orders whose `fundchannel` is in flight in this process.
+    opening: Mutex<HashSet<String>>,
+    /// One open at a time per client node, so a lost answer can never be matched to another
+    /// order's channel of the same size.
+    client_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     height: watch::Sender<u32>,
     /// Woken on `connect` notifications and new blocks.
     wake: Notify,
@@ -135,6 +160,8 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 waiters: Mutex::new(HashMap::new()),
                 drivers: Mutex::new(HashSet::new()),
                 timers: Mutex::new(HashSet::new()),
+                opening: Mutex::new(HashSet::new()),
+                client_locks: Mutex::new(HashMap::new()),
                 height: tx,
                 wake: Notify::new(),
                 events,
@@ -232,7 +259,11 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         if h.forward {
             return HookAnswer::Continue;
         }
-        self.set_height(h.height);
+        // A replay right after start may know the tip before block_added does; a wild value
+        // from a malformed call must not move every deadline.
+        if h.height <= self.height().saturating_add(2) {
+            self.set_height(h.height);
+        }
         let now = self.inner.clock.now_ms();
         let rules = self.inner.cfg.rules;
         let (h2, rec) = (h.clone(), h.record(now));
@@ -303,7 +334,12 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                             h.key.short_channel_id,
                             h.key.id
                         );
-                        self.drive(order.order_id.clone());
+                        if order.phase == Phase::AwaitingPayment {
+                            // A replayed part of an incomplete set: it times out like any part.
+                            self.mpp_timer(order.order_id.clone());
+                        } else {
+                            self.drive(order.order_id.clone());
+                        }
                     }
                 }
                 match rx.await {
@@ -428,13 +464,15 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 return None;
             }
         };
-        let reserved = self.inner.store.call(|s| s.reserved_sat()).await.ok()?;
+        // Orders being opened are left out: their coins are reserved in listfunds already.
+        let reserved = self.inner.store.call(|s| s.reserved_held_sat()).await.ok()?;
         Some(funds.confirmed_sat.saturating_sub(self.inner.cfg.emergency_reserve_sat) >= reserved)
     }
 
     async fn run_driver(&self, order_id: &str) -> Result<(), String> {
         let started = tokio::time::Instant::now();
         let mut funds_ok: Option<bool> = None;
+        let mut funds_strikes = 0u32;
         let mut last_connect: Option<tokio::time::Instant> = None;
         let mut replay_checked = false;
         loop {
@@ -442,13 +480,25 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let Some((order, set)) = self.load(order_id).await? else { return Ok(()) };
-            if order.phase != Phase::PaymentHeld {
-                return Ok(());
+            match order.phase {
+                Phase::PaymentHeld => {}
+                Phase::Opening if !self.in_flight(order_id) => {
+                    // An open whose outcome this process does not know (a lost answer, or
+                    // one left by a previous run): find it out, never open again.
+                    self.await_open_outcome(&order).await;
+                    return Ok(());
+                }
+                _ => return Ok(()),
             }
             let client = read_pubkey(&order.client_node_id).map_err(|e| format!("bad client node id: {e}"))?;
             let live = set.iter().filter(|h| h.resolution.is_none()).all(|h| self.is_live(&h.key));
             if live && funds_ok.is_none() {
-                funds_ok = self.funds_ok().await;
+                // Three readings in a row before a refund: a wallet in the middle of another
+                // open can read short for a moment.
+                match self.funds_ok().await {
+                    Some(false) if funds_strikes < 2 => funds_strikes += 1,
+                    other => funds_ok = other,
+                }
             }
             if !live && !replay_checked && started.elapsed() >= self.inner.cfg.replay_wait {
                 // lightningd replays held HTLCs right after `init`; if none came, ask it.
@@ -476,8 +526,10 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                     return Ok(());
                 }
                 Step::Open => {
-                    self.open(&order, client).await;
-                    return Ok(());
+                    if self.open(&order, client).await {
+                        return Ok(());
+                    }
+                    let _ = tokio::time::timeout(self.inner.cfg.poll, notified).await;
                 }
                 Step::Wait => {
                     if live
@@ -500,19 +552,24 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         }
     }
 
-    /// `Some(true)` when none of the order's held HTLCs is still pending in lightningd.
-    async fn htlcs_gone(&self, set: &[crate::store::HtlcRecord]) -> Option<bool> {
-        let node = self.inner.node.list_htlcs().await.ok()?;
-        let pending: HashSet<(String, u64)> =
-            node.iter().filter(|h| h.incoming && h.pending()).map(|h| (h.short_channel_id.clone(), h.id)).collect();
-        Some(
-            set.iter()
-                .filter(|h| h.resolution.is_none())
-                .all(|h| !pending.contains(&(h.key.short_channel_id.clone(), h.key.id))),
-        )
+    fn in_flight(&self, order_id: &str) -> bool {
+        self.inner.opening.lock().unwrap_or_else(|p| p.into_inner()).contains(order_id)
     }
 
-    /// End an order without a channel and fail its HTLCs back (P-07, N-11).
+    /// `Some(true)` when none of the order's held HTLCs is still pending in lightningd.
+    async fn htlcs_gone(&self, set: &[crate::store::HtlcRecord]) -> Option<bool> {
+        let held: Vec<_> = set.iter().filter(|h| h.resolution.is_none()).collect();
+        let scids: Vec<String> =
+            held.iter().map(|h| h.key.short_channel_id.clone()).collect::<HashSet<_>>().into_iter().collect();
+        let node = self.inner.node.list_htlcs_on(scids).await.ok()?;
+        let pending: HashSet<(String, u64)> =
+            node.iter().filter(|h| h.incoming && h.pending()).map(|h| (h.short_channel_id.clone(), h.id)).collect();
+        Some(held.iter().all(|h| !pending.contains(&(h.key.short_channel_id.clone(), h.key.id))))
+    }
+
+    /// End an order without a channel and fail its HTLCs back (P-07, N-11). If the store
+    /// cannot record it, the live HTLCs are failed back all the same: a refund never waits
+    /// on bookkeeping, and the next start reconciles the order.
     async fn fail(&self, order: &OrderRecord, from: Phase, reason: FailReason, mut detail: Value) {
         detail["message"] = json!(reason.describe());
         let id = order.order_id.clone();
@@ -523,7 +580,14 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
             }
             Err(StoreError::Conflict(_)) => log::debug!("Order {}: moved on before it could fail", order.order_id),
-            Err(e) => log::warn!("Order {}: cannot record the refund: {e}", order.order_id),
+            Err(e) => {
+                log::error!("Order {}: cannot record the refund ({e}); failing its HTLCs back anyway", order.order_id);
+                if let Ok(Some((_, set))) = self.load(&order.order_id).await {
+                    let keys: Vec<HtlcKey> =
+                        set.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
+                    self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
+                }
+            }
         }
     }
 
@@ -539,23 +603,46 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         }
     }
 
-    /// Open the channel: the intent first, durably, then `fundchannel`, then settle or refund
-    /// (issue 11 §3–4).
-    async fn open(&self, order: &OrderRecord, client: PublicKey) {
+    fn client_lock(&self, client: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.inner.client_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 1_000 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry(client.to_string()).or_default().clone()
+    }
+
+    /// Open the channel: the intent first, durably (with the client's existing channels, so
+    /// none is ever taken for this order's), then `fundchannel`, then settle or refund
+    /// (issue 11 §3–4). `false` when it could not start (try again later).
+    async fn open(&self, order: &OrderRecord, client: PublicKey) -> bool {
+        let lock = self.client_lock(&order.client_node_id);
+        let _one_open_per_client = lock.lock().await;
+        let known: Vec<String> = match self.inner.node.peer_channels(client).await {
+            Ok(chans) => chans.into_iter().filter_map(|c| c.channel_id).collect(),
+            Err(e) => {
+                log::info!(
+                    "Order {}: cannot list the client's channels before opening ({e}); retrying",
+                    order.order_id
+                );
+                return false;
+            }
+        };
         let req = self.open_request(order, client);
         let detail = json!({
             "amount_sat": req.amount_sat, "push_msat": req.push_msat, "feerate_perkw": req.feerate_perkw,
             "announce": req.announce, "mindepth": req.mindepth, "reserve_zero": req.zero_reserve,
-            "height": self.height(),
+            "height": self.height(), "known_channels": known,
         });
         let id = order.order_id.clone();
         let now = self.inner.clock.now_ms();
+        self.inner.opening.lock().unwrap_or_else(|p| p.into_inner()).insert(order.order_id.clone());
+        let _in_flight = InFlightOpen { engine: self, order_id: &order.order_id };
         match self.inner.store.call(move |s| s.start_open(&id, now, &detail)).await {
             Ok(()) => self.emit(order, Phase::PaymentHeld, Phase::Opening, None, false),
-            Err(StoreError::Conflict(_)) => return, // cancelled meanwhile
+            Err(StoreError::Conflict(_)) => return true, // cancelled meanwhile
             Err(e) => {
                 log::warn!("Order {}: cannot record the open intent, not opening: {e}", order.order_id);
-                return;
+                return false;
             }
         }
         log::info!(
@@ -573,44 +660,129 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                     .await
             }
             Err(e) => {
-                log::warn!("Order {}: fundchannel gave no answer ({e}); looking for the channel", order.order_id);
-                match self.find_channel(order, client).await {
-                    Ok(Some(ch)) => self.complete(order, ch, false).await,
-                    Ok(None) => {
-                        self.fail(order, Phase::Opening, FailReason::OpenFailed, json!({ "error": e.message })).await
-                    }
-                    Err(e2) => log::warn!(
-                        "Order {}: cannot tell whether the channel opened ({e2}); will reconcile at the next start",
-                        order.order_id
-                    ),
+                // No answer: lightningd may still finish the open. Never refund while it
+                // might (issue 11's review: a client stalling the open would get both).
+                log::warn!("Order {}: fundchannel gave no answer ({e}); watching for the channel", order.order_id);
+                if let Ok(Some((o, _))) = self.load(&order.order_id).await {
+                    self.await_open_outcome(&o).await;
                 }
             }
         }
+        true
     }
 
-    /// A channel we opened to the client for this order that no order owns yet: the trace of
-    /// a `fundchannel` whose answer was lost (decision 17).
-    async fn find_channel(&self, order: &OrderRecord, client: PublicKey) -> Result<Option<OpenedChannel>, NodeError> {
+    /// The channel of an `Opening` order whose `fundchannel` answer is unknown: funded (the
+    /// broadcast happened), still being negotiated, or absent.
+    async fn find_channel(&self, order: &OrderRecord, client: PublicKey) -> Result<Found, NodeError> {
         let want = order.lsp_balance_sat.saturating_add(order.client_balance_sat).saturating_mul(1000);
+        let id = order.order_id.clone();
+        let known: HashSet<String> =
+            self.inner.store.call(move |s| s.channels_before_open(&id)).await.unwrap_or_default().into_iter().collect();
         let chans: Vec<PeerChannel> = self.inner.node.peer_channels(client).await?;
+        let mut pending = false;
         for c in chans {
-            if !c.opener_local || c.local_funds_msat != want {
+            if !c.opener_local || c.channel_id.as_ref().is_some_and(|id| known.contains(id)) {
                 continue;
             }
-            let (Some(txid), Some(outnum)) = (c.funding_txid.clone(), c.funding_outnum) else { continue };
+            let funded_state = c.state.starts_with("CHANNELD_") && c.state != "CHANNELD_SHUTTING_DOWN";
+            if !funded_state {
+                // Negotiating (OPENINGD, DUALOPEND_*), or already closing: not ours to take,
+                // but an open in progress means the outcome is still coming.
+                pending |= c.state.starts_with("OPENINGD") || c.state.starts_with("DUALOPEND");
+                continue;
+            }
+            if c.local_funds_msat != want {
+                continue;
+            }
+            let (Some(txid), Some(outnum)) = (c.funding_txid.clone(), c.funding_outnum) else {
+                pending = true;
+                continue;
+            };
             if let Some(cid) = c.channel_id.clone() {
                 let owned = self.inner.store.call(move |s| s.channel_recorded(&cid)).await.unwrap_or(true);
                 if owned {
                     continue;
                 }
             }
-            return Ok(Some(OpenedChannel { txid, outnum, channel_id: c.channel_id }));
+            return Ok(Found::Funded(OpenedChannel { txid, outnum, channel_id: c.channel_id }));
         }
-        Ok(None)
+        Ok(if pending { Found::Pending } else { Found::Absent })
+    }
+
+    /// Wait out an open whose answer was lost: settle when its channel shows up, refund when
+    /// it has surely not happened (absent on three looks in a row) or when the held HTLCs
+    /// reach their safety margin, whichever comes first (decision 17).
+    async fn await_open_outcome(&self, order: &OrderRecord) {
+        let Ok(client) = read_pubkey(&order.client_node_id) else { return };
+        let mut absent = 0u32;
+        loop {
+            let notified = self.inner.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Ok(Some((order, set))) = self.load(&order.order_id).await else { return };
+            if order.phase != Phase::Opening {
+                return;
+            }
+            let height = self.height();
+            if let Some(e) = super::plan::earliest_expiry(&set)
+                && height.saturating_add(self.inner.cfg.deadlines.safety_margin_blocks) >= e
+            {
+                self.fail(
+                    &order,
+                    Phase::Opening,
+                    FailReason::CltvDeadline,
+                    json!({"height": height, "why": "open outcome unknown"}),
+                )
+                .await;
+                return;
+            }
+            match self.find_channel(&order, client).await {
+                Ok(Found::Funded(ch)) => {
+                    let gone = self.htlcs_gone(&set).await == Some(true)
+                        && !set.iter().filter(|h| h.resolution.is_none()).any(|h| self.is_live(&h.key));
+                    if gone {
+                        log::warn!(
+                            "Order {}: a channel {}:{} was opened but the payment was failed back: the channel is a gift to {}",
+                            order.order_id,
+                            ch.txid,
+                            ch.outnum,
+                            order.client_node_id
+                        );
+                    }
+                    self.complete(&order, ch, gone).await;
+                    return;
+                }
+                Ok(Found::Pending) => absent = 0,
+                Ok(Found::Absent) => {
+                    absent += 1;
+                    if absent >= 3 {
+                        let reason = if self.htlcs_gone(&set).await == Some(true)
+                            && !set.iter().filter(|h| h.resolution.is_none()).any(|h| self.is_live(&h.key))
+                        {
+                            FailReason::PaymentLost
+                        } else {
+                            FailReason::OpenFailed
+                        };
+                        self.fail(
+                            &order,
+                            Phase::Opening,
+                            reason,
+                            json!({"why": "no channel after an open without answer"}),
+                        )
+                        .await;
+                        return;
+                    }
+                }
+                Err(e) => log::info!("Order {}: cannot look for its channel yet ({e})", order.order_id),
+            }
+            let _ = tokio::time::timeout(self.inner.cfg.poll, notified).await;
+        }
     }
 
     /// The funding transaction is out: record the channel, COMPLETED and PAID in one
-    /// transaction, then settle (decision 11, N-09).
+    /// transaction, then settle (decision 11, N-09). The broadcast happened whatever the
+    /// store says: if it cannot record it after a few tries, the HTLCs are settled anyway
+    /// (the client has its channel) and the next start reconciles the record.
     async fn complete(&self, order: &OrderRecord, ch: OpenedChannel, refunded_after_open: bool) {
         let now = self.inner.clock.now_ms();
         let height = self.height();
@@ -628,65 +800,120 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             "funding_outpoint": format!("{}:{}", ch.txid, ch.outnum), "channel_id": ch.channel_id,
             "lease_end_block": channel.lease_end_block, "height": height,
         });
-        let id = order.order_id.clone();
-        let rec = channel.clone();
-        match self.inner.store.call(move |s| s.complete_order(&id, &rec, now, refunded_after_open, &detail)).await {
-            Ok(keys) => {
-                self.emit(order, Phase::Opening, Phase::Completed, None, refunded_after_open);
-                log::info!(
-                    "Order {}: channel {}:{} funded, lease until block {}",
-                    order.order_id,
-                    ch.txid,
-                    ch.outnum,
-                    height.saturating_add(blocks)
-                );
-                if refunded_after_open {
-                    self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
-                } else {
-                    match checked_preimage(order) {
-                        Some(p) => self.answer(&keys, &Outcome::Settle(p)),
-                        None => {
-                            log::error!("Order {}: stored preimage does not match; failing back", order.order_id);
-                            self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
-                        }
-                    }
-                }
+        let mut last_err = None;
+        for attempt in 0..5u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
-            Err(e) => log::error!(
-                "Order {}: the channel {}:{} was funded but cannot be recorded: {e}; it will be reconciled at the next start",
-                order.order_id,
-                ch.txid,
-                ch.outnum
-            ),
+            let (id, rec, d) = (order.order_id.clone(), channel.clone(), detail.clone());
+            match self.inner.store.call(move |s| s.complete_order(&id, &rec, now, refunded_after_open, &d)).await {
+                Ok(keys) => {
+                    self.emit(order, Phase::Opening, Phase::Completed, None, refunded_after_open);
+                    log::info!(
+                        "Order {}: channel {}:{} funded, lease until block {}",
+                        order.order_id,
+                        ch.txid,
+                        ch.outnum,
+                        height.saturating_add(blocks)
+                    );
+                    self.settle_or_refund(order, &keys, refunded_after_open);
+                    return;
+                }
+                Err(StoreError::Conflict(_)) => return, // moved on (reconciled elsewhere)
+                Err(e) => last_err = Some(e),
+            }
+        }
+        log::error!(
+            "Order {}: the channel {}:{} was funded but cannot be recorded ({}); settling anyway, the next start reconciles it",
+            order.order_id,
+            ch.txid,
+            ch.outnum,
+            last_err.map(|e| e.to_string()).unwrap_or_default()
+        );
+        if let Ok(Some((_, set))) = self.load(&order.order_id).await {
+            let keys: Vec<HtlcKey> = set.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
+            self.settle_or_refund(order, &keys, refunded_after_open);
+        }
+    }
+
+    fn settle_or_refund(&self, order: &OrderRecord, keys: &[HtlcKey], refunded_after_open: bool) {
+        if refunded_after_open {
+            self.answer(keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
+            return;
+        }
+        match checked_preimage(order) {
+            Some(p) => self.answer(keys, &Outcome::Settle(p)),
+            None => {
+                log::error!("Order {}: stored preimage does not match; failing back", order.order_id);
+                self.answer(keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
+            }
         }
     }
 
     /// Reconcile with the node before serving (decision 17, issue 11 §6): orders caught in
-    /// `PaymentHeld` or `Opening` by a stop are matched against `listhtlcs` (still held →
-    /// wait for lightningd's replay; gone → refunded) and `listpeerchannels` (an open that
-    /// happened is recorded, never repeated).
+    /// `PaymentHeld` or `Opening` by a stop, and unpaid orders holding parts, are matched
+    /// against `listhtlcs` (still held → wait for lightningd's replay; gone → refunded) and
+    /// `listpeerchannels` (an open that happened is recorded, never repeated). If the node
+    /// cannot answer, the orders are left as they are: their drivers settle them later.
     pub async fn reconcile_at_start(&self) -> Result<(), String> {
         let orders = self
             .inner
             .store
-            .call(|s| s.orders_in_phases(&[Phase::PaymentHeld, Phase::Opening]))
+            .call(|s| {
+                let mut v = s.orders_in_phases(&[Phase::PaymentHeld, Phase::Opening])?;
+                for id in s.unpaid_with_parts()? {
+                    if let Some(o) = s.get_order(&id)? {
+                        v.push(o);
+                    }
+                }
+                Ok(v)
+            })
             .await
             .map_err(store_err)?;
         if orders.is_empty() {
             return Ok(());
         }
-        let node_htlcs = self.inner.node.list_htlcs().await.map_err(|e| e.to_string())?;
+        let mut loaded = vec![];
+        for o in orders {
+            if let Some(x) = self.load(&o.order_id).await? {
+                loaded.push(x);
+            }
+        }
+        let scids: Vec<String> = loaded
+            .iter()
+            .flat_map(|(_, set)| set.iter().filter(|h| h.resolution.is_none()).map(|h| h.key.short_channel_id.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let node_htlcs = match self.inner.node.list_htlcs_on(scids).await {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("Cannot reconcile held payments at start ({e}); their drivers will look again");
+                return Ok(());
+            }
+        };
         let pending: HashSet<(String, u64)> = node_htlcs
             .iter()
             .filter(|h| h.incoming && h.pending())
             .map(|h| (h.short_channel_id.clone(), h.id))
             .collect();
-        for order in orders {
-            let Some((order, set)) = self.load(&order.order_id).await? else { continue };
+        for (order, set) in loaded {
             let held: Vec<_> = set.iter().filter(|h| h.resolution.is_none()).collect();
-            let still_held =
-                !held.is_empty() && held.iter().all(|h| pending.contains(&(h.key.short_channel_id.clone(), h.key.id)));
+            let gone: Vec<HtlcKey> = held
+                .iter()
+                .filter(|h| !pending.contains(&(h.key.short_channel_id.clone(), h.key.id)))
+                .map(|h| h.key.clone())
+                .collect();
+            let still_held = !held.is_empty() && gone.is_empty();
             match order.phase {
+                Phase::AwaitingPayment => {
+                    // Parts lightningd failed back while the plugin was down no longer count.
+                    if !gone.is_empty()
+                        && let Err(e) = self.inner.store.call(move |s| s.mark_failed(&gone)).await
+                    {
+                        log::warn!("Order {}: cannot mark lost parts: {e}", order.order_id);
+                    }
+                }
                 Phase::PaymentHeld if !still_held => {
                     log::info!("Order {}: its payment was failed back while the plugin was down", order.order_id);
                     self.fail(
@@ -700,15 +927,15 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 Phase::PaymentHeld => {} // the driver waits for the replay
                 Phase::Opening => {
                     let client = read_pubkey(&order.client_node_id).map_err(|e| e.to_string())?;
-                    match self.find_channel(&order, client).await.map_err(|e| e.to_string())? {
-                        Some(ch) if still_held => {
+                    match self.find_channel(&order, client).await {
+                        Ok(Found::Funded(ch)) if still_held => {
                             log::info!(
                                 "Order {}: found its channel after a restart; settling on replay",
                                 order.order_id
                             );
                             self.complete(&order, ch, false).await;
                         }
-                        Some(ch) => {
+                        Ok(Found::Funded(ch)) => {
                             log::warn!(
                                 "Order {}: a channel {}:{} was opened but the payment was failed back while the plugin was down: the channel is a gift to {}",
                                 order.order_id,
@@ -718,11 +945,14 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                             );
                             self.complete(&order, ch, true).await;
                         }
-                        None => {
+                        Ok(Found::Absent) => {
                             let reason = if still_held { FailReason::OpenInterrupted } else { FailReason::PaymentLost };
                             self.fail(&order, Phase::Opening, reason, json!({"why": "no channel found at start"}))
                                 .await;
                         }
+                        // Still negotiating, or the node would not say: the driver watches it.
+                        Ok(Found::Pending) => {}
+                        Err(e) => log::warn!("Order {}: cannot look for its channel yet ({e})", order.order_id),
                     }
                 }
                 _ => {}
@@ -731,15 +961,38 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         Ok(())
     }
 
-    /// Start drivers for every held order (after start, and on every block as a safety net).
+    /// Start drivers for every paid order (after start, and on every block as a safety net).
     pub async fn resume(&self) {
-        match self.inner.store.call(|s| s.orders_in_phases(&[Phase::PaymentHeld])).await {
+        match self.inner.store.call(|s| s.orders_in_phases(&[Phase::PaymentHeld, Phase::Opening])).await {
             Ok(orders) => {
                 for o in orders {
                     self.drive(o.order_id);
                 }
             }
             Err(e) => log::warn!("Cannot list held orders: {e}"),
+        }
+    }
+
+    /// Fail back the parts of incomplete sets that waited longer than `mpp_timeout` (the
+    /// sweep behind the per-order timers).
+    async fn fail_stale_parts(&self) {
+        let timeout = i64::try_from(self.inner.cfg.mpp_timeout.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = self.inner.clock.now_ms().saturating_sub(timeout);
+        let res = self
+            .inner
+            .store
+            .call(move |s| {
+                let mut out = vec![];
+                for id in s.unpaid_with_parts()? {
+                    out.extend(s.fail_incomplete_parts(&id, cutoff)?);
+                }
+                Ok(out)
+            })
+            .await;
+        match res {
+            Ok(keys) if !keys.is_empty() => self.answer(&keys, &Outcome::Fail(Failure::MppTimeout)),
+            Ok(_) => {}
+            Err(e) => log::warn!("Cannot time out stale parts: {e}"),
         }
     }
 
@@ -760,6 +1013,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     /// Periodic work: expiry, deadlines of held orders, stray answers.
     pub async fn housekeeping(&self) {
         self.expire_due().await;
+        self.fail_stale_parts().await;
         self.resume().await;
         self.answer_resolved().await;
     }

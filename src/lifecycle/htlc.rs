@@ -42,7 +42,8 @@ impl HtlcIn {
         let onion = v.get("onion");
         let forward = is_forward(v);
         let cltv_expiry = u32::try_from(htlc.get("cltv_expiry")?.as_u64()?).ok()?;
-        let relative = htlc.get("cltv_expiry_relative").and_then(Value::as_i64).unwrap_or(0);
+        // Without it the height is unknown; such a call is left to lightningd.
+        let relative = htlc.get("cltv_expiry_relative")?.as_i64()?;
         let height = u32::try_from(i64::from(cltv_expiry).saturating_sub(relative)).ok()?;
         let hash = htlc.get("payment_hash")?.as_str()?;
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -26,6 +26,9 @@ pub struct Deadlines {
     pub safety_margin_blocks: u32,
     /// Give up on a client that has not connected this long after its payment was held.
     pub open_deadline_ms: i64,
+    /// Blocks an open may take: no open starts with less room than margin + this, so no
+    /// block found during `fundchannel` can put a held HTLC inside its margin.
+    pub open_allowance_blocks: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +58,8 @@ pub fn next_step(order: &OrderRecord, set: &[HtlcRecord], seen: Observed, d: Dea
         // Held with nothing held: the HTLCs were resolved behind our back.
         return Step::Refund(FailReason::PaymentLost);
     };
-    if seen.height.saturating_add(d.safety_margin_blocks) >= earliest {
+    if seen.height.saturating_add(d.safety_margin_blocks).saturating_add(d.open_allowance_blocks) >= earliest {
+        // Too close to open safely, and it only gets closer.
         return Step::Refund(FailReason::CltvDeadline);
     }
     if seen.funds_ok == Some(false) {
@@ -66,4 +70,66 @@ pub fn next_step(order: &OrderRecord, set: &[HtlcRecord], seen: Observed, d: Dea
         return Step::Refund(FailReason::PeerNotConnected);
     }
     if seen.htlcs_live && seen.peer_connected && seen.funds_ok == Some(true) { Step::Open } else { Step::Wait }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{HtlcKey, HtlcRecord};
+
+    const D: Deadlines = Deadlines { safety_margin_blocks: 12, open_deadline_ms: 600_000, open_allowance_blocks: 6 };
+
+    fn held(cltv: u32) -> Vec<HtlcRecord> {
+        vec![HtlcRecord {
+            key: HtlcKey { short_channel_id: "1x1x1".into(), id: 0 },
+            payment_hash: "00".repeat(32),
+            amount_msat: 1,
+            cltv_expiry: cltv,
+            received_at_ms: 0,
+            resolution: None,
+        }]
+    }
+
+    fn order() -> OrderRecord {
+        OrderRecord { phase: Phase::PaymentHeld, held_at_ms: Some(0), ..crate::store::tests::record("o", "p", 0) }
+    }
+
+    fn seen(height: u32) -> Observed {
+        Observed { now_ms: 1_000, height, peer_connected: true, htlcs_live: true, funds_ok: Some(true) }
+    }
+
+    #[test]
+    fn n07_opens_at_once_when_everything_is_there() {
+        assert_eq!(next_step(&order(), &held(200), seen(100), D), Step::Open);
+    }
+
+    #[test]
+    fn safety_first_no_open_without_room_for_it() {
+        // 100 + 12 + 6 = 118: an HTLC expiring at 119 may still be opened for, 118 not.
+        assert_eq!(next_step(&order(), &held(119), seen(100), D), Step::Open);
+        assert_eq!(next_step(&order(), &held(118), seen(100), D), Step::Refund(FailReason::CltvDeadline));
+        // The deadline wins over everything else, liveness included.
+        let dead = Observed { htlcs_live: false, peer_connected: false, funds_ok: None, ..seen(110) };
+        assert_eq!(next_step(&order(), &held(118), dead, D), Step::Refund(FailReason::CltvDeadline));
+    }
+
+    #[test]
+    fn waits_for_the_client_the_replay_and_the_funds() {
+        for s in [
+            Observed { peer_connected: false, ..seen(100) },
+            Observed { htlcs_live: false, ..seen(100) },
+            Observed { funds_ok: None, ..seen(100) },
+        ] {
+            assert_eq!(next_step(&order(), &held(200), s, D), Step::Wait, "{s:?}");
+        }
+        assert_eq!(
+            next_step(&order(), &held(200), Observed { funds_ok: Some(false), ..seen(100) }, D),
+            Step::Refund(FailReason::FundsUnavailable)
+        );
+        let late = Observed { now_ms: 600_000, peer_connected: false, ..seen(100) };
+        assert_eq!(next_step(&order(), &held(200), late, D), Step::Refund(FailReason::PeerNotConnected));
+        assert_eq!(next_step(&order(), &[], seen(100), D), Step::Refund(FailReason::PaymentLost));
+        let unpaid = OrderRecord { phase: Phase::AwaitingPayment, ..order() };
+        assert_eq!(next_step(&unpaid, &held(200), seen(100), D), Step::Done);
+    }
 }

@@ -215,9 +215,14 @@ impl Phase {
             ) => Ok(Phase::Failed),
             // Once `fundchannel` is in flight only its outcome (or its loss) ends the order:
             // cancelling then could refund a channel that is being broadcast.
-            (Phase::Opening, FailReason::OpenFailed | FailReason::OpenInterrupted | FailReason::PaymentLost) => {
-                Ok(Phase::Failed)
-            }
+            // CltvDeadline: an open whose outcome stayed unknown up to the safety margin.
+            (
+                Phase::Opening,
+                FailReason::OpenFailed
+                | FailReason::OpenInterrupted
+                | FailReason::PaymentLost
+                | FailReason::CltvDeadline,
+            ) => Ok(Phase::Failed),
             _ => Err(self.illegal("fail")),
         }
     }
@@ -305,11 +310,11 @@ mod tests {
         for r in [PeerNotConnected, CltvDeadline, Cancelled, FundsUnavailable, PaymentLost] {
             assert_eq!(PaymentHeld.fail(r), Ok(Failed));
         }
-        for r in [OpenFailed, OpenInterrupted, PaymentLost] {
+        for r in [OpenFailed, OpenInterrupted, PaymentLost, CltvDeadline] {
             assert_eq!(Opening.fail(r), Ok(Failed));
         }
-        // An open in flight cannot be cancelled or timed out from outside.
-        for r in [Cancelled, PeerNotConnected, CltvDeadline, FundsUnavailable] {
+        // An open in flight cannot be cancelled or given up for an absent client.
+        for r in [Cancelled, PeerNotConnected, FundsUnavailable] {
             assert!(Opening.fail(r).is_err(), "{r:?}");
         }
         assert!(PaymentHeld.fail(OpenFailed).is_err(), "no open was attempted");

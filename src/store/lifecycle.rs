@@ -165,7 +165,9 @@ impl Store {
         let (decision, write) = decide(&order, &set);
         let mut order = order;
         if let HtlcWrite::Hold { complete } = write {
-            tx.execute(
+            // The key is new to this order (a replay is decided `Wait` and writes nothing), so
+            // an existing row means another order's HTLC: refuse rather than miscount.
+            let inserted = tx.execute(
                 "INSERT OR IGNORE INTO htlcs (payment_hash, short_channel_id, htlc_id, amount_msat, cltv_expiry, \
                  received_at_ms, resolution, order_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
                 params![
@@ -178,6 +180,12 @@ impl Store {
                     id,
                 ],
             )?;
+            if inserted != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "HTLC {}/{} is known already",
+                    htlc.key.short_channel_id, htlc.key.id
+                )));
+            }
             if complete {
                 let total: i64 = tx.query_row(
                     "SELECT COALESCE(SUM(amount_msat), 0) FROM htlcs WHERE order_id = ?1 AND resolution IS NULL",
@@ -381,6 +389,59 @@ impl Store {
             }
         }
         Ok(moved)
+    }
+
+    /// Mark some held HTLCs failed (they were failed back while the plugin was down).
+    pub fn mark_failed(&self, keys: &[HtlcKey]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for k in keys {
+            tx.execute(
+                "UPDATE htlcs SET resolution = 'failed' WHERE short_channel_id = ?1 AND htlc_id = ?2 AND resolution IS NULL",
+                params![k.short_channel_id, to_i64(k.id, "htlc id")?],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Unpaid orders holding parts of a payment (MPP sets not yet complete).
+    pub fn unpaid_with_parts(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT o.order_id FROM orders o JOIN htlcs h ON h.order_id = o.order_id \
+             WHERE o.phase = 'awaiting_payment' AND h.resolution IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The peer's channels that existed before this order's open (recorded with the intent),
+    /// so a reconciliation never mistakes one of them for the order's.
+    pub fn channels_before_open(&self, order_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .events(order_id)?
+            .into_iter()
+            .filter(|e| e.kind == "open_started")
+            .filter_map(|e| e.detail)
+            .flat_map(|d| {
+                d.get("known_channels")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    /// Funds held back by paid orders whose open has not started. Orders being opened are
+    /// left out: their coins are already reserved in the wallet (`listfunds`).
+    pub fn reserved_held_sat(&self) -> Result<u64, StoreError> {
+        let sum: i64 = self.lock().query_row(
+            "SELECT COALESCE(SUM(reserved_sat), 0) FROM orders WHERE phase = 'payment_held'",
+            [],
+            |r| r.get(0),
+        )?;
+        to_u64(sum, "reserved_sat")
     }
 
     /// Record a note in an order's event log without changing its phase.

@@ -256,8 +256,12 @@ fn p05_a_completing_part_holds_the_order_in_the_same_transaction() {
     let a = htlc(0, 12_000_000, &o, 10);
     let (_, after) = s.apply_htlc(&a, 10, hold_until_full(&a)).unwrap().unwrap();
     assert_eq!(after.phase, Phase::AwaitingPayment);
-    // The same HTLC again (a replay) is not counted twice.
-    s.apply_htlc(&a, 11, |_, _| ((), HtlcWrite::Hold { complete: false })).unwrap();
+    // The same HTLC asked to be held again is refused, never counted twice (a replay is
+    // decided `Wait` and writes nothing).
+    assert!(matches!(
+        s.apply_htlc(&a, 11, |_, _| ((), HtlcWrite::Hold { complete: false })),
+        Err(StoreError::Conflict(_))
+    ));
     let b = htlc(1, 8_000_000, &o, 12);
     let (_, after) = s.apply_htlc(&b, 12, hold_until_full(&b)).unwrap().unwrap();
     assert_eq!((after.phase, after.held_at_ms), (Phase::PaymentHeld, Some(12)));

@@ -311,10 +311,11 @@ async fn cltv_margin_refunds_before_the_htlc_expires() {
     let expiry = spec.cltv_expiry;
     let h = s.send_htlc(spec).await;
     wait_state(&s, &client, &pay.order_id, "CREATED", "HOLD").await;
-    s.mine(17).await; // height + 12 < expiry: still held
+    // No open may start with less than margin (12) + open allowance (6) blocks left.
+    s.mine(11).await; // height + 18 < expiry: still held
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(h.is_held(), "still outside the margin");
-    s.mine(1).await; // height + 12 == expiry: refund now
+    s.mine(1).await; // height + 18 == expiry: refund now
     let out = h.outcome(WAIT).await;
     assert_refunded(&out);
     assert!(s.height() < expiry, "failed back before it expired");
