@@ -26,10 +26,11 @@
 # Environment:
 #   LSPS1_REGTEST_DIR        working directory (default: ${TMPDIR:-/tmp}/cln-lsps1-regtest);
 #                            wiped and recreated by every start
-#   LSPS1_REGTEST_PORT_BASE  first of the 8 ports used, all on 127.0.0.1 (default 19850):
+#   LSPS1_REGTEST_PORT_BASE  first of the 9 ports used, all on 127.0.0.1 (default 19850):
 #                            +0 bitcoind RPC, +1 bitcoind P2P (reserved; P2P is off),
 #                            +2/+3 node 1/2 Lightning P2P, +4/+5 node 1/2 cln-grpc,
-#                            +6/+7 node 1/2 clnrest. Give each playground on a machine its
+#                            +6/+7 node 1/2 clnrest, +8 cln-lsps1's REST API on node 1
+#                            (lsps1-rest-bind). Give each playground on a machine its
 #                            own base and directory. Nothing listens on a default port.
 #   CLN_LSPS1_BIN            plugin binary (default: <repo>/target/release/cln-lsps1)
 #   LSP_EXTRA_CONFIG         extra lines for node 1's config file, e.g.
@@ -40,7 +41,7 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK_DIR=${LSPS1_REGTEST_DIR:-${TMPDIR:-/tmp}/cln-lsps1-regtest}
 PORT_BASE=${LSPS1_REGTEST_PORT_BASE:-19850}
-PORT_COUNT=8
+PORT_COUNT=9
 PLUGIN_BIN=${CLN_LSPS1_BIN:-$REPO_ROOT/target/release/cln-lsps1}
 case $PLUGIN_BIN in
 /*) ;;
@@ -148,6 +149,8 @@ hex_of() {
 ln_port() { echo $((PORT_BASE + 1 + $1)); }
 grpc_port() { echo $((PORT_BASE + 3 + $1)); }
 rest_port() { echo $((PORT_BASE + 5 + $1)); }
+# cln-lsps1's own REST API (node 1 only).
+lsps1_rest_port() { echo $((PORT_BASE + 8)); }
 
 derive_ports() {
 	if ! [[ $PORT_BASE =~ ^[1-9][0-9]{0,4}$ ]] || [ "$PORT_BASE" -lt 1024 ] ||
@@ -497,7 +500,9 @@ cmd_start() {
 	# Leave initial block download, so that lightningd syncs at once.
 	bcli generatetoaddress 1 "$BURN_ADDR" >/dev/null
 
-	local lsp_extra="plugin=$PLUGIN_BIN"
+	local lsp_extra rest_port_1
+	rest_port_1=$(lsps1_rest_port)
+	lsp_extra="plugin=$PLUGIN_BIN"$'\n'"lsps1-rest-bind=127.0.0.1:$rest_port_1"
 	if [ -n "${LSP_EXTRA_CONFIG:-}" ]; then
 		lsp_extra=$lsp_extra$'\n'$LSP_EXTRA_CONFIG
 	fi
@@ -564,6 +569,9 @@ Regtest network is up ($WORK_DIR).
 Aliases for this shell:
   eval "\$($SELF env)"
 $(cmd_env | sed 's/^/  /')
+
+cln-lsps1's REST API (node 1):
+  curl -s http://127.0.0.1:$(lsps1_rest_port)/api/v1/get_info
 
 Operator commands on the LSP:
   l1-cli lsps1-listorders

@@ -21,7 +21,7 @@ from lsps_util import GET_INFO_SATS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "contrib" / "startup_regtest.sh"
-PORT_COUNT = 8  # LSPS1_REGTEST_PORT_BASE .. +7 (see the script's header)
+PORT_COUNT = 9  # LSPS1_REGTEST_PORT_BASE .. +8 (see the script's header)
 
 
 def _ports_free(base):
@@ -35,7 +35,7 @@ def _ports_free(base):
 
 
 def _free_port_base():
-    """A base whose 8 ports are free, away from the script's default (19850)."""
+    """A base whose 9 ports are free, away from the script's default (19850)."""
     start = 24000 + (os.getpid() % 400) * 20
     for i in range(200):
         base = 24000 + (start - 24000 + i * 20) % 8000
