@@ -154,12 +154,14 @@ impl Store {
         decide: impl FnOnce(&OrderRecord, &[HtlcRecord]) -> (D, HtlcWrite),
     ) -> Result<Option<(D, OrderRecord)>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id: Option<String> = tx
+        // Most final-hop HTLCs are the node's own invoices: find that out with a plain read,
+        // without taking the write lock.
+        let id: Option<String> = conn
             .prepare_cached("SELECT order_id FROM payments WHERE payment_hash = ?1")?
             .query_row(params![htlc.payment_hash], |r| r.get(0))
             .optional()?;
         let Some(id) = id else { return Ok(None) };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(order) = order_in(&tx, &id)? else { return Ok(None) };
         let set = htlcs_in(&tx, &id)?;
         let (decision, write) = decide(&order, &set);
