@@ -172,7 +172,9 @@ pub fn decide(h: &HtlcIn, order: &OrderRecord, set: &[HtlcRecord], now_ms: i64, 
     if h.total_msat != Some(want_msat) {
         return Fail(UNKNOWN, "total_msat does not match the order total");
     }
-    if h.cltv_expiry.saturating_sub(h.height) < rules.min_delta() {
+    // Strictly more than margin + allowance: with exactly that much the open could not
+    // start (plan::next_step) and the payment would be held only to be refunded.
+    if h.cltv_expiry.saturating_sub(h.height) <= rules.min_delta() {
         return Fail(UNKNOWN, "cltv_expiry leaves too little time to open the channel");
     }
     let held: u64 = set.iter().filter(|k| k.resolution.is_none()).map(|k| k.amount_msat).fold(0, u64::saturating_add);

@@ -60,6 +60,7 @@ fn refusals_each_with_incorrect_or_unknown_payment_details() {
         ("no total", HtlcIn { total_msat: None, ..part(0, 20_000_000) }, NOW),
         ("late payment", part(0, 20_000_000), NOW + 3_600_000),
         ("cltv too close", HtlcIn { cltv_expiry: 100 + 17, ..part(0, 20_000_000) }, NOW),
+        ("cltv exactly margin + allowance", HtlcIn { cltv_expiry: 100 + 18, ..part(0, 20_000_000) }, NOW),
     ];
     for (name, h, now) in cases {
         match decide(&h, &o, &[], now, RULES) {
@@ -67,9 +68,9 @@ fn refusals_each_with_incorrect_or_unknown_payment_details() {
             other => panic!("{name}: {other:?}"),
         }
     }
-    // Just enough room is accepted.
+    // Just enough room (one block more than margin + allowance) is accepted.
     assert!(matches!(
-        decide(&HtlcIn { cltv_expiry: 118, ..part(0, 20_000_000) }, &o, &[], NOW, RULES),
+        decide(&HtlcIn { cltv_expiry: 119, ..part(0, 20_000_000) }, &o, &[], NOW, RULES),
         HtlcDecision::Hold { .. }
     ));
 }
