@@ -282,6 +282,13 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let Some(client) = req.public_key.or(peer) else {
             return Err(RpcError::invalid_param("public_key", "is required"));
         };
+        if client == self.node_info.id {
+            // A channel to ourselves can never open; the payment would only be held and refunded.
+            return Err(RpcError::invalid_param(
+                "public_key",
+                "is this LSP's own node; name the node the channel goes to",
+            ));
+        }
         if transport == Transport::Rest && self.cfg.deny_nodes.contains(&client) {
             return Err(RpcError::client_rejected("this node is not served by this LSP"));
         }

@@ -33,7 +33,7 @@ pub fn error_response(e: &RpcError) -> Response {
     (status_of(e), [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// An HTTP-level error (no LSPS code applies: 404 route, 405, 413, 415) in the same shape,
+/// An HTTP-level error (no LSPS code applies: 404 route, 405, 408, 413, 415) in the same shape,
 /// with code `-32600` (invalid request).
 pub fn plain(status: StatusCode, message: &str) -> Response {
     let e = RpcError::invalid_request(message);

@@ -174,8 +174,8 @@ pub fn router<N: NodeApi, C: Clock, E: Entropy>(state: Shared<N, C, E>) -> Route
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), admit::<N, C, E>))
+        .layer(middleware::from_fn(time_limit))
         .layer(cors)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -192,6 +192,8 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
+        // A browser wallet may read how long to back off after a 429.
+        .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
 }
 
@@ -203,6 +205,15 @@ async fn log_request(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     log::debug!("REST {method} {path} {} {} µs", resp.status().as_u16(), start.elapsed().as_micros());
     resp
+}
+
+/// The whole request, body included, within [`REQUEST_TIMEOUT`]; over it, 408 in the error
+/// body every wallet reads (inside the CORS layer, so a browser can read it too).
+async fn time_limit(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => errors::plain(StatusCode::REQUEST_TIMEOUT, "the request took too long; send it again"),
+    }
 }
 
 /// Per-IP rate limit, weighted like the P2P limiter (reads cost a tenth, issue 12 §6).

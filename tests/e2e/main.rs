@@ -4,6 +4,8 @@ mod interop;
 mod lifecycle;
 mod lsps1;
 mod manifest;
+mod rest;
+mod rest_fuzz;
 mod standin;
 mod standin_selftest;
 mod transport;
