@@ -533,3 +533,51 @@ def test_order_state_notifications(node_factory, executor, lsps1_bin, client_plu
     l1.daemon.wait_for_log(r'order_events: {} from {}: .*"to": "completed"'.format(
         TOPIC, re.escape(plugin_name(lsps1_bin))))
     assert_no_broken(l1)
+
+
+def test_rest_order_opens_to_its_public_key_node(node_factory, executor, lsps1_bin, client_plugin):
+    """Issue 12: an order created over REST for l2's node id (`public_key`), paid
+    by l3, opens its channel to l2 once l2 is connected, and reads COMPLETED /
+    PAID over REST (bearer read by order id) and over P2P from l2 (decision 9).
+
+    N-01, N-02 (REST orders included), P-05, P-06, N-09.
+    """
+    import json
+    import urllib.request
+
+    from pyln.testing.utils import reserve_unused_port
+
+    port = reserve_unused_port()
+    l1, l2, l3 = make_market(
+        node_factory, lsps1_bin, client_plugin, lsp_opts={"lsps1-rest-bind": "127.0.0.1:{}".format(port)}
+    )
+    base = "http://127.0.0.1:{}/api/v1".format(port)
+    l1.daemon.wait_for_log(r"REST API listening on http://127.0.0.1:{}/api/v1/".format(port))
+
+    def rest(path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(base + path, data=data, method="POST" if body is not None else "GET")
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200, resp.status
+            return json.loads(resp.read())
+
+    info = rest("/get_info")
+    assert info["min_onchain_payment_confirmations"] is None and isinstance(info["uris"], list), info
+    order = rest("/create_order", dict(ORDER, public_key=l2.info["id"]))
+    oid = order["order_id"]
+    assert order["order_state"] == "CREATED" and order["payment"]["bolt11"]["state"] == "EXPECT_PAYMENT", order
+
+    fut = pay_in_background(executor, l3, order)
+    paid = fut.result(TIMEOUT)
+    assert paid["status"] == "complete", paid
+
+    got = rest("/get_order?order_id={}".format(oid))
+    assert got["order_state"] == "COMPLETED" and got["payment"]["bolt11"]["state"] == "PAID", got
+    ch = only_one(peer_channels(l1, l2))
+    assert got["channel"]["funding_outpoint"] == "{}:{}".format(ch["funding_txid"], ch["funding_outnum"]), (got, ch)
+    assert int(ch["funding"]["local_funds_msat"]) == int(ORDER["lsp_balance_sat"]) * 1000, ch
+    # The node named in public_key may read the REST order over custom messages too.
+    assert lsps_result(l2, l1, "lsps1.get_order", {"order_id": oid}) == got
+    assert_no_broken(l1)
