@@ -455,11 +455,15 @@ async fn on_getorder(plugin: Plugin<State>, params: Value) -> Result<Value, anyh
         .state()
         .service
         .store()
-        .call(move |s| Ok(s.get_order(&lookup)?.map(|o| (s.events(&lookup), o))))
+        .call(move |s| Ok(s.order_with_htlcs(&lookup)?.map(|(o, h)| (s.events(&lookup), o, h))))
         .await
         .map_err(|e| rpc_err(-32603, e))?;
     match found {
-        Some((events, order)) => Ok(admin::detail(&order, &events.map_err(|e| rpc_err(-32603, e))?)),
+        Some((events, order, htlcs)) => {
+            let mut v = admin::detail(&order, &events.map_err(|e| rpc_err(-32603, e))?);
+            admin::add_htlcs(&mut v, &htlcs);
+            Ok(v)
+        }
         None => Err(rpc_err(crate::lsps0::codes::NOT_FOUND, format!("no order {id}"))),
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::lsps0::ser::{format_datetime, parse_datetime};
 use crate::lsps1::order::Phase;
 use crate::lsps1::service::order_response;
-use crate::store::{EventRecord, OrderFilter, OrderRecord};
+use crate::store::{EventRecord, HtlcRecord, OrderFilter, OrderRecord, Resolution};
 
 /// A bad operator argument, shown by lightning-cli.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,7 +121,33 @@ pub fn summary(r: &OrderRecord) -> Value {
         "order_total_sat": r.order_total_sat,
         "expires_at": format_datetime(r.expires_at_ms),
         "token": r.token,
+        "failure_reason": r.failure_reason,
+        "lease_end_block": r.channel.as_ref().and_then(|c| c.lease_end_block),
     })
+}
+
+/// The HTLCs of an order in `lsps1-getorder` (issue 11 §7): each with its state, and the
+/// amount held now.
+pub fn add_htlcs(v: &mut Value, htlcs: &[HtlcRecord]) {
+    let held: u64 = htlcs.iter().filter(|h| h.resolution.is_none()).map(|h| h.amount_msat).fold(0, u64::saturating_add);
+    v["held_msat"] = json!(held);
+    v["htlcs"] = json!(
+        htlcs
+            .iter()
+            .map(|h| json!({
+                "short_channel_id": h.key.short_channel_id,
+                "id": h.key.id,
+                "amount_msat": h.amount_msat,
+                "cltv_expiry": h.cltv_expiry,
+                "received_at": format_datetime(h.received_at_ms),
+                "state": match h.resolution {
+                    None => "held",
+                    Some(Resolution::Settled) => "settled",
+                    Some(Resolution::Failed) => "failed",
+                },
+            }))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// The full record of `lsps1-getorder`: the client's view (`order`), what the operator

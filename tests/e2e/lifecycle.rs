@@ -142,6 +142,7 @@ async fn p05_p06_n09_one_payment_held_then_channel_then_preimage() {
     assert!(o["channel"]["funded_at"].is_string() && o["channel"]["expires_at"].is_string());
     let admin = getorder_admin(&s, &pay.order_id).await;
     assert_eq!(admin["lease_end_block"], json!(s.height() + 1000));
+    assert_eq!((admin["held_msat"].clone(), admin["htlcs"][0]["state"].clone()), (json!(0), json!("settled")));
     // Every transition was told to operators, wrapped under the topic (fixtures README).
     let payload = |n: &Value| n.get("lsps1_order_state_changed").cloned().unwrap_or_else(|| n.clone());
     s.wait_notification("lsps1_order_state_changed", |n| payload(n)["to"] == "completed").await;
@@ -344,6 +345,8 @@ async fn cancel_while_held_refunds_and_cannot_cancel_twice() {
     s.set_reachable(&client, false);
     let h = pay_whole(&s, &pay).await;
     wait_state(&s, &client, &pay.order_id, "CREATED", "HOLD").await;
+    // The operator sees what is held.
+    assert_eq!(getorder_admin(&s, &pay.order_id).await["held_msat"], json!(pay.amount_msat));
     let r = s.command("lsps1-cancelorder", json!([pay.order_id])).await.unwrap();
     assert_eq!(r["htlcs_failed"], 1);
     assert_refunded(&h.outcome(WAIT).await);
