@@ -103,7 +103,11 @@ fn htlcs_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Vec<HtlcRecor
 
 fn order_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
     let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
-    conn.query_row(&sql, params![order_id], RawRow::read).optional()?.map(RawRow::into_record).transpose()
+    conn.prepare_cached(&sql)?
+        .query_row(params![order_id], RawRow::read)
+        .optional()?
+        .map(RawRow::into_record)
+        .transpose()
 }
 
 /// Mark every unresolved HTLC of an order; returns their keys.
