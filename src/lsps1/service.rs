@@ -533,7 +533,10 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             }
             after
         });
-        let not_found = || RpcError::not_found(format!("no order {order_id} for this node"));
+        let not_found = || match peer {
+            Some(_) => RpcError::not_found(format!("no order {order_id} for this node")),
+            None => RpcError::not_found(format!("no order {order_id}")),
+        };
         let record = record.ok_or_else(not_found)?;
         if let Some(peer) = peer
             && record.client_node_id != peer.to_string()
