@@ -96,6 +96,28 @@ impl<N, C> Drop for InFlightOpen<'_, N, C> {
     }
 }
 
+enum Kind {
+    Driver,
+    Timer,
+}
+
+/// An order's driver or MPP timer, registered while its task lives.
+struct Registered<N, C> {
+    engine: Engine<N, C>,
+    id: String,
+    kind: Kind,
+}
+
+impl<N, C> Drop for Registered<N, C> {
+    fn drop(&mut self) {
+        let set = match self.kind {
+            Kind::Driver => &self.engine.inner.drivers,
+            Kind::Timer => &self.engine.inner.timers,
+        };
+        set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
 /// What a held HTLC's hook call is finally told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -114,6 +136,9 @@ struct Inner<N, C> {
     drivers: Mutex<HashSet<String>>,
     /// Orders with an MPP timer running.
     timers: Mutex<HashSet<String>>,
+    /// Orders settled from memory because their record could not be written: when the
+    /// record is retried they read PAID, not a gift.
+    settled_unrecorded: Mutex<HashSet<String>>,
     /// Orders whose `fundchannel` is in flight in this process.
     opening: Mutex<HashSet<String>>,
     /// One open at a time per client node, so a lost answer can never be matched to another
@@ -161,6 +186,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 drivers: Mutex::new(HashSet::new()),
                 timers: Mutex::new(HashSet::new()),
                 opening: Mutex::new(HashSet::new()),
+                settled_unrecorded: Mutex::new(HashSet::new()),
                 client_locks: Mutex::new(HashMap::new()),
                 height: tx,
                 wake: Notify::new(),
@@ -406,6 +432,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         }
         let me = self.clone();
         tokio::spawn(async move {
+            let _guard = Registered { engine: me.clone(), id: order_id.clone(), kind: Kind::Timer };
             let timeout = me.inner.cfg.mpp_timeout;
             loop {
                 tokio::time::sleep(timeout).await;
@@ -432,7 +459,6 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                     Err(e) => log::warn!("Order {order_id}: cannot time out parts: {e}"),
                 }
             }
-            me.inner.timers.lock().unwrap_or_else(|p| p.into_inner()).remove(&order_id);
         });
     }
 
@@ -443,10 +469,12 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         }
         let me = self.clone();
         tokio::spawn(async move {
+            // Unregistered however the task ends (a panic included), so the order can be
+            // driven again on the next block.
+            let _guard = Registered { engine: me.clone(), id: order_id.clone(), kind: Kind::Driver };
             if let Err(e) = me.run_driver(&order_id).await {
                 log::warn!("Order {order_id}: {e}; will retry on the next block");
             }
-            me.inner.drivers.lock().unwrap_or_else(|p| p.into_inner()).remove(&order_id);
         });
     }
 
@@ -473,6 +501,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         let started = tokio::time::Instant::now();
         let mut funds_ok: Option<bool> = None;
         let mut funds_strikes = 0u32;
+        let mut last_strike: Option<tokio::time::Instant> = None;
         let mut last_connect: Option<tokio::time::Instant> = None;
         let mut replay_checked = false;
         loop {
@@ -484,9 +513,26 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 Phase::PaymentHeld => {}
                 Phase::Opening if !self.in_flight(order_id) => {
                     // An open whose outcome this process does not know (a lost answer, or
-                    // one left by a previous run): find it out, never open again.
-                    self.await_open_outcome(&order).await;
-                    return Ok(());
+                    // one left by a previous run): find it out, never open again; under the
+                    // client's lock, so no other order's open can be taken for it.
+                    let lock = self.client_lock(&order.client_node_id);
+                    match lock.try_lock() {
+                        Ok(_guard) => {
+                            self.await_open_outcome(&order).await;
+                            return Ok(());
+                        }
+                        Err(_) => {
+                            if let Some(e) = super::plan::earliest_expiry(&set)
+                                && self.height().saturating_add(self.inner.cfg.deadlines.safety_margin_blocks) >= e
+                            {
+                                let detail = json!({"height": self.height(), "why": "open outcome unknown"});
+                                self.fail(&order, Phase::Opening, FailReason::CltvDeadline, detail).await;
+                                return Ok(());
+                            }
+                            let _ = tokio::time::timeout(self.inner.cfg.poll, notified).await;
+                            continue;
+                        }
+                    }
                 }
                 _ => return Ok(()),
             }
@@ -496,7 +542,13 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 // Three readings in a row before a refund: a wallet in the middle of another
                 // open can read short for a moment.
                 match self.funds_ok().await {
-                    Some(false) if funds_strikes < 2 => funds_strikes += 1,
+                    Some(false) if funds_strikes < 2 => {
+                        // Strikes a poll apart: a wake-up storm must not read three times at once.
+                        if last_strike.is_none_or(|t| t.elapsed() >= self.inner.cfg.poll) {
+                            funds_strikes += 1;
+                            last_strike = Some(tokio::time::Instant::now());
+                        }
+                    }
                     other => funds_ok = other,
                 }
             }
@@ -615,8 +667,10 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     /// none is ever taken for this order's), then `fundchannel`, then settle or refund
     /// (issue 11 §3–4). `false` when it could not start (try again later).
     async fn open(&self, order: &OrderRecord, client: PublicKey) -> bool {
+        // Never wait for another order's open: this driver must keep checking its own
+        // deadlines (try again after a poll).
         let lock = self.client_lock(&order.client_node_id);
-        let _one_open_per_client = lock.lock().await;
+        let Ok(_one_open_per_client) = lock.try_lock() else { return false };
         let known: Vec<String> = match self.inner.node.peer_channels(client).await {
             Ok(chans) => chans.into_iter().filter_map(|c| c.channel_id).collect(),
             Err(e) => {
@@ -655,7 +709,8 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         );
         match self.inner.node.fund_channel(req).await {
             Ok(ch) => self.complete(order, ch, false).await,
-            Err(e) if e.code.is_some() => {
+            // -4: the plugin serving fundchannel (spender) died: it may have broadcast.
+            Err(e) if e.code.is_some() && e.code != Some(-4) => {
                 self.fail(order, Phase::Opening, FailReason::OpenFailed, json!({ "error": e.message, "code": e.code }))
                     .await
             }
@@ -676,21 +731,27 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     async fn find_channel(&self, order: &OrderRecord, client: PublicKey) -> Result<Found, NodeError> {
         let want = order.lsp_balance_sat.saturating_add(order.client_balance_sat).saturating_mul(1000);
         let id = order.order_id.clone();
-        let known: HashSet<String> =
-            self.inner.store.call(move |s| s.channels_before_open(&id)).await.unwrap_or_default().into_iter().collect();
+        let known: HashSet<String> = self
+            .inner
+            .store
+            .call(move |s| s.channels_before_open(&id))
+            .await
+            .map_err(|e| NodeError::new("store", None, e.to_string()))?
+            .into_iter()
+            .collect();
         let chans: Vec<PeerChannel> = self.inner.node.peer_channels(client).await?;
         let mut pending = false;
         for c in chans {
             if !c.opener_local || c.channel_id.as_ref().is_some_and(|id| known.contains(id)) {
                 continue;
             }
-            let funded_state = c.state.starts_with("CHANNELD_") && c.state != "CHANNELD_SHUTTING_DOWN";
-            if !funded_state {
-                // Negotiating (OPENINGD, DUALOPEND_*), or already closing: not ours to take,
-                // but an open in progress means the outcome is still coming.
+            if c.funding_txid.is_none() {
+                // Negotiating (OPENINGD, DUALOPEND_OPEN_*): the outcome is still coming.
                 pending |= c.state.starts_with("OPENINGD") || c.state.starts_with("DUALOPEND");
                 continue;
             }
+            // A channel we funded for this amount, not there before the intent: the order's,
+            // whatever its state now (a client may close it at once; it was still funded).
             if c.local_funds_msat != want {
                 continue;
             }
@@ -738,7 +799,14 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             }
             match self.find_channel(&order, client).await {
                 Ok(Found::Funded(ch)) => {
-                    let gone = self.htlcs_gone(&set).await == Some(true)
+                    let settled_here = self
+                        .inner
+                        .settled_unrecorded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&order.order_id);
+                    let gone = !settled_here
+                        && self.htlcs_gone(&set).await == Some(true)
                         && !set.iter().filter(|h| h.resolution.is_none()).any(|h| self.is_live(&h.key));
                     if gone {
                         log::warn!(
@@ -820,6 +888,18 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                     return;
                 }
                 Err(StoreError::Conflict(_)) => return, // moved on (reconciled elsewhere)
+                Err(StoreError::Sql(rusqlite::Error::SqliteFailure(f, _)))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    // The channel is another order's already: never settle on it.
+                    log::error!(
+                        "Order {}: channel {}:{} is recorded for another order; not settling on it",
+                        order.order_id,
+                        ch.txid,
+                        ch.outnum
+                    );
+                    return;
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -830,6 +910,9 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             ch.outnum,
             last_err.map(|e| e.to_string()).unwrap_or_default()
         );
+        if !refunded_after_open {
+            self.inner.settled_unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(order.order_id.clone());
+        }
         if let Ok(Some((_, set))) = self.load(&order.order_id).await {
             let keys: Vec<HtlcKey> = set.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
             self.settle_or_refund(order, &keys, refunded_after_open);
@@ -926,7 +1009,10 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 }
                 Phase::PaymentHeld => {} // the driver waits for the replay
                 Phase::Opening => {
-                    let client = read_pubkey(&order.client_node_id).map_err(|e| e.to_string())?;
+                    let Ok(client) = read_pubkey(&order.client_node_id) else {
+                        log::warn!("Order {}: unreadable client node id", order.order_id);
+                        continue;
+                    };
                     match self.find_channel(&order, client).await {
                         Ok(Found::Funded(ch)) if still_held => {
                             log::info!(

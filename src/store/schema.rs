@@ -103,6 +103,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE htlcs ADD COLUMN order_id TEXT REFERENCES orders (order_id);
     CREATE INDEX htlcs_by_order ON htlcs (order_id, resolution);
     CREATE UNIQUE INDEX channels_by_channel_id ON channels (channel_id) WHERE channel_id IS NOT NULL;
+    -- No funding outpoint serves two orders (decision 17).
+    CREATE UNIQUE INDEX channels_by_outpoint ON channels (funding_txid, funding_outnum);
     "#,
 ];
 

@@ -360,3 +360,28 @@ fn a_null_token_is_kept_as_null() {
     s.insert_order(&OrderRecord { token: None, ..record("n", "p", 0) }, roomy(0)).unwrap();
     assert_eq!(s.get_order("n").unwrap().unwrap().token, None);
 }
+
+#[test]
+fn one_funding_outpoint_never_serves_two_orders() {
+    let s = Store::open_in_memory().unwrap();
+    for id in ["a", "b"] {
+        let o = record(id, "p", 0);
+        s.insert_order(&o, roomy(0)).unwrap();
+        let h = HtlcRecord { key: HtlcKey { short_channel_id: id.into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
+        s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
+        s.start_open(id, 2, &serde_json::json!({"known_channels": ["ee".repeat(32)]})).unwrap();
+    }
+    assert_eq!(s.channels_before_open("a").unwrap(), vec!["ee".repeat(32)]);
+    let ch = ChannelRecord {
+        channel_id: None,
+        funding_txid: "dd".repeat(32),
+        funding_outnum: 0,
+        funded_at_ms: 3,
+        expires_at_ms: 4,
+        lease_end_block: Some(10),
+    };
+    s.complete_order("a", &ch, 3, false, &serde_json::json!({})).unwrap();
+    assert!(s.complete_order("b", &ch, 3, false, &serde_json::json!({})).is_err());
+    let (b, set) = s.order_with_htlcs("b").unwrap().unwrap();
+    assert_eq!((b.phase, set[0].resolution), (Phase::Opening, None), "nothing of b moved");
+}
