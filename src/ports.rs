@@ -155,6 +155,11 @@ pub trait ChannelApi: Send + Sync + 'static {
     /// unknown (timeout, connection lost) and must be reconciled.
     fn fund_channel(&self, req: OpenRequest) -> impl Future<Output = Result<OpenedChannel, NodeError>> + Send;
 
+    /// `fundchannel_cancel <id>`: abort an open that has not been broadcast yet.
+    fn cancel_open(&self, _peer: PublicKey) -> impl Future<Output = Result<(), NodeError>> + Send {
+        async { Ok(()) }
+    }
+
     /// `connect <id>`: lightningd tries the addresses it knows from gossip (decision 14).
     fn connect(&self, peer: PublicKey) -> impl Future<Output = Result<(), NodeError>> + Send;
 

@@ -311,6 +311,10 @@ impl ChannelApi for ClnNode {
         }
     }
 
+    async fn cancel_open(&self, peer: PublicKey) -> Result<(), NodeError> {
+        self.call("fundchannel_cancel", json!({ "id": peer.to_string() })).await.map(|_| ())
+    }
+
     async fn connect(&self, peer: PublicKey) -> Result<(), NodeError> {
         self.call("connect", json!({ "id": peer.to_string() })).await.map(|_| ())
     }

@@ -788,6 +788,11 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             if let Some(e) = super::plan::earliest_expiry(&set)
                 && height.saturating_add(self.inner.cfg.deadlines.safety_margin_blocks) >= e
             {
+                // Out of time: stop an open still being negotiated (it can be cancelled until
+                // its broadcast), then refund. A channel that opens anyway is the LSP's loss.
+                if let Err(e) = self.inner.node.cancel_open(client).await {
+                    log::info!("Order {}: fundchannel_cancel: {e}", order.order_id);
+                }
                 self.fail(
                     &order,
                     Phase::Opening,
