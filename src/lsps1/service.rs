@@ -253,7 +253,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     /// `lsps1.get_info` (G-01).
     pub async fn get_info(&self) -> Result<GetInfoResponse, RpcError> {
         let market = self.market_now().await;
-        let reserved = self.store.call(|s| s.reserved_sat()).await.map_err(internal)?;
+        let reserved = self.store.read_reserved_sat().map_err(internal)?;
         Ok(GetInfoResponse::from(&self.effective_options(&market, reserved)))
     }
 
@@ -275,7 +275,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let deadline = tokio::time::Instant::now() + CREATE_ORDER_BUDGET;
         let market = self.market_now().await;
         let now = self.clock.now_ms();
-        let reserved = self.store.call(|s| s.reserved_sat()).await.map_err(internal)?;
+        let reserved = self.store.read_reserved_sat().map_err(internal)?;
         let options = self.effective_options(&market, reserved);
         let tokens = TokenPolicy { accepted: self.cfg.tokens.clone(), accept_unknown: self.cfg.accept_unknown_tokens };
         let req = validate_create_order(params, transport, self.node_info.network, &options, &tokens)?;
@@ -477,6 +477,32 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         })
     }
 
+    /// Settle a payment deadline that passed since the last sweep, so `get_order` answers
+    /// current state (decision 13): the order after, and before when it moved. Parts of an
+    /// incomplete payment are marked failed; the lifecycle answers their hook calls on its
+    /// next round.
+    async fn expire_and_read(
+        &self,
+        id: String,
+        now: i64,
+    ) -> Result<Option<(OrderRecord, Option<OrderRecord>)>, RpcError> {
+        self.store
+            .call(move |s| {
+                let Some(r) = s.get_order(&id)? else { return Ok(None) };
+                if r.phase != Phase::AwaitingPayment || r.expires_at_ms > now {
+                    return Ok(Some((r, None)));
+                }
+                let detail = json!({ "message": FailReason::PaymentExpired.describe(), "lazy": true });
+                match s.fail_order(&id, Phase::AwaitingPayment, FailReason::PaymentExpired, now, &detail) {
+                    Ok(_) => Ok(s.get_order(&id)?.map(|a| (a, Some(r)))),
+                    Err(StoreError::Conflict(_)) => Ok(s.get_order(&id)?.map(|a| (a, None))),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map_err(internal)
+    }
+
     /// `lsps1.get_order` (§2.6). `peer` is `None` over REST, where the order id is the
     /// capability (decision 9); over P2P only the order's node may read it (decision 8).
     pub async fn get_order(
@@ -495,31 +521,13 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         };
         let now = self.clock.now_ms();
         let id = order_id.clone();
-        let record = self
-            .store
-            .call(move |s| {
-                // Settle a deadline that passed since the last sweep, so the answer is current
-                // (decision 13). Parts of an incomplete payment are marked failed; the
-                // lifecycle answers their hook calls on its next round.
-                if let Some(r) = s.get_order(&id)? {
-                    if r.phase == Phase::AwaitingPayment && r.expires_at_ms <= now {
-                        let detail = json!({ "message": FailReason::PaymentExpired.describe(), "lazy": true });
-                        match s.fail_order(&id, Phase::AwaitingPayment, FailReason::PaymentExpired, now, &detail) {
-                            Ok(_) => {
-                                let after = s.get_order(&id)?;
-                                return Ok(after.map(|a| (a, Some(r))));
-                            }
-                            Err(StoreError::Conflict(_)) => {}
-                            Err(e) => return Err(e),
-                        }
-                        return Ok(s.get_order(&id)?.map(|a| (a, None)));
-                    }
-                    return Ok(Some((r, None)));
-                }
-                Ok(None)
-            })
-            .await
-            .map_err(internal)?;
+        // The common case, an order that needs no lazy expiry, is read inline on the read
+        // connection; only an expiry to settle goes to the writer.
+        let record = match self.store.read_order(&id).map_err(internal)? {
+            Some(r) if !(r.phase == Phase::AwaitingPayment && r.expires_at_ms <= now) => Some((r, None)),
+            None => None,
+            Some(_) => self.expire_and_read(id, now).await?,
+        };
         let record = record.map(|(after, before)| {
             if let (Some(before), Some(sink)) = (before, &self.events) {
                 let _ = sink.send(OrderChanged {

@@ -59,7 +59,7 @@ pub struct RestState<N, C, E> {
     limiter: Limiter<IpAddr>,
     /// Unpaid orders created per IP: their payment deadlines (unix ms).
     unpaid: Mutex<HashMap<IpAddr, Vec<i64>>>,
-    uris: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    uris: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 /// Most IP addresses whose unpaid orders are tracked at once.
@@ -68,7 +68,7 @@ const MAX_TRACKED_IPS: usize = 10_000;
 impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
     pub fn new(service: Arc<Service<N, C, E>>, cfg: RestConfig) -> Self {
         let limiter = Limiter::new(cfg.limits);
-        RestState { service, cfg, limiter, unpaid: Mutex::new(HashMap::new()), uris: tokio::sync::Mutex::new(None) }
+        RestState { service, cfg, limiter, unpaid: Mutex::new(HashMap::new()), uris: Mutex::new(None) }
     }
 
     /// The client's IP: the peer's, or the last `X-Forwarded-For` hop when the peer is the
@@ -117,22 +117,23 @@ impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
         if !self.cfg.uris.is_empty() {
             return self.cfg.uris.clone();
         }
-        let mut cache = self.uris.lock().await;
-        if let Some((at, u)) = cache.as_ref()
+        let cached = self.uris.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((at, u)) = &cached
             && at.elapsed() < URIS_TTL
         {
             return u.clone();
         }
+        // Refreshed without holding the lock; concurrent refreshes just agree.
         let id = self.service.node_info().id;
         match self.service.node().node_addresses().await {
             Ok(addrs) => {
                 let u = format_uris(&id.to_string(), addrs);
-                *cache = Some((Instant::now(), u.clone()));
+                *self.uris.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), u.clone()));
                 u
             }
             Err(e) => {
                 log::debug!("Cannot read the node's addresses: {e}");
-                cache.as_ref().map(|(_, u)| u.clone()).unwrap_or_default()
+                cached.map(|(_, u)| u).unwrap_or_default()
             }
         }
     }

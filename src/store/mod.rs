@@ -155,6 +155,10 @@ pub struct OrderFilter {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// A read-only connection for the hot reads (`get_order`, `get_info`'s reserve): in WAL
+    /// mode it never waits for the writer, so those reads run inline on the async threads
+    /// instead of hopping to the blocking pool. `None` for in-memory stores.
+    reader: Option<Arc<Mutex<Connection>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,7 +190,15 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let conn = Connection::open(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        Self::init(conn, &shown)
+        let mut store = Self::init(conn, &shown)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        store.reader = Some(Arc::new(Mutex::new(reader)));
+        Ok(store)
     }
 
     /// An in-memory store (tests, benchmarks).
@@ -213,13 +225,33 @@ impl Store {
             tx.pragma_update(None, "user_version", i as u32 + 1)?;
             tx.commit()?;
         }
-        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), reader: None })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (the transaction rolls
         // back on drop), so a poisoned lock is safe to take over.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.lock(),
+        }
+    }
+
+    /// One order by id, on the read connection: fast enough to call from async code.
+    pub fn read_order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        let conn = self.read_lock();
+        let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
+        let row = conn.prepare_cached(&sql)?.query_row(params![order_id], RawRow::read).optional()?;
+        row.map(RawRow::into_record).transpose()
+    }
+
+    /// [`Store::reserved_sat`] on the read connection.
+    pub fn read_reserved_sat(&self) -> Result<u64, StoreError> {
+        reserved_in(&self.read_lock())
     }
 
     /// Run a blocking store operation on tokio's blocking pool.
