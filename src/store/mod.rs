@@ -249,6 +249,16 @@ impl Store {
         row.map(RawRow::into_record).transpose()
     }
 
+    /// Whether a payment hash is an order's, on the read connection (the `htlc_accepted`
+    /// fast path for the node's own invoices).
+    pub fn read_is_order_hash(&self, payment_hash: &str) -> Result<bool, StoreError> {
+        let conn = self.read_lock();
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM payments WHERE payment_hash = ?1")?
+            .query_row(params![payment_hash], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
     /// [`Store::reserved_sat`] on the read connection.
     pub fn read_reserved_sat(&self) -> Result<u64, StoreError> {
         reserved_in(&self.read_lock())
