@@ -670,6 +670,16 @@ mod tests {
             (&[("lsps1-payment-expiry-secs", Int(5))], "lsps1-payment-expiry-secs"),
             (&[("lsps1-peer-burst", Int(0))], "lsps1-peer-burst"),
             (&[("lsps1-base-fee-sat", Int(i64::MAX))], "lsps1-base-fee-sat"),
+            // The lifecycle's and REST's options (issues 11, 12).
+            (&[("lsps1-invoice-cltv", Int(23))], "lsps1-invoice-cltv"),
+            (&[("lsps1-cltv-safety-margin", Int(2))], "lsps1-cltv-safety-margin"),
+            (&[("lsps1-cltv-safety-margin", Int(200))], "lsps1-invoice-cltv"),
+            (&[("lsps1-open-deadline-secs", Int(5))], "lsps1-open-deadline-secs"),
+            (&[("lsps1-mpp-timeout-secs", Int(0))], "lsps1-mpp-timeout-secs"),
+            (&[("lsps1-rest-bind", OptValue::StrList(vec!["localhost".into()]))], "lsps1-rest-bind"),
+            (&[("lsps1-rest-tls-cert", OptValue::Str("/c.pem".into()))], "lsps1-rest-tls-key"),
+            (&[("lsps1-rest-trusted-proxy", OptValue::Str("proxy".into()))], "lsps1-rest-trusted-proxy"),
+            (&[("lsps1-rest-uri", OptValue::StrList(vec!["nope".into()]))], "lsps1-rest-uri"),
         ];
         for (vals, option) in cases {
             let e = with(vals).expect_err(option);
@@ -679,6 +689,7 @@ mod tests {
 
     #[test]
     fn lists_and_strings() {
+        use OptValue::Int;
         let k = "025b7a68b4cd85668e65db6a343a4c607a462cdd010daa793f82be561a3316c5b1";
         let c = with(&[
             ("lsps1-token", OptValue::StrList(vec!["a".into(), "b".into()])),
@@ -691,5 +702,14 @@ mod tests {
         assert_eq!(c.deny_nodes.len(), 1);
         assert_eq!(c.options.max_initial_client_balance_sat, 5000);
         assert!(c.options.supports_zero_channel_reserve);
+        let r = with(&[
+            ("lsps1-rest-bind", OptValue::StrList(vec!["127.0.0.1:3010".into(), "[::1]:3010".into()])),
+            ("lsps1-rest-trusted-proxy", OptValue::Str("127.0.0.1".into())),
+            ("lsps1-invoice-cltv", Int(24)),
+        ])
+        .unwrap();
+        assert_eq!(r.rest.binds.len(), 2);
+        assert!(r.rest.trusted_proxy.is_some() && r.rest.tls.is_none());
+        assert_eq!(Config::default().rest.binds, vec![], "REST is off by default");
     }
 }
