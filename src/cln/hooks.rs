@@ -98,7 +98,8 @@ fn lease_for<'a>(target: &str, leases: &'a [Lease], scid_channel: Option<&str>) 
 
 /// `rpc_command` (registered with `filters: ["close"]`, fixtures `hooks/rpc_command.close*`):
 /// refuse to close a channel whose lease has not ended (N-10), unless the operator allowed
-/// it with `lsps1-allowclose`. Fails open: if the store cannot be read, the close goes on.
+/// it with `lsps1-allowclose`. Fails open if the store cannot be read (the close goes on),
+/// closed if a short channel id cannot be looked up while leases exist.
 pub async fn on_rpc_command(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::Error> {
     let state = plugin.state().clone();
     let cont = Ok(json!({ "result": "continue" }));
@@ -136,10 +137,12 @@ pub async fn on_rpc_command(plugin: Plugin<State>, v: Value) -> Result<Value, an
                 }
                 Err(e) => {
                     log::warn!("Cannot check whether close {target} breaks a lease: {e}; refusing it");
-                    return Ok(json!({ "return": { "error": {
-                        "code": LEASE_ACTIVE_CODE,
-                        "message": format!("cannot check whether {target} is a leased channel ({e}); retry, close by channel id, or lsps1-allowclose the order"),
-                    } } }));
+                    return Ok(refuse(
+                        format!(
+                            "cannot check whether {target} is a leased channel ({e}); retry, close by channel id, or lsps1-allowclose the order"
+                        ),
+                        json!({}),
+                    ));
                 }
             }
         }
@@ -158,17 +161,22 @@ pub async fn on_rpc_command(plugin: Plugin<State>, v: Value) -> Result<Value, an
     }
     let end = lease.channel.lease_end_block.unwrap_or(0);
     log::info!("Refused close {target}: order {} leases the channel until block {end}", lease.order_id);
-    Ok(json!({ "return": { "error": {
-        "code": LEASE_ACTIVE_CODE,
-        "message": format!(
+    Ok(refuse(
+        format!(
             "channel {} is leased to {} by LSPS1 order {} until block {end} (now {height}); closing it before then breaks the lease (bLIP-51). To close anyway: lightning-cli lsps1-allowclose {}, then close again within 10 minutes",
             lease.channel.channel_id.as_deref().unwrap_or("?"),
             lease.client_node_id,
             lease.order_id,
             lease.order_id
         ),
-        "data": { "order_id": lease.order_id, "lease_end_block": end, "blockheight": height },
-    } } }))
+        json!({ "order_id": lease.order_id, "lease_end_block": end, "blockheight": height }),
+    ))
+}
+
+/// The `rpc_command` answer that refuses the call: the caller gets exactly this error
+/// (fixture `rpc/close.err-refused-by-rpc_command-hook.json`).
+fn refuse(message: String, data: Value) -> Value {
+    json!({ "return": { "error": { "code": LEASE_ACTIVE_CODE, "message": message, "data": data } } })
 }
 
 /// States that mean a channel is closing (fixtures `channel_state_changed.*`).

@@ -23,8 +23,8 @@ use crate::clock::Clock;
 use crate::lsps0::ser::read_pubkey;
 use crate::lsps1::invoice::payment_hash_of;
 use crate::lsps1::order::{EventSink, FailReason, OrderChanged, Phase};
-use crate::ports::{ChannelApi, NodeApi, NodeError, OpenRequest, OpenedChannel, PeerChannel};
-use crate::store::{ChannelRecord, HtlcKey, OrderRecord, Resolution, Store, StoreError};
+use crate::ports::{ChannelApi, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel};
+use crate::store::{ChannelRecord, HtlcKey, HtlcRecord, OrderRecord, Resolution, Store, StoreError};
 
 /// The lifecycle's settings, from the options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +165,28 @@ fn store_err(e: StoreError) -> String {
     format!("order store: {e}")
 }
 
+/// The keys of the HTLCs still held.
+fn held_keys(set: &[HtlcRecord]) -> Vec<HtlcKey> {
+    set.iter().filter(|h| h.resolution.is_none()).map(|h| h.key.clone()).collect()
+}
+
+/// The incoming HTLCs lightningd still holds, by key.
+fn pending_on_node(node: &[NodeHtlc]) -> HashSet<(String, u64)> {
+    node.iter().filter(|h| h.incoming && h.pending()).map(|h| (h.short_channel_id.clone(), h.id)).collect()
+}
+
+/// What a settled HTLC of `order` is told: the checked preimage, or (never expected) a
+/// failure rather than a wrong key.
+fn settle_outcome(order: &OrderRecord) -> Outcome {
+    match checked_preimage(order) {
+        Some(p) => Outcome::Settle(p),
+        None => {
+            log::error!("Order {}: stored preimage does not match its payment hash; failing back", order.order_id);
+            Outcome::Fail(Failure::IncorrectOrUnknown)
+        }
+    }
+}
+
 /// The preimage of `order` if it is well-formed and matches its payment hash. Never answer
 /// `resolve` with anything else: a wrong key makes lightningd log BROKEN and fail the HTLC.
 fn checked_preimage(order: &OrderRecord) -> Option<String> {
@@ -193,10 +215,6 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 events,
             }),
         }
-    }
-
-    pub fn config(&self) -> &LifecycleConfig {
-        &self.inner.cfg
     }
 
     pub fn store(&self) -> &Store {
@@ -291,7 +309,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             self.set_height(h.height);
         }
         // Most final-hop HTLCs are the node's own invoices: one indexed read, inline.
-        if let Ok(false) = self.inner.store.read_is_order_hash(&h.payment_hash) {
+        if let Ok(None) = self.inner.store.order_id_by_payment_hash(&h.payment_hash) {
             return HookAnswer::Continue;
         }
         let now = self.inner.clock.now_ms();
@@ -329,13 +347,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 );
                 self.to_answer(Outcome::Fail(f), &h)
             }
-            HtlcDecision::Settle => match checked_preimage(&order) {
-                Some(p) => HookAnswer::Resolve { payment_key: p },
-                None => {
-                    log::error!("Order {}: stored preimage does not match its payment hash", order.order_id);
-                    self.to_answer(Outcome::Fail(Failure::IncorrectOrUnknown), &h)
-                }
-            },
+            HtlcDecision::Settle => self.to_answer(settle_outcome(&order), &h),
             HtlcDecision::Hold { .. } | HtlcDecision::Wait => {
                 let rx = self.register(&h.key);
                 // Check after registering: an outcome written in between is not lost.
@@ -386,7 +398,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         let id = order_id.to_string();
         let (order, set) = self.inner.store.call(move |s| s.order_with_htlcs(&id)).await.ok().flatten()?;
         match set.iter().find(|h| &h.key == key)?.resolution? {
-            Resolution::Settled => checked_preimage(&order).map(Outcome::Settle),
+            Resolution::Settled => Some(settle_outcome(&order)),
             Resolution::Failed => Some(Outcome::Fail(Failure::IncorrectOrUnknown)),
         }
     }
@@ -420,10 +432,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             let failed: Vec<HtlcKey> =
                 set.iter().filter(|h| h.resolution == Some(Resolution::Failed)).map(|h| h.key.clone()).collect();
             if !settled.is_empty() {
-                match checked_preimage(&order) {
-                    Some(p) => self.answer(&settled, &Outcome::Settle(p)),
-                    None => self.answer(&settled, &Outcome::Fail(Failure::IncorrectOrUnknown)),
-                }
+                self.answer(&settled, &settle_outcome(&order));
             }
             self.answer(&failed, &Outcome::Fail(Failure::IncorrectOrUnknown));
         }
@@ -482,7 +491,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         });
     }
 
-    async fn load(&self, order_id: &str) -> Result<Option<(OrderRecord, Vec<crate::store::HtlcRecord>)>, String> {
+    async fn load(&self, order_id: &str) -> Result<Option<(OrderRecord, Vec<HtlcRecord>)>, String> {
         let id = order_id.to_string();
         self.inner.store.call(move |s| s.order_with_htlcs(&id)).await.map_err(store_err)
     }
@@ -613,38 +622,52 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     }
 
     /// `Some(true)` when none of the order's held HTLCs is still pending in lightningd.
-    async fn htlcs_gone(&self, set: &[crate::store::HtlcRecord]) -> Option<bool> {
+    async fn htlcs_gone(&self, set: &[HtlcRecord]) -> Option<bool> {
         let held: Vec<_> = set.iter().filter(|h| h.resolution.is_none()).collect();
         let scids: Vec<String> =
             held.iter().map(|h| h.key.short_channel_id.clone()).collect::<HashSet<_>>().into_iter().collect();
-        let node = self.inner.node.list_htlcs_on(scids).await.ok()?;
-        let pending: HashSet<(String, u64)> =
-            node.iter().filter(|h| h.incoming && h.pending()).map(|h| (h.short_channel_id.clone(), h.id)).collect();
+        let pending = pending_on_node(&self.inner.node.list_htlcs_on(scids).await.ok()?);
         Some(held.iter().all(|h| !pending.contains(&(h.key.short_channel_id.clone(), h.key.id))))
+    }
+
+    /// The payment went back while nothing in this process held it: no live hook call, and
+    /// lightningd no longer has the HTLCs.
+    async fn payment_gone(&self, set: &[HtlcRecord]) -> bool {
+        !set.iter().filter(|h| h.resolution.is_none()).any(|h| self.is_live(&h.key))
+            && self.htlcs_gone(set).await == Some(true)
     }
 
     /// End an order without a channel and fail its HTLCs back (P-07, N-11). If the store
     /// cannot record it, the live HTLCs are failed back all the same: a refund never waits
     /// on bookkeeping, and the next start reconciles the order.
-    async fn fail(&self, order: &OrderRecord, from: Phase, reason: FailReason, mut detail: Value) {
-        detail["message"] = json!(reason.describe());
-        let id = order.order_id.clone();
-        let now = self.inner.clock.now_ms();
-        match self.inner.store.call(move |s| s.fail_order(&id, from, reason, now, &detail)).await {
-            Ok(keys) => {
-                self.emit(order, from, Phase::Failed, Some(reason), false);
-                self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
-            }
+    async fn fail(&self, order: &OrderRecord, from: Phase, reason: FailReason, detail: Value) {
+        match self.try_fail(order, from, reason, detail).await {
+            Ok(_) => {}
             Err(StoreError::Conflict(_)) => log::debug!("Order {}: moved on before it could fail", order.order_id),
             Err(e) => {
                 log::error!("Order {}: cannot record the refund ({e}); failing its HTLCs back anyway", order.order_id);
                 if let Ok(Some((_, set))) = self.load(&order.order_id).await {
-                    let keys: Vec<HtlcKey> =
-                        set.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
-                    self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
+                    self.answer(&held_keys(&set), &Outcome::Fail(Failure::IncorrectOrUnknown));
                 }
             }
         }
+    }
+
+    /// Record the failure, tell operators, fail the HTLCs back; the number failed back.
+    async fn try_fail(
+        &self,
+        order: &OrderRecord,
+        from: Phase,
+        reason: FailReason,
+        mut detail: Value,
+    ) -> Result<usize, StoreError> {
+        detail["message"] = json!(reason.describe());
+        let id = order.order_id.clone();
+        let now = self.inner.clock.now_ms();
+        let keys = self.inner.store.call(move |s| s.fail_order(&id, from, reason, now, &detail)).await?;
+        self.emit(order, from, Phase::Failed, Some(reason), false);
+        self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
+        Ok(keys.len())
     }
 
     fn open_request(&self, order: &OrderRecord, client: PublicKey) -> OpenRequest {
@@ -814,18 +837,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .contains(&order.order_id);
-                    let gone = !settled_here
-                        && self.htlcs_gone(&set).await == Some(true)
-                        && !set.iter().filter(|h| h.resolution.is_none()).any(|h| self.is_live(&h.key));
-                    if gone {
-                        log::warn!(
-                            "Order {}: a channel {}:{} was opened but the payment was failed back: the channel is a gift to {}",
-                            order.order_id,
-                            ch.txid,
-                            ch.outnum,
-                            order.client_node_id
-                        );
-                    }
+                    let gone = !settled_here && self.payment_gone(&set).await;
                     self.complete(&order, ch, gone).await;
                     return;
                 }
@@ -833,9 +845,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 Ok(Found::Absent) => {
                     absent += 1;
                     if absent >= 3 {
-                        let reason = if self.htlcs_gone(&set).await == Some(true)
-                            && !set.iter().filter(|h| h.resolution.is_none()).any(|h| self.is_live(&h.key))
-                        {
+                        let reason = if self.payment_gone(&set).await {
                             FailReason::PaymentLost
                         } else {
                             FailReason::OpenFailed
@@ -861,6 +871,15 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     /// store says: if it cannot record it after a few tries, the HTLCs are settled anyway
     /// (the client has its channel) and the next start reconciles the record.
     async fn complete(&self, order: &OrderRecord, ch: OpenedChannel, refunded_after_open: bool) {
+        if refunded_after_open {
+            log::warn!(
+                "Order {}: a channel {}:{} was opened but the payment was failed back: the channel is a gift to {}",
+                order.order_id,
+                ch.txid,
+                ch.outnum,
+                order.client_node_id
+            );
+        }
         let now = self.inner.clock.now_ms();
         let height = self.height();
         let blocks = order.channel_expiry_blocks;
@@ -923,23 +942,14 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             self.inner.settled_unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(order.order_id.clone());
         }
         if let Ok(Some((_, set))) = self.load(&order.order_id).await {
-            let keys: Vec<HtlcKey> = set.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
-            self.settle_or_refund(order, &keys, refunded_after_open);
+            self.settle_or_refund(order, &held_keys(&set), refunded_after_open);
         }
     }
 
     fn settle_or_refund(&self, order: &OrderRecord, keys: &[HtlcKey], refunded_after_open: bool) {
-        if refunded_after_open {
-            self.answer(keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
-            return;
-        }
-        match checked_preimage(order) {
-            Some(p) => self.answer(keys, &Outcome::Settle(p)),
-            None => {
-                log::error!("Order {}: stored preimage does not match; failing back", order.order_id);
-                self.answer(keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
-            }
-        }
+        let outcome =
+            if refunded_after_open { Outcome::Fail(Failure::IncorrectOrUnknown) } else { settle_outcome(order) };
+        self.answer(keys, &outcome);
     }
 
     /// Reconcile with the node before serving (decision 17, issue 11 §6): orders caught in
@@ -984,11 +994,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 return Ok(());
             }
         };
-        let pending: HashSet<(String, u64)> = node_htlcs
-            .iter()
-            .filter(|h| h.incoming && h.pending())
-            .map(|h| (h.short_channel_id.clone(), h.id))
-            .collect();
+        let pending = pending_on_node(&node_htlcs);
         for (order, set) in loaded {
             let held: Vec<_> = set.iter().filter(|h| h.resolution.is_none()).collect();
             let gone: Vec<HtlcKey> = held
@@ -1023,23 +1029,8 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                         continue;
                     };
                     match self.find_channel(&order, client).await {
-                        Ok(Found::Funded(ch)) if still_held => {
-                            log::info!(
-                                "Order {}: found its channel after a restart; settling on replay",
-                                order.order_id
-                            );
-                            self.complete(&order, ch, false).await;
-                        }
-                        Ok(Found::Funded(ch)) => {
-                            log::warn!(
-                                "Order {}: a channel {}:{} was opened but the payment was failed back while the plugin was down: the channel is a gift to {}",
-                                order.order_id,
-                                ch.txid,
-                                ch.outnum,
-                                order.client_node_id
-                            );
-                            self.complete(&order, ch, true).await;
-                        }
+                        // Still held: settled on lightningd's replay. Gone: a gift.
+                        Ok(Found::Funded(ch)) => self.complete(&order, ch, !still_held).await,
                         Ok(Found::Absent) => {
                             let reason = if still_held { FailReason::OpenInterrupted } else { FailReason::PaymentLost };
                             self.fail(&order, Phase::Opening, reason, json!({"why": "no channel found at start"}))
@@ -1119,18 +1110,8 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         let Some((order, _)) = self.load(order_id).await? else { return Err(format!("no order {order_id}")) };
         match order.phase {
             Phase::AwaitingPayment | Phase::PaymentHeld => {
-                let from = order.phase;
-                let id = order.order_id.clone();
-                let now = self.inner.clock.now_ms();
-                let detail = json!({ "message": FailReason::Cancelled.describe() });
-                match self.inner.store.call(move |s| s.fail_order(&id, from, FailReason::Cancelled, now, &detail)).await
-                {
-                    Ok(keys) => {
-                        self.emit(&order, from, Phase::Failed, Some(FailReason::Cancelled), false);
-                        let n = keys.len();
-                        self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
-                        Ok(json!({ "order_id": order.order_id, "order_state": "FAILED", "htlcs_failed": n }))
-                    }
+                match self.try_fail(&order, order.phase, FailReason::Cancelled, json!({})).await {
+                    Ok(n) => Ok(json!({ "order_id": order.order_id, "order_state": "FAILED", "htlcs_failed": n })),
                     Err(StoreError::Conflict(_)) => Err(format!("order {order_id} moved on meanwhile; look again")),
                     Err(e) => Err(store_err(e)),
                 }

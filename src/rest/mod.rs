@@ -251,8 +251,12 @@ async fn admit<N: NodeApi, C: Clock, E: Entropy>(
 #[derive(Debug, Clone, Copy)]
 struct ClientIp(IpAddr);
 
-fn json_ok(v: &Value) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+/// 200 with `v` serialized once, straight to the body (the P2P serializers).
+fn json_ok<T: serde::Serialize>(v: &T) -> Response {
+    match serde_json::to_string(v) {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => error_response(&RpcError::internal("cannot serialize the response")),
+    }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
@@ -316,23 +320,16 @@ async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
     match state.service.create_order(None, Transport::Rest, &params).await {
         Ok(order) => {
             if let Some(ip) = ip {
-                let expires = state
-                    .service
-                    .store()
-                    .call({
-                        let id = order.order_id.clone();
-                        move |s| s.get_order(&id)
-                    })
-                    .await
-                    .ok()
-                    .flatten()
-                    .map_or(now + 3_600_000, |o| o.expires_at_ms);
+                // The payment deadline is in the answer already: no second read of the store.
+                let expires = order
+                    .payment
+                    .bolt11
+                    .as_ref()
+                    .and_then(|b| crate::lsps0::ser::parse_datetime(&b.expires_at))
+                    .unwrap_or(now + 3_600_000);
                 state.record_unpaid(ip, expires, now);
             }
-            match to_json(&order) {
-                Ok(v) => json_ok(&v),
-                Err(e) => error_response(&e),
-            }
+            json_ok(&order)
         }
         Err(e) => error_response(&e),
     }
@@ -349,8 +346,8 @@ async fn get_order<N: NodeApi, C: Clock, E: Entropy>(
             params.insert(k, Value::String(v));
         }
     }
-    match state.service.get_order(None, &params).await.and_then(|o| to_json(&o)) {
-        Ok(v) => json_ok(&v),
+    match state.service.get_order(None, &params).await {
+        Ok(o) => json_ok(&o),
         Err(e) => error_response(&e),
     }
 }

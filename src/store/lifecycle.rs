@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::{ChannelRecord, ORDER_COLUMNS, ORDER_FROM, OrderRecord, RawRow, Store, StoreError, to_i64, to_u64};
-use super::{insert_event, transition_in};
+use super::{insert_event, order_id_by_hash_in, order_in, transition_in};
 use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase};
 
 /// What became of a held HTLC.
@@ -101,15 +101,6 @@ fn htlcs_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Vec<HtlcRecor
     rows.map(|r| htlc_from(r?)).collect()
 }
 
-fn order_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-    let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
-    conn.prepare_cached(&sql)?
-        .query_row(params![order_id], RawRow::read)
-        .optional()?
-        .map(RawRow::into_record)
-        .transpose()
-}
-
 /// Mark every unresolved HTLC of an order; returns their keys.
 fn resolve_all_in(
     conn: &rusqlite::Connection,
@@ -126,19 +117,6 @@ fn resolve_all_in(
 }
 
 impl Store {
-    /// The order a payment hash belongs to, with its HTLCs. `None`: not an order's hash.
-    pub fn payment_context(&self, payment_hash: &str) -> Result<Option<(OrderRecord, Vec<HtlcRecord>)>, StoreError> {
-        let conn = self.lock();
-        let id: Option<String> = conn
-            .prepare_cached("SELECT order_id FROM payments WHERE payment_hash = ?1")?
-            .query_row(params![payment_hash], |r| r.get(0))
-            .optional()?;
-        let Some(id) = id else { return Ok(None) };
-        let Some(order) = order_in(&conn, &id)? else { return Ok(None) };
-        let htlcs = htlcs_in(&conn, &id)?;
-        Ok(Some((order, htlcs)))
-    }
-
     /// An order with its HTLCs.
     pub fn order_with_htlcs(&self, order_id: &str) -> Result<Option<(OrderRecord, Vec<HtlcRecord>)>, StoreError> {
         let conn = self.lock();
@@ -160,11 +138,7 @@ impl Store {
         let mut conn = self.lock();
         // Most final-hop HTLCs are the node's own invoices: find that out with a plain read,
         // without taking the write lock.
-        let id: Option<String> = conn
-            .prepare_cached("SELECT order_id FROM payments WHERE payment_hash = ?1")?
-            .query_row(params![htlc.payment_hash], |r| r.get(0))
-            .optional()?;
-        let Some(id) = id else { return Ok(None) };
+        let Some(id) = order_id_by_hash_in(&conn, &htlc.payment_hash)? else { return Ok(None) };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(order) = order_in(&tx, &id)? else { return Ok(None) };
         let set = htlcs_in(&tx, &id)?;
@@ -448,12 +422,5 @@ impl Store {
             |r| r.get(0),
         )?;
         to_u64(sum, "reserved_sat")
-    }
-
-    /// Record a note in an order's event log without changing its phase.
-    pub fn note(&self, order_id: &str, now_ms: i64, kind: &str, detail: &Value) -> Result<(), StoreError> {
-        let conn = self.lock();
-        let phase = order_in(&conn, order_id)?.map(|o| o.phase);
-        insert_event(&conn, order_id, now_ms, kind, phase, phase, Some(detail))
     }
 }

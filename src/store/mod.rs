@@ -243,20 +243,7 @@ impl Store {
 
     /// One order by id, on the read connection: fast enough to call from async code.
     pub fn read_order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let conn = self.read_lock();
-        let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
-        let row = conn.prepare_cached(&sql)?.query_row(params![order_id], RawRow::read).optional()?;
-        row.map(RawRow::into_record).transpose()
-    }
-
-    /// Whether a payment hash is an order's, on the read connection (the `htlc_accepted`
-    /// fast path for the node's own invoices).
-    pub fn read_is_order_hash(&self, payment_hash: &str) -> Result<bool, StoreError> {
-        let conn = self.read_lock();
-        let n: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM payments WHERE payment_hash = ?1")?
-            .query_row(params![payment_hash], |r| r.get(0))?;
-        Ok(n > 0)
+        order_in(&self.read_lock(), order_id)
     }
 
     /// [`Store::reserved_sat`] on the read connection.
@@ -367,19 +354,13 @@ impl Store {
 
     /// One order by id.
     pub fn get_order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let conn = self.lock();
-        let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
-        // Cached: parsing this join costs more than running it (the REST benchmark).
-        let row = conn.prepare_cached(&sql)?.query_row(params![order_id], RawRow::read).optional()?;
-        row.map(RawRow::into_record).transpose()
+        order_in(&self.lock(), order_id)
     }
 
-    /// One order by the payment hash of its BOLT11 invoice.
+    /// The order a payment hash belongs to, on the read connection (the `htlc_accepted`
+    /// fast path: most final-hop HTLCs are the node's own invoices).
     pub fn order_id_by_payment_hash(&self, payment_hash: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row("SELECT order_id FROM payments WHERE payment_hash = ?1", params![payment_hash], |r| r.get(0))
-            .optional()?)
+        order_id_by_hash_in(&self.read_lock(), payment_hash)
     }
 
     /// Orders matching `filter`, newest first.
@@ -464,6 +445,25 @@ impl Store {
     pub fn unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         unpaid_in(&self.lock(), client_node_id, now_ms)
     }
+}
+
+/// One order by id, on `conn`.
+pub(crate) fn order_in(conn: &Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+    // Cached: parsing this join costs more than running it (the REST benchmark).
+    let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
+    conn.prepare_cached(&sql)?
+        .query_row(params![order_id], RawRow::read)
+        .optional()?
+        .map(RawRow::into_record)
+        .transpose()
+}
+
+/// The order of a BOLT11 payment hash, on `conn`.
+pub(crate) fn order_id_by_hash_in(conn: &Connection, payment_hash: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT order_id FROM payments WHERE payment_hash = ?1")?
+        .query_row(params![payment_hash], |r| r.get(0))
+        .optional()?)
 }
 
 /// [`Store::transition`] inside a transaction the caller commits.

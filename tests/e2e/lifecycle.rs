@@ -159,7 +159,7 @@ async fn p05_p06_n09_one_payment_held_then_channel_then_preimage() {
         [("awaiting_payment", "payment_held"), ("payment_held", "opening"), ("opening", "completed")]
             .map(|(a, b)| (a.to_string(), b.to_string()))
     );
-    // A replayed HTLC (same key) after the fact gets the same answer: settle.
+    // lightningd removed the HTLC (fulfilled) once the plugin answered.
     assert_eq!(h.state(), "SENT_REMOVE_ACK_REVOCATION");
 }
 
