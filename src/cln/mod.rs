@@ -263,6 +263,18 @@ pub async fn run() -> Result<()> {
         if advertised { "advertised" } else { "not advertised" }
     );
 
+    // Refreshes the market when a read found it stale (Service::market_now).
+    let refresher = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            loop {
+                service.refresh_wanted().notified().await;
+                if let Err(e) = service.refresh_if_older(crate::lsps1::service::MARKET_MAX_AGE_MS / 2).await {
+                    log::debug!("Market refresh failed: {e}");
+                }
+            }
+        })
+    };
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         tick.tick().await;
@@ -273,6 +285,7 @@ pub async fn run() -> Result<()> {
     });
     let res = plugin.join().await;
     housekeeping.abort();
+    refresher.abort();
     res
 }
 

@@ -1,10 +1,15 @@
-//! [`NodeApi`] over lightningd's JSON-RPC socket (cln-rpc). One connection per call
-//! (cheap on a unix socket, and cln-rpc allows one call in flight per connection), each
-//! bounded by a timeout so a stuck node cannot hold a request forever. Responses are read
+//! [`NodeApi`] over lightningd's JSON-RPC socket (cln-rpc). cln-rpc allows one call in
+//! flight per connection, so connections are pooled: a call takes an idle one (or opens
+//! one), and gives it back only after a whole answer was read. Each call is bounded by a
+//! timeout so a stuck node cannot hold a request forever; a call cut short (timeout,
+//! broken socket) drops its connection, so a late answer can never reach the next caller.
+//! Reusing connections removes a connect/accept pair from every reply (issue 13: the P2P
+//! round trip's tail). Responses are read
 //! tolerantly from JSON rather than through cln-rpc's strict typed models, which break
 //! whole responses on version skew (cln-plugin-notes §2.4).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bitcoin::secp256k1::PublicKey;
@@ -21,15 +26,39 @@ use crate::ports::{
 /// few seconds (ZEUS waits 7 s).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+/// How cln-rpc 0.7.0 words a request that could not be written (`call_raw_request`).
+const UNSENT: &str = "Error passing request to lightningd";
+
+/// Idle connections kept for reuse; more calls at once open more, closed after use.
+const POOL_IDLE_MAX: usize = 16;
+
+#[derive(Clone)]
 pub struct ClnNode {
     rpc_path: PathBuf,
     timeout: Duration,
+    idle: Arc<Mutex<Vec<ClnRpc>>>,
+}
+
+impl std::fmt::Debug for ClnNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClnNode").field("rpc_path", &self.rpc_path).field("timeout", &self.timeout).finish()
+    }
 }
 
 impl ClnNode {
     pub fn new(rpc_path: PathBuf) -> Self {
-        ClnNode { rpc_path, timeout: CALL_TIMEOUT }
+        ClnNode { rpc_path, timeout: CALL_TIMEOUT, idle: Arc::default() }
+    }
+
+    fn take_idle(&self) -> Option<ClnRpc> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn give_back(&self, rpc: ClnRpc) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_IDLE_MAX {
+            idle.push(rpc);
+        }
     }
 
     /// Call `method` with `params`; the `result` object or a typed error.
@@ -41,19 +70,46 @@ impl ClnNode {
     /// the peer). A timeout has no `code`: the outcome is unknown.
     pub async fn call_within(&self, method: &'static str, params: Value, limit: Duration) -> Result<Value, NodeError> {
         let fut = async {
-            let mut rpc = ClnRpc::new(&self.rpc_path)
-                .await
-                .map_err(|e| NodeError::new(method, None, format!("cannot connect to lightningd: {e}")))?;
-            rpc.call_raw::<Value, Value>(method, &params).await.map_err(|e| NodeError {
-                method,
-                code: e.code.map(i64::from),
-                message: e.message,
-            })
+            // `fundchannel` always gets a fresh connection: a pooled one that turned out
+            // dead could not tell "not sent" from "sent, answer lost", and it is not retried.
+            let pooled = if method == "fundchannel" { None } else { self.take_idle() };
+            let reused = pooled.is_some();
+            let mut rpc = match pooled {
+                Some(rpc) => rpc,
+                None => self.connect(method).await?,
+            };
+            let mut answer = rpc.call_raw::<Value, Value>(method, &params).await;
+            // A reused connection that lightningd closed while it was idle fails on the
+            // write, before the request reached lightningd: once more on a new one. Any
+            // other failure may come after lightningd acted, so it is never retried.
+            if reused && matches!(&answer, Err(e) if e.code.is_none() && e.message.starts_with(UNSENT)) {
+                rpc = self.connect(method).await?;
+                answer = rpc.call_raw::<Value, Value>(method, &params).await;
+            }
+            match answer {
+                Ok(v) => {
+                    self.give_back(rpc);
+                    Ok(v)
+                }
+                Err(e) => {
+                    // An error answer was read whole: the connection is still in step.
+                    if e.code.is_some() {
+                        self.give_back(rpc);
+                    }
+                    Err(NodeError { method, code: e.code.map(i64::from), message: e.message })
+                }
+            }
         };
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
             Err(_) => Err(NodeError::new(method, None, format!("no answer within {} s", limit.as_secs()))),
         }
+    }
+
+    async fn connect(&self, method: &'static str) -> Result<ClnRpc, NodeError> {
+        ClnRpc::new(&self.rpc_path)
+            .await
+            .map_err(|e| NodeError::new(method, None, format!("cannot connect to lightningd: {e}")))
     }
 }
 

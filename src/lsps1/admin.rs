@@ -40,9 +40,14 @@ pub fn bind_params(params: &Value, names: &[&str]) -> Result<Vec<Option<Value>>,
 
 pub const LISTORDERS_PARAMS: [&str; 4] = ["state", "peer_id", "since", "limit"];
 
+/// Orders `lsps1-listorders` returns when no `limit` is given: the newest first, so a store
+/// of a million orders never builds a million-entry answer by accident (issue 13).
+pub const LISTORDERS_DEFAULT_LIMIT: u32 = 1_000;
+
 /// Parse `lsps1-listorders [state] [peer_id] [since] [limit]`. `state` is an order state
 /// (`CREATED`, `COMPLETED`, `FAILED`) or an internal phase (`awaiting_payment`, ...);
-/// `since` is unix seconds or an RFC 3339 datetime.
+/// `since` is unix seconds or an RFC 3339 datetime; `limit` defaults to
+/// [`LISTORDERS_DEFAULT_LIMIT`].
 pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
     let [state, peer, since, limit]: [Option<Value>; 4] = bind_params(params, &LISTORDERS_PARAMS)?
         .try_into()
@@ -76,7 +81,7 @@ pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
         Some(_) => return Err(ArgError("since must be unix seconds or an RFC 3339 datetime".into())),
     };
     let limit = match limit {
-        None => None,
+        None => Some(LISTORDERS_DEFAULT_LIMIT),
         Some(v) => Some(
             v.as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -194,7 +199,12 @@ mod tests {
         assert!(parse_listorders(&json!(["NOPE"])).is_err());
         assert!(parse_listorders(&json!([null, "02xx"])).is_err());
         assert!(parse_listorders(&json!([1, 2, 3, 4, 5])).is_err());
-        assert_eq!(parse_listorders(&json!([])).unwrap(), OrderFilter::default());
+        // No limit given: the newest LISTORDERS_DEFAULT_LIMIT (issue 13: a million-order
+        // store never answers with a million entries by accident).
+        assert_eq!(
+            parse_listorders(&json!([])).unwrap(),
+            OrderFilter { limit: Some(LISTORDERS_DEFAULT_LIMIT), ..OrderFilter::default() }
+        );
     }
 
     #[test]

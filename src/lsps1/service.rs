@@ -61,6 +61,9 @@ pub struct Service<N, C, E> {
     clock: C,
     entropy: E,
     market: Mutex<Market>,
+    /// One market refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
+    refresh_wanted: tokio::sync::Notify,
     /// Where transitions made here (lazy expiry) are reported.
     events: Option<EventSink>,
 }
@@ -69,10 +72,23 @@ pub struct Service<N, C, E> {
 pub const MARKET_WAIT: Duration = Duration::from_secs(2);
 /// A market snapshot older than this is refreshed before it is used to answer.
 pub const MARKET_MAX_AGE_MS: i64 = 5_000;
+/// A read may be answered from a snapshot up to this old while a refresh runs.
+pub const MARKET_STALE_MAX_MS: i64 = 60_000;
 
 impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     pub fn new(cfg: Config, node_info: NodeInfo, store: Store, node: N, clock: C, entropy: E) -> Self {
-        Service { cfg, node_info, store, node, clock, entropy, market: Mutex::new(Market::default()), events: None }
+        Service {
+            cfg,
+            node_info,
+            store,
+            node,
+            clock,
+            entropy,
+            market: Mutex::new(Market::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+            refresh_wanted: tokio::sync::Notify::new(),
+            events: None,
+        }
     }
 
     /// Report transitions to `sink` (the `lsps1_order_state_changed` notification).
@@ -125,19 +141,54 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         first_err.map_or(Ok(()), Err)
     }
 
-    async fn market_now(&self) -> Market {
+    /// The market for answering a request. A snapshot at most [`MARKET_MAX_AGE_MS`] old is
+    /// used as is. With `stale_ok` (reads: `get_info`), one up to [`MARKET_STALE_MAX_MS`] old
+    /// is used too and a background refresh is asked for, so no read waits on lightningd
+    /// (issue 13: that wait was the P2P round trip's tail). Otherwise (create_order, whose
+    /// funds check must see a wallet funded a moment ago) the request refreshes it, one
+    /// refresh at a time: concurrent requests wait for the same one.
+    async fn market_now(&self, stale_ok: bool) -> Market {
         let m = self.market();
-        let fresh = m.refreshed_at_ms.is_some_and(|t| self.clock.now_ms().saturating_sub(t) <= MARKET_MAX_AGE_MS);
-        if fresh && m.fees.is_some() && m.funds.is_some() {
-            return m;
+        let age = m.refreshed_at_ms.map(|t| self.clock.now_ms().saturating_sub(t));
+        if m.fees.is_some() && m.funds.is_some() {
+            match age {
+                Some(a) if a <= MARKET_MAX_AGE_MS => {
+                    // Past half its age: refreshed in the background before any request
+                    // has to wait for it.
+                    if a > MARKET_MAX_AGE_MS / 2 {
+                        self.refresh_wanted.notify_one();
+                    }
+                    return m;
+                }
+                Some(a) if stale_ok && a <= MARKET_STALE_MAX_MS => {
+                    self.refresh_wanted.notify_one();
+                    return m;
+                }
+                _ => {}
+            }
         }
-        if let Err(e) = tokio::time::timeout(MARKET_WAIT, self.refresh_market())
-            .await
-            .unwrap_or_else(|_| Err(NodeError::new("feerates/listfunds", None, "timed out")))
-        {
+        let refreshed = tokio::time::timeout(MARKET_WAIT, self.refresh_if_older(MARKET_MAX_AGE_MS)).await;
+        if let Err(e) = refreshed.unwrap_or_else(|_| Err(NodeError::new("feerates/listfunds", None, "timed out"))) {
             log::warn!("Cannot refresh fee estimates and wallet funds: {e}");
         }
         self.market()
+    }
+
+    /// Refresh the market unless it is at most `max_age_ms` old, which it may have become
+    /// while this caller waited for another's refresh.
+    pub async fn refresh_if_older(&self, max_age_ms: i64) -> Result<(), NodeError> {
+        let _turn = self.refreshing.lock().await;
+        let m = self.market();
+        let fresh = m.refreshed_at_ms.is_some_and(|t| self.clock.now_ms().saturating_sub(t) <= max_age_ms);
+        if fresh && m.fees.is_some() && m.funds.is_some() {
+            return Ok(());
+        }
+        self.refresh_market().await
+    }
+
+    /// Woken when a read was served from a stale market; the plugin's refresher waits on it.
+    pub fn refresh_wanted(&self) -> &tokio::sync::Notify {
+        &self.refresh_wanted
     }
 
     /// The funding fee rate for a confirmation target (N-05). On regtest, where a fresh
@@ -252,7 +303,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
 
     /// `lsps1.get_info` (G-01).
     pub async fn get_info(&self) -> Result<GetInfoResponse, RpcError> {
-        let market = self.market_now().await;
+        let market = self.market_now(true).await;
         let reserved = self.store.read_reserved_sat().map_err(internal)?;
         Ok(GetInfoResponse::from(&self.effective_options(&market, reserved)))
     }
@@ -273,7 +324,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         }
         // Every node call below shares one budget, inside the wallets' patience (ZEUS: 7 s).
         let deadline = tokio::time::Instant::now() + CREATE_ORDER_BUDGET;
-        let market = self.market_now().await;
+        let market = self.market_now(false).await;
         let now = self.clock.now_ms();
         let reserved = self.store.read_reserved_sat().map_err(internal)?;
         let options = self.effective_options(&market, reserved);
@@ -295,7 +346,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         // Decision 10, checked again in the insert transaction; checked here too so that a
         // peer over its quota costs no invoice signing.
         let client_id = client.to_string();
-        let unpaid = self.store.call(move |s| s.unpaid_count(&client_id, now)).await.map_err(internal)?;
+        let unpaid = self.store.read_unpaid_count(&client_id, now).map_err(internal)?;
         if unpaid >= u64::from(self.cfg.max_unpaid_orders_per_peer) {
             return Err(too_many_unpaid(unpaid));
         }
@@ -510,15 +561,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         peer: Option<PublicKey>,
         params: &Map<String, Value>,
     ) -> Result<OrderResponse, RpcError> {
-        check_unrecognized(params, &["order_id"])?;
-        let order_id = match params.get("order_id") {
-            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ORDER_ID_LEN => s.clone(),
-            Some(Value::String(_)) => {
-                return Err(RpcError::invalid_param("order_id", format!("must be 1 to {MAX_ORDER_ID_LEN} characters")));
-            }
-            Some(_) => return Err(RpcError::invalid_param("order_id", "must be a string")),
-            None => return Err(RpcError::invalid_param("order_id", "is required")),
-        };
+        let order_id = read_order_id(params)?;
         let now = self.clock.now_ms();
         let id = order_id.clone();
         // The common case, an order that needs no lazy expiry, is read inline on the read
@@ -552,6 +595,21 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             return Err(not_found());
         }
         Ok(order_response(&record))
+    }
+}
+
+/// The `order_id` of `lsps1.get_order` params (both transports), checked before any store
+/// read: unknown params and a missing, non-string, empty or over-long (C-18) id are `-32602`
+/// . Pure, so the fuzz targets reach it without a store.
+pub fn read_order_id(params: &Map<String, Value>) -> Result<String, RpcError> {
+    check_unrecognized(params, &["order_id"])?;
+    match params.get("order_id") {
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ORDER_ID_LEN => Ok(s.clone()),
+        Some(Value::String(_)) => {
+            Err(RpcError::invalid_param("order_id", format!("must be 1 to {MAX_ORDER_ID_LEN} characters")))
+        }
+        Some(_) => Err(RpcError::invalid_param("order_id", "must be a string")),
+        None => Err(RpcError::invalid_param("order_id", "is required")),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The order book: SQLite beside the node (issue 3 §3, issue 4 §7).
 //!
 //! One connection, opened once at start, in WAL mode with `synchronous=FULL` (a commit is
-//! on disk before the client hears about it). Every write that belongs together is one
+//! on disk before the client hears about it), but for new orders: see
+//! [`Store::insert_order`] for why they may be lost to a power cut without losing money.
+//! Every write that belongs together is one
 //! transaction: an order, its payment option and its first event land together or not at
 //! all. Calls are blocking; async callers go through [`Store::call`], which runs them on
 //! tokio's blocking pool.
@@ -11,7 +13,7 @@ pub mod schema;
 
 pub use lifecycle::{HtlcKey, HtlcRecord, HtlcWrite, Lease, Resolution};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -159,6 +161,8 @@ pub struct Store {
     /// mode it never waits for the writer, so those reads run inline on the async threads
     /// instead of hopping to the blocking pool. `None` for in-memory stores.
     reader: Option<Arc<Mutex<Connection>>>,
+    /// The file, for connections of their own (long listings).
+    path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -198,6 +202,7 @@ impl Store {
         .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
         store.reader = Some(Arc::new(Mutex::new(reader)));
+        store.path = Some(path.to_path_buf());
         Ok(store)
     }
 
@@ -225,7 +230,7 @@ impl Store {
             tx.pragma_update(None, "user_version", i as u32 + 1)?;
             tx.commit()?;
         }
-        Ok(Store { conn: Arc::new(Mutex::new(conn)), reader: None })
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), reader: None, path: None })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -279,8 +284,24 @@ impl Store {
 
     /// Insert a new order with its BOLT11 option and its `created` event, in one
     /// transaction that also checks the wallet budget and the client's unpaid quota.
+    ///
+    /// Committed with `synchronous=NORMAL` (the durability policy, issue 13): a power cut
+    /// may lose the orders created in the last moments before it, never anything else.
+    /// That loses no money: an unpaid order's invoice is known only to this store, so a
+    /// payment to a lost order finds no order, is answered `continue`, and lightningd,
+    /// which has no such invoice, fails it back to the payer. And the first write about a
+    /// payment (its HTLC, `synchronous=FULL`) syncs the write-ahead log up to it, so an
+    /// order that was paid is on disk with the payment.
     pub fn insert_order(&self, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
         let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let inserted = Self::insert_order_in(&mut conn, o, limits);
+        // Every other write (HTLCs, holds, opens, settlements) stays FULL.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        inserted
+    }
+
+    fn insert_order_in(conn: &mut Connection, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let unpaid = unpaid_in(&tx, &o.client_node_id, limits.now_ms)?;
         if unpaid >= limits.max_unpaid_per_client {
@@ -364,8 +385,24 @@ impl Store {
     }
 
     /// Orders matching `filter`, newest first.
+    /// On a read-only connection of its own: a long listing holds up neither the writer
+    /// (HTLC records, new orders) nor the shared reader (the `htlc_accepted` fast path).
     pub fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
-        let conn = self.lock();
+        let own = match &self.path {
+            Some(p) => Some(Connection::open_with_flags(
+                p,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?),
+            None => None,
+        };
+        let shared;
+        let conn: &Connection = match &own {
+            Some(c) => c,
+            None => {
+                shared = self.lock();
+                &shared
+            }
+        };
         let mut sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = vec![];
         if let Some(phases) = &filter.phases {
@@ -445,6 +482,12 @@ impl Store {
     pub fn unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         unpaid_in(&self.lock(), client_node_id, now_ms)
     }
+
+    /// [`Store::unpaid_count`] on the read connection (one indexed count: fast enough for
+    /// async code). A pre-check only: the insert counts again in its transaction.
+    pub fn read_unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+        unpaid_in(&self.read_lock(), client_node_id, now_ms)
+    }
 }
 
 /// One order by id, on `conn`.
@@ -506,8 +549,10 @@ fn reserved_in(conn: &Connection) -> Result<u64, StoreError> {
 }
 
 fn unpaid_in(conn: &Connection, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
-    let n: i64 = conn.query_row(
+    let mut stmt = conn.prepare_cached(
         "SELECT COUNT(*) FROM orders WHERE client_node_id = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
+    )?;
+    let n: i64 = stmt.query_row(
         params![client_node_id, now_ms],
         |r| r.get(0),
     )?;

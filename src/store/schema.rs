@@ -106,6 +106,15 @@ pub const MIGRATIONS: &[&str] = &[
     -- No funding outpoint serves two orders (decision 17).
     CREATE UNIQUE INDEX channels_by_outpoint ON channels (funding_txid, funding_outnum);
     "#,
+    // v3 (issue 13, the store at scale): a client's unpaid orders are counted on every
+    // create_order; with only (client_node_id, phase) SQLite counted through every unpaid
+    // order of every client (orders_by_phase). The listing of one state, newest first,
+    // reads its index in order instead of sorting the whole state.
+    r#"
+    CREATE INDEX orders_by_client ON orders (client_node_id, phase, expires_at_ms);
+    DROP INDEX orders_by_peer;
+    CREATE INDEX orders_by_phase_created ON orders (phase, created_at_ms);
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -102,6 +102,20 @@ fn wal_mode_on_disk() {
 }
 
 #[test]
+fn new_orders_commit_normal_and_everything_else_stays_full() {
+    // The durability policy (Store::insert_order): only the order insert is NORMAL (1);
+    // the connection is back to FULL (2) for the next write, also after a refused insert.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("x.sqlite3")).unwrap();
+    let sync = |s: &Store| -> i64 { s.lock().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+    assert_eq!(sync(&s), 2);
+    s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
+    assert_eq!(sync(&s), 2);
+    assert!(s.insert_order(&record("a", "p", 0), roomy(0)).is_err());
+    assert_eq!(sync(&s), 2);
+}
+
+#[test]
 fn events_are_append_only() {
     let s = Store::open_in_memory().unwrap();
     s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();

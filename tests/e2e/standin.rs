@@ -80,6 +80,10 @@ pub enum Reply {
     Hang,
     /// Close the connection without answering.
     Close,
+    /// Carry the call out as [`Reply::Default`] does (a `fundchannel` opens the channel),
+    /// then close the connection before the answer is written: the caller cannot tell
+    /// whether it happened.
+    DoneButClosed,
 }
 
 impl Reply {
@@ -255,6 +259,8 @@ struct RpcState {
     peer_features: Mutex<HashMap<String, String>>,
     sent: Mutex<Vec<(String, String)>>,
     sent_notify: Notify,
+    /// When set ([`StandIn::stream_sent`]), `sendcustommsg` messages go here instead of `sent`.
+    sent_sink: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
     configs: Mutex<serde_json::Map<String, Value>>,
     height: AtomicU32,
     height_notify: Notify,
@@ -273,6 +279,29 @@ struct RpcState {
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     /// The running plugin's manifest (Null when none runs): hooks, subscriptions, notifications.
     manifest: Mutex<Value>,
+    /// The running plugin's process id, and which start of it this is (1, 2, ...).
+    pid: AtomicU32,
+    generation: AtomicU64,
+    /// The running plugin's "lightningd stops it" flag ([`PluginProc::stopping`]).
+    plugin_stopping: Mutex<Arc<AtomicBool>>,
+    /// The plugin's messages while traced ([`StandIn::trace_events`]), and a planned kill.
+    trace: Mutex<Option<Trace>>,
+    /// The generation a planned kill hit (0: none): what that process sends afterwards is
+    /// ignored, as if it had died at that very message.
+    killed_generation: AtomicU64,
+}
+
+/// Every message the plugin sends, in order, while traced: `rpc:<method>` (a call on
+/// lightning-rpc, counted when lightningd reads it), `answer:<method>` (its answer to a hook
+/// or command), `notify:<topic>` (a notification), `log:<level>: <text>`.
+#[derive(Default)]
+struct Trace {
+    events: Vec<String>,
+    /// SIGKILL the plugin right after this many messages ([`StandIn::kill_at_event`]).
+    kill_at: Option<usize>,
+    /// The whole node dies with it (pending hook calls stay unanswered, replayed at the
+    /// next start), rather than the plugin alone (lightningd fails them at once).
+    node_crash: bool,
 }
 
 impl RpcState {
@@ -290,6 +319,7 @@ impl RpcState {
             peer_features: Default::default(),
             sent: Default::default(),
             sent_notify: Notify::new(),
+            sent_sink: Default::default(),
             configs: Default::default(),
             height: AtomicU32::new(height),
             height_notify: Notify::new(),
@@ -303,7 +333,42 @@ impl RpcState {
             fatal_taken: AtomicBool::new(false),
             stdin: tokio::sync::Mutex::new(None),
             manifest: Mutex::new(Value::Null),
+            pid: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            plugin_stopping: Mutex::new(Arc::new(AtomicBool::new(false))),
+            trace: Mutex::new(None),
+            killed_generation: AtomicU64::new(0),
         }
+    }
+
+    /// One message from the plugin process of `generation` (see [`Trace`]). True when it
+    /// must be ignored: it was sent after a planned kill (the plugin is dead from that
+    /// message on, however long the kernel takes to deliver the signal). The message that
+    /// reaches the kill point itself is delivered: lightningd reads what a plugin wrote
+    /// before it died.
+    fn plugin_event(&self, generation: u64, what: impl FnOnce() -> String) -> bool {
+        if self.killed_generation.load(Ordering::SeqCst) == generation {
+            return true;
+        }
+        if generation != self.generation.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut trace = self.trace.lock().unwrap();
+        let Some(t) = trace.as_mut() else { return false };
+        t.events.push(what());
+        if t.kill_at == Some(t.events.len()) {
+            if t.node_crash {
+                self.plugin_stopping.lock().unwrap().store(true, Ordering::SeqCst);
+            }
+            self.killed_generation.store(generation, Ordering::SeqCst);
+            let pid = self.pid.load(Ordering::SeqCst);
+            if pid != 0 {
+                // SAFETY: kill(2) on our own child's pid (not reaped yet: the stand-in waits
+                // for it only after this); no memory is shared.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        false
     }
 
     fn height(&self) -> u32 {
@@ -703,6 +768,7 @@ pub struct Builder {
     configs: serde_json::Map<String, Value>,
     feature_set_init: String,
     program: Option<(String, Vec<String>)>,
+    ignore_sigxfsz: bool,
 }
 
 impl Builder {
@@ -733,6 +799,14 @@ impl Builder {
         self.program = Some((cmd.into(), args.iter().map(|a| a.to_string()).collect()));
         self
     }
+    /// Start the plugin with SIGXFSZ ignored (set in the child before exec; an ignored
+    /// signal stays ignored through exec), so that a file size limit
+    /// ([`StandIn::limit_file_size`]) makes its writes fail with EFBIG, as on a full disk,
+    /// instead of killing it.
+    pub fn ignore_sigxfsz(mut self) -> Self {
+        self.ignore_sigxfsz = true;
+        self
+    }
 
     pub async fn start(self) -> StandIn {
         StandIn::start(self).await
@@ -745,6 +819,7 @@ struct LaunchCfg {
     env: Vec<(String, String)>,
     feature_set_init: String,
     program: Option<(String, Vec<String>)>,
+    ignore_sigxfsz: bool,
 }
 
 /// One plugin process.
@@ -772,12 +847,24 @@ impl PluginProc {
         for (k, v) in &cfg.env {
             cmd.env(k, v);
         }
+        if cfg.ignore_sigxfsz {
+            // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn plugin");
+        rpc.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
+        let generation = rpc.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *rpc.stdin.lock().await = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
         let pending: Arc<Mutex<Pending>> = Default::default();
         let stopping = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(read_plugin(stdout, rpc.clone(), pending.clone(), stopping.clone()));
+        *rpc.plugin_stopping.lock().unwrap() = stopping.clone();
+        let reader = tokio::spawn(read_plugin(stdout, rpc.clone(), pending.clone(), stopping.clone(), generation));
         PluginProc { child, pending, stopping, reader: Some(reader) }
     }
 
@@ -792,6 +879,7 @@ async fn read_plugin(
     rpc: Arc<RpcState>,
     pending: Arc<Mutex<Pending>>,
     stopping: Arc<AtomicBool>,
+    generation: u64,
 ) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 65536];
@@ -812,6 +900,18 @@ async fn read_plugin(
                 Err(e) => panic!("plugin wrote a non-JSON frame ({e}): {text}"),
             };
             let method = v.get("method").and_then(Value::as_str);
+            let dead = rpc.plugin_event(generation, || match (method, v.get("id").and_then(Value::as_str)) {
+                (Some("log"), _) => {
+                    let p = &v["params"];
+                    let msg: String = p["message"].as_str().unwrap_or("").chars().take(80).collect();
+                    format!("log:{}: {msg}", p["level"].as_str().unwrap_or(""))
+                }
+                (_, Some(id)) => format!("answer:{}", request_method(id)),
+                (m, None) => format!("notify:{}", m.unwrap_or("")),
+            });
+            if dead {
+                continue;
+            }
             if method == Some("log") {
                 let level = v["params"]["level"].as_str().unwrap_or("").to_string();
                 let msg = v["params"]["message"].as_str().unwrap_or("").to_string();
@@ -849,6 +949,14 @@ async fn read_plugin(
     if !stopping.load(Ordering::SeqCst) {
         rpc.plugin_died(&pending);
     }
+}
+
+/// The method of one of our request ids: `cln:htlc_accepted#114` -> `htlc_accepted`, and
+/// `cli:close#5/cln:rpc_command#99` -> `rpc_command`.
+fn request_method(id: &str) -> &str {
+    let last = id.rsplit('/').next().unwrap_or(id);
+    let m = last.split_once(':').map_or(last, |(_, m)| m);
+    m.split('#').next().unwrap_or(m)
 }
 
 /// Write one frame to the running plugin; false when none runs (or the pipe broke).
@@ -911,6 +1019,7 @@ impl StandIn {
             configs: Default::default(),
             feature_set_init: "800898880a8a59a1".into(),
             program: None,
+            ignore_sigxfsz: false,
         }
     }
 
@@ -942,13 +1051,19 @@ impl StandIn {
             let rpc = rpc.clone();
             tasks.push(tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(serve_rpc(stream, rpc.clone()));
+                    let generation = rpc.generation.load(Ordering::SeqCst);
+                    tokio::spawn(serve_rpc(stream, rpc.clone(), generation));
                 }
             }));
         }
 
-        let cfg =
-            LaunchCfg { options: b.options, env: b.env, feature_set_init: b.feature_set_init, program: b.program };
+        let cfg = LaunchCfg {
+            options: b.options,
+            env: b.env,
+            feature_set_init: b.feature_set_init,
+            program: b.program,
+            ignore_sigxfsz: b.ignore_sigxfsz,
+        };
         let proc = PluginProc::spawn(&rpc, &cfg, &dir).await;
         let mut s = StandIn {
             proc,
@@ -1195,6 +1310,20 @@ impl StandIn {
                 hex::decode(&m[4..]).expect("hex")
             })
             .collect()
+    }
+
+    /// From now on, every `sendcustommsg` (peer id, message hex) goes to the returned stream
+    /// and is no longer kept for [`StandIn::sent_to`]: for benchmarks, where a growing log
+    /// scanned per reply would measure the stand-in.
+    pub fn stream_sent(&self) -> tokio::sync::mpsc::UnboundedReceiver<(String, String)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.rpc.sent_sink.lock().unwrap() = Some(tx);
+        rx
+    }
+
+    /// The running plugin's process id (for its `/proc/<pid>/status`).
+    pub fn plugin_pid(&self) -> Option<u32> {
+        self.proc.child.id()
     }
 
     pub fn sent_count(&self) -> usize {
@@ -1487,6 +1616,129 @@ impl StandIn {
     pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.proc.child.try_wait().ok().flatten()
     }
+
+    /// [`StandIn::request`] that reports what a caller of a dying plugin sees instead of
+    /// panicking: `Err` when the plugin is dead or dies before answering (also by a planned
+    /// kill, [`StandIn::kill_at_event`], whether lightningd survives it or not), or gives
+    /// no answer within 20 s.
+    pub async fn try_request(&self, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.call_id(method);
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut p = self.proc.pending.lock().unwrap();
+            if p.closed {
+                return Err(format!("{method}: the plugin is dead"));
+            }
+            p.map.insert(id.clone(), tx);
+        }
+        let generation = self.rpc.generation.load(Ordering::SeqCst);
+        if !write_plugin(&self.rpc, &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await {
+            return Err(format!("{method}: the plugin is not running"));
+        }
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(20), &mut rx).await {
+                Ok(Ok(v)) if v["error"]["message"] == PLUGIN_DIED => {
+                    return Err(format!("the plugin died before answering {method}"));
+                }
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(_)) => return Err(format!("{method}: lightningd stopped waiting for the answer")),
+                Err(_) if self.rpc.killed_generation.load(Ordering::SeqCst) == generation => {
+                    return Err(format!("the plugin was killed before answering {method}"));
+                }
+                Err(_) if tokio::time::Instant::now() > deadline => {
+                    return Err(format!("no answer to {method} within {TIMEOUT:?}"));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// [`StandIn::custommsg`] through [`StandIn::try_request`]: `Ok(())` once the hook
+    /// answered `continue`.
+    pub async fn try_custommsg(&self, peer: &PublicKey, payload: &[u8]) -> Result<(), String> {
+        self.connect(peer);
+        let params = json!({"payload": format!("9419{}", hex::encode(payload)), "peer_id": peer.to_string()});
+        let r = self.try_request("custommsg", params).await?;
+        assert_eq!(r["result"], json!({"result": "continue"}), "custommsg hook answer (anything else is fatal)");
+        Ok(())
+    }
+
+    /// Record every message the plugin sends from now on (see [`StandIn::events`]).
+    pub fn trace_events(&self) {
+        *self.rpc.trace.lock().unwrap() = Some(Trace::default());
+    }
+
+    /// The plugin's messages since [`StandIn::trace_events`] (or [`StandIn::kill_at_event`]),
+    /// in order: `rpc:<method>` (a lightning-rpc call, as lightningd reads it),
+    /// `answer:<method>` (its answer to a hook or command), `notify:<topic>`,
+    /// `log:<level>: <text>`. The points at which [`StandIn::kill_at_event`] can kill it.
+    pub fn events(&self) -> Vec<String> {
+        self.rpc.trace.lock().unwrap().as_ref().map(|t| t.events.clone()).unwrap_or_default()
+    }
+
+    /// Trace the plugin's messages from now on, and SIGKILL it right after the `k`-th
+    /// (1-based; see [`StandIn::events`]): that message reaches lightningd (an RPC call is
+    /// carried out, an answer applied), nothing after it does (later messages are ignored,
+    /// the call's answer is not sent). With `node_crash`, lightningd dies at the same moment:
+    /// pending `htlc_accepted` calls stay unanswered and the HTLCs stay held, to be replayed
+    /// by [`StandIn::restart_lightningd`]; without it, lightningd sees the plugin die and
+    /// fails them back (see [`StandIn::kill_plugin`]). After the kill, [`StandIn::kill_plugin`]
+    /// reaps the process; then restart it.
+    pub fn kill_at_event(&self, k: usize, node_crash: bool) {
+        assert!(k >= 1, "events are counted from 1");
+        *self.rpc.trace.lock().unwrap() = Some(Trace { events: vec![], kill_at: Some(k), node_crash });
+    }
+
+    /// Whether a planned kill ([`StandIn::kill_at_event`]) hit the running plugin.
+    pub fn killed(&self) -> bool {
+        self.rpc.killed_generation.load(Ordering::SeqCst) == self.rpc.generation.load(Ordering::SeqCst)
+    }
+
+    /// The running plugin's memory, from `/proc/<pid>/status`.
+    pub fn plugin_memory(&self) -> Option<ProcMemory> {
+        ProcMemory::of(self.plugin_pid()?)
+    }
+
+    /// Set (`Some(bytes)`) or lift (`None`) the running plugin's RLIMIT_FSIZE soft limit from
+    /// outside, with prlimit(2): its writes to regular files past `bytes` then fail with
+    /// EFBIG (start it with [`Builder::ignore_sigxfsz`], or SIGXFSZ kills it); reads, pipes
+    /// and sockets are unaffected. A disk that fills up and is freed again, as the plugin's
+    /// store sees it (SQLite: "disk I/O error").
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let pid = self.plugin_pid().expect("limit_file_size: no plugin running") as libc::pid_t;
+        let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: prlimit(2) with valid pointers to locals; our own child, same user.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut cur) };
+        assert_eq!(rc, 0, "prlimit(FSIZE) get: {}", std::io::Error::last_os_error());
+        let soft = bytes.map_or(cur.rlim_max, |b| (b as libc::rlim_t).min(cur.rlim_max));
+        let new = libc::rlimit { rlim_cur: soft, rlim_max: cur.rlim_max };
+        // SAFETY: as above.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit(FSIZE) set: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A process's memory, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcMemory {
+    /// Resident set size now (`VmRSS`), KiB.
+    pub rss_kb: u64,
+    /// The largest it has been (`VmHWM`), KiB.
+    pub hwm_kb: u64,
+}
+
+impl ProcMemory {
+    pub fn of(pid: u32) -> Option<ProcMemory> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        };
+        Some(ProcMemory { rss_kb: field("VmRSS:")?, hwm_kb: field("VmHWM:")? })
+    }
 }
 
 impl Drop for StandIn {
@@ -1506,7 +1758,8 @@ impl Drop for StandIn {
     }
 }
 
-async fn serve_rpc(mut stream: UnixStream, rpc: Arc<RpcState>) {
+/// One lightning-rpc connection, opened by the plugin process of `generation`.
+async fn serve_rpc(mut stream: UnixStream, rpc: Arc<RpcState>, generation: u64) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 65536];
     loop {
@@ -1523,6 +1776,9 @@ async fn serve_rpc(mut stream: UnixStream, rpc: Arc<RpcState>) {
                 buf.remove(0);
             }
             let method = req["method"].as_str().unwrap_or("").to_string();
+            if rpc.plugin_event(generation, || format!("rpc:{method}")) {
+                return; // sent after a planned kill: never written, as far as lightningd knows
+            }
             let params = req.get("params").cloned().unwrap_or(Value::Null);
             let mut reply = rpc.next_reply(&method);
             // lightningd opens the channel (and broadcasts) before its answer travels back;
@@ -1543,6 +1799,10 @@ async fn serve_rpc(mut stream: UnixStream, rpc: Arc<RpcState>) {
                     return;
                 }
                 Reply::Close => return,
+                Reply::DoneButClosed => {
+                    let _ = default_reply_async(&rpc, &method, &params).await;
+                    return;
+                }
                 Reply::Result(v) => Ok(v),
                 Reply::Error { code, message } => Err(json!({"code": code, "message": message})),
                 Reply::ErrorObject(e) => Err(e),
@@ -1556,6 +1816,9 @@ async fn serve_rpc(mut stream: UnixStream, rpc: Arc<RpcState>) {
                 Ok(result) => json!({"jsonrpc": "2.0", "id": req["id"], "result": result}),
                 Err(error) => json!({"jsonrpc": "2.0", "id": req["id"], "error": error}),
             };
+            if rpc.killed_generation.load(Ordering::SeqCst) == generation {
+                return; // lightningd did the work, but the caller is dead: nobody reads it
+            }
             let mut bytes = serde_json::to_vec(&frame).expect("json");
             bytes.extend_from_slice(b"\n\n");
             if stream.write_all(&bytes).await.is_err() {
@@ -1965,8 +2228,12 @@ fn default_reply(
             if !rpc.connected.lock().unwrap().contains(node) {
                 return Err(json!({"code": -32600, "message": "Peer is not connected"}));
             }
-            rpc.sent.lock().unwrap().push((node.to_string(), msg.to_string()));
-            rpc.sent_notify.notify_waiters();
+            if let Some(sink) = rpc.sent_sink.lock().unwrap().as_ref() {
+                let _ = sink.send((node.to_string(), msg.to_string()));
+            } else {
+                rpc.sent.lock().unwrap().push((node.to_string(), msg.to_string()));
+                rpc.sent_notify.notify_waiters();
+            }
             Ok(fixture_result("rpc/sendcustommsg.ok.json"))
         }
         "signinvoice" => {
