@@ -561,6 +561,17 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         peer: Option<PublicKey>,
         params: &Map<String, Value>,
     ) -> Result<OrderResponse, RpcError> {
+        self.get_order_until(peer, params).await.map(|(o, _)| o)
+    }
+
+    /// [`Service::get_order`], and until when (unix ms) the answer holds if the store does
+    /// not change ([`Store::generation`]): an order awaiting payment expires by itself at
+    /// its deadline; any other answer changes only with a write.
+    pub async fn get_order_until(
+        &self,
+        peer: Option<PublicKey>,
+        params: &Map<String, Value>,
+    ) -> Result<(OrderResponse, i64), RpcError> {
         let order_id = read_order_id(params)?;
         let now = self.clock.now_ms();
         let id = order_id.clone();
@@ -594,7 +605,13 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         {
             return Err(not_found());
         }
-        Ok(order_response(&record))
+        let until = if record.phase == Phase::AwaitingPayment { record.expires_at_ms } else { i64::MAX };
+        Ok((order_response(&record), until))
+    }
+
+    /// "Now" by the service's clock (unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 

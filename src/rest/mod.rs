@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -60,7 +60,29 @@ pub struct RestState<N, C, E> {
     /// Unpaid orders created per IP: their payment deadlines (unix ms).
     unpaid: Mutex<HashMap<IpAddr, Vec<i64>>>,
     uris: Mutex<Option<(Instant, Vec<String>)>>,
+    /// get_info's body as last served, reused for [`INFO_TTL`].
+    info_body: Mutex<Option<(Instant, Bytes)>>,
+    /// get_order bodies as last served, by order id: reused while the store has not been
+    /// written since ([`crate::store::Store::generation`]) and the order cannot have expired
+    /// by itself. Wallets poll their order every few seconds; between two writes of the
+    /// store every poll is answered without SQLite (issue 13).
+    orders: Mutex<HashMap<String, CachedOrder>>,
 }
+
+struct CachedOrder {
+    generation: u64,
+    until_ms: i64,
+    body: Bytes,
+}
+
+/// Most get_order bodies kept; past it the cache starts over.
+const MAX_CACHED_ORDERS: usize = 4096;
+
+/// How long a get_info body is served again. The answer moves with the wallet and the fee
+/// estimates, which the service itself reads at most every few seconds; create_order
+/// checks every limit afresh, so a second-old get_info misleads no one (issue 13: the
+/// REST get_info was 0.5× the static floor).
+const INFO_TTL: Duration = Duration::from_secs(1);
 
 /// Most IP addresses whose unpaid orders are tracked at once.
 const MAX_TRACKED_IPS: usize = 10_000;
@@ -68,7 +90,15 @@ const MAX_TRACKED_IPS: usize = 10_000;
 impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
     pub fn new(service: Arc<Service<N, C, E>>, cfg: RestConfig) -> Self {
         let limiter = Limiter::new(cfg.limits);
-        RestState { service, cfg, limiter, unpaid: Mutex::new(HashMap::new()), uris: Mutex::new(None) }
+        RestState {
+            service,
+            cfg,
+            limiter,
+            unpaid: Mutex::new(HashMap::new()),
+            uris: Mutex::new(None),
+            info_body: Mutex::new(None),
+            orders: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The client's IP: the peer's, or the last `X-Forwarded-For` hop when the peer is the
@@ -266,6 +296,12 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
 /// `GET /api/v1/get_info`: the P2P options (one serializer), the seed's legacy on-chain
 /// fields (`null`: no on-chain payment), and `uris`.
 async fn get_info<N: NodeApi, C: Clock, E: Entropy>(State(state): State<Shared<N, C, E>>) -> Response {
+    let cached = state.info_body.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some((at, body)) = cached
+        && at.elapsed() < INFO_TTL
+    {
+        return json_body(body);
+    }
     let info = match state.service.get_info().await.and_then(|i| to_json(&i)) {
         Ok(v) => v,
         Err(e) => return error_response(&e),
@@ -277,7 +313,54 @@ async fn get_info<N: NodeApi, C: Clock, E: Entropy>(State(state): State<Shared<N
     body.insert("min_onchain_payment_confirmations".into(), Value::Null);
     body.insert("min_onchain_payment_size_sat".into(), Value::Null);
     body.insert("uris".into(), json!(state.uris().await));
-    json_ok(&Value::Object(body))
+    match serde_json::to_vec(&Value::Object(body)) {
+        Ok(bytes) => {
+            let bytes = Bytes::from(bytes);
+            *state.info_body.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), bytes.clone()));
+            json_body(bytes)
+        }
+        Err(_) => error_response(&RpcError::internal("cannot serialize the response")),
+    }
+}
+
+/// 200 with a body already serialized.
+fn json_body(body: Bytes) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Whether a `Content-Type` header value names JSON: `application/json` in any case, with
+/// any parameters (`; charset=utf-8`). A missing or non-ASCII value is not JSON (415).
+pub fn is_json_content_type(value: Option<&HeaderValue>) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The REST body decoder of `POST /api/v1/create_order` (the body already bounded to
+/// [`MAX_BODY`]): the params object, or the error REST answers with 400. Anything that is
+/// not one JSON value is `-32700` (as over P2P, T-02); a JSON value that is not an object
+/// is `-32600`. Public so that the fuzz targets (`fuzz/`) reach it without a server.
+pub fn decode_create_order_body(body: &[u8]) -> Result<Map<String, Value>, RpcError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(RpcError::invalid_request("the body must be a JSON object")),
+        Err(e) => Err(RpcError::parse_error(format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// The params of `GET /api/v1/get_order?order_id=` from the request URI, as the `Query`
+/// extractor reads them: every `key=value` pair percent-decoded into a string, a repeated
+/// key keeping its last value. A query that cannot be read gives `{}` (answered "order_id
+/// is required"). Public for the fuzz targets, like [`decode_create_order_body`].
+pub fn decode_get_order_query(uri: &Uri) -> Map<String, Value> {
+    let mut params = Map::new();
+    if let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(uri) {
+        for (k, v) in q {
+            params.insert(k, Value::String(v));
+        }
+    }
+    params
 }
 
 /// `POST /api/v1/create_order`: the P2P params plus `public_key` (decisions 3, 9).
@@ -287,12 +370,7 @@ async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
     req: Request,
 ) -> Response {
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !json_type {
+    if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
         return errors::plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the order as JSON (Content-Type: application/json)",
@@ -304,10 +382,9 @@ async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
             return errors::plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is over {MAX_BODY} bytes"));
         }
     };
-    let params = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return error_response(&RpcError::invalid_request("the body must be a JSON object")),
-        Err(e) => return error_response(&RpcError::parse_error(format!("the body is not JSON: {e}"))),
+    let params = match decode_create_order_body(&bytes) {
+        Ok(m) => m,
+        Err(e) => return error_response(&e),
     };
     let now = chrono::Utc::now().timestamp_millis();
     if let Some(ip) = ip
@@ -336,18 +413,41 @@ async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
 }
 
 /// `GET /api/v1/get_order?order_id=`: a bearer read by order id (decision 9).
-async fn get_order<N: NodeApi, C: Clock, E: Entropy>(
-    State(state): State<Shared<N, C, E>>,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let mut params = Map::new();
-    if let Ok(Query(q)) = query {
-        for (k, v) in q {
-            params.insert(k, Value::String(v));
+async fn get_order<N: NodeApi, C: Clock, E: Entropy>(State(state): State<Shared<N, C, E>>, uri: Uri) -> Response {
+    let params = decode_get_order_query(&uri);
+    // Only a well-formed lookup is cached; anything else goes to the service for its error.
+    let id = match params.get("order_id") {
+        Some(Value::String(id)) if params.len() == 1 => Some(id.clone()),
+        _ => None,
+    };
+    // Read before the store is: a write racing this read moves it on, and the entry stored
+    // below is then already out of date.
+    let generation = state.service.store().generation();
+    let now = state.service.now_ms();
+    if let Some(id) = &id {
+        let orders = state.orders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = orders.get(id)
+            && c.generation == generation
+            && now < c.until_ms
+        {
+            return json_body(c.body.clone());
         }
     }
-    match state.service.get_order(None, &params).await {
-        Ok(o) => json_ok(&o),
+    match state.service.get_order_until(None, &params).await {
+        Ok((o, until_ms)) => match serde_json::to_vec(&o) {
+            Ok(body) => {
+                let body = Bytes::from(body);
+                if let Some(id) = id {
+                    let mut orders = state.orders.lock().unwrap_or_else(|p| p.into_inner());
+                    if orders.len() >= MAX_CACHED_ORDERS {
+                        orders.clear();
+                    }
+                    orders.insert(id, CachedOrder { generation, until_ms, body: body.clone() });
+                }
+                json_body(body)
+            }
+            Err(_) => error_response(&RpcError::internal("cannot serialize the response")),
+        },
         Err(e) => error_response(&e),
     }
 }

@@ -14,6 +14,7 @@ pub mod schema;
 pub use lifecycle::{HtlcKey, HtlcRecord, HtlcWrite, Lease, Resolution};
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -163,6 +164,8 @@ pub struct Store {
     reader: Option<Arc<Mutex<Connection>>>,
     /// The file, for connections of their own (long listings).
     path: Option<PathBuf>,
+    /// See [`Store::generation`].
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,6 +190,32 @@ const ORDER_FROM: &str = "FROM orders o LEFT JOIN payments p ON p.order_id = o.o
 /// not: otherwise any peer could lock the whole wallet for a payment expiry at no cost by
 /// ordering channels it never pays for. A held payment whose funds are gone is refunded.
 const RESERVING: &str = "('payment_held', 'opening')";
+
+/// The writer connection, held. Dropping it (after any commit made through it, before the
+/// lock is released) moves the store's generation on.
+pub(crate) struct WriterGuard<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+    generation: &'a AtomicU64,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
 
 impl Store {
     /// Open (creating if needed) and migrate the store at `path`. A store written by a newer
@@ -230,19 +259,27 @@ impl Store {
             tx.pragma_update(None, "user_version", i as u32 + 1)?;
             tx.commit()?;
         }
-        Ok(Store { conn: Arc::new(Mutex::new(conn)), reader: None, path: None })
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), reader: None, path: None, generation: Arc::default() })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn lock(&self) -> WriterGuard<'_> {
         // A panic while holding the lock leaves SQLite consistent (the transaction rolls
         // back on drop), so a poisoned lock is safe to take over.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        WriterGuard { conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()), generation: &self.generation }
+    }
+
+    /// A number that changes after every use of the writer connection, so after every
+    /// write: what was read while it stayed the same is still what the store holds. Read
+    /// it *before* reading the data it will vouch for.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn read_lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         match &self.reader {
             Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
-            None => self.lock(),
+            // In memory: reads share the writer (a read moves no generation).
+            None => self.conn.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
 
