@@ -3,8 +3,7 @@
 //!    and 256 concurrent peers, each peer one request at a time. Floor, same run: the same
 //!    plugin answering a `custommsg` hook of another message type (plugin-protocol I/O alone).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::PublicKey;
@@ -14,31 +13,19 @@ use tokio::sync::mpsc;
 use crate::common::{Profile, Stats, Table, env_num, peers, us};
 use crate::standin::{StandIn, req};
 
-/// Replies from `sendcustommsg`, routed to the peer that waits for them.
-#[derive(Clone, Default)]
+/// Replies from `sendcustommsg`, handed by the stand-in to the peer that waits for them.
+#[derive(Clone)]
 pub struct Router {
-    waiters: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>,
+    s: Arc<StandIn>,
 }
 
 impl Router {
-    pub fn start(s: &StandIn) -> Router {
-        let router = Router::default();
-        let mut rx = s.stream_sent();
-        let waiters = router.waiters.clone();
-        tokio::spawn(async move {
-            while let Some((peer, msg)) = rx.recv().await {
-                if let Some(tx) = waiters.lock().expect("router").get(&peer) {
-                    let _ = tx.send(msg);
-                }
-            }
-        });
-        router
+    pub fn start(s: &Arc<StandIn>) -> Router {
+        Router { s: s.clone() }
     }
 
     pub fn register(&self, peer: &PublicKey) -> mpsc::UnboundedReceiver<String> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.waiters.lock().expect("router").insert(peer.to_string(), tx);
-        rx
+        self.s.route_sent(peer)
     }
 }
 

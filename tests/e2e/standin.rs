@@ -31,6 +31,17 @@
 //! Notifications lightningd sends by itself (block_added, connect, disconnect,
 //! channel_state_changed, shutdown) go only to a plugin whose manifest subscribes to the
 //! topic (or `*`), as lightningd does; [`StandIn::notify`] sends unconditionally.
+//!
+//! # Faults
+//! - RPC: [`Reply`] per method ([`StandIn::set_reply`], [`StandIn::push_reply`]): errors,
+//!   delays, no answer, the socket closed before or after lightningd acted.
+//! - Kill points: [`StandIn::trace_events`] lists every message the plugin sends (RPC calls,
+//!   answers, notifications, log lines); [`StandIn::kill_at_event`] SIGKILLs it right after
+//!   the k-th, alone or with the whole node; [`StandIn::try_request`] and
+//!   [`StandIn::try_custommsg`] report a death instead of panicking.
+//! - The store's disk: [`Builder::ignore_sigxfsz`] and [`StandIn::limit_file_size`]
+//!   (RLIMIT_FSIZE on the running plugin: writes fail, reads go on).
+//! - Memory: [`StandIn::plugin_memory`] (`VmRSS`, `VmHWM`).
 
 #![allow(dead_code)]
 
@@ -261,6 +272,8 @@ struct RpcState {
     sent_notify: Notify,
     /// When set ([`StandIn::stream_sent`]), `sendcustommsg` messages go here instead of `sent`.
     sent_sink: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
+    /// Per-peer routes ([`StandIn::route_sent`]), tried before `sent_sink`.
+    sent_routes: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>>,
     configs: Mutex<serde_json::Map<String, Value>>,
     height: AtomicU32,
     height_notify: Notify,
@@ -320,6 +333,7 @@ impl RpcState {
             sent: Default::default(),
             sent_notify: Notify::new(),
             sent_sink: Default::default(),
+            sent_routes: Default::default(),
             configs: Default::default(),
             height: AtomicU32::new(height),
             height_notify: Notify::new(),
@@ -1321,6 +1335,14 @@ impl StandIn {
         rx
     }
 
+    /// From now on, every `sendcustommsg` to `peer` (message hex) goes straight to the
+    /// returned stream, with no task in between: benchmarks measure the reply's arrival.
+    pub fn route_sent(&self, peer: &PublicKey) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.rpc.sent_routes.lock().unwrap().insert(peer.to_string(), tx);
+        rx
+    }
+
     /// The running plugin's process id (for its `/proc/<pid>/status`).
     pub fn plugin_pid(&self) -> Option<u32> {
         self.proc.child.id()
@@ -2228,7 +2250,10 @@ fn default_reply(
             if !rpc.connected.lock().unwrap().contains(node) {
                 return Err(json!({"code": -32600, "message": "Peer is not connected"}));
             }
-            if let Some(sink) = rpc.sent_sink.lock().unwrap().as_ref() {
+            let routed = rpc.sent_routes.lock().unwrap().get(node).cloned();
+            if let Some(route) = routed {
+                let _ = route.send(msg.to_string());
+            } else if let Some(sink) = rpc.sent_sink.lock().unwrap().as_ref() {
                 let _ = sink.send((node.to_string(), msg.to_string()));
             } else {
                 rpc.sent.lock().unwrap().push((node.to_string(), msg.to_string()));
