@@ -415,6 +415,77 @@ impl ChannelApi for ClnNode {
 mod tests {
     use super::*;
 
+    /// A lightning-rpc that answers every request with `{"method": <its method>}`, except
+    /// `hang_up` (read, then closed unanswered) and `answer_then_close` (answered, then the
+    /// connection is closed while idle). Counts the connections it accepted.
+    async fn fake_lightningd(dir: &std::path::Path) -> (PathBuf, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let path = dir.join("lightning-rpc");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![];
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+                        let Some(Ok(req)) = it.next() else { continue };
+                        buf.drain(..it.byte_offset());
+                        let method = req["method"].as_str().unwrap_or("").to_string();
+                        if method == "hang_up" {
+                            return;
+                        }
+                        let answer = json!({"jsonrpc": "2.0", "id": req["id"], "result": {"method": method}});
+                        sock.write_all(format!("{answer}\n\n").as_bytes()).await.unwrap();
+                        if method == "answer_then_close" {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (path, accepted)
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_and_a_broken_one_is_never_reused() {
+        // Issue 13: one connection per call put a connect/accept pair in every reply.
+        let dir = tempfile::tempdir().unwrap();
+        let (path, accepted) = fake_lightningd(dir.path()).await;
+        let node = ClnNode::new(path);
+        let n = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(node.call("getinfo", json!({})).await.unwrap()["method"], "getinfo");
+        }
+        assert_eq!(n(), 1, "sequential calls share one connection");
+
+        // Closed by lightningd while idle in the pool: the write fails before lightningd
+        // sees the request, so it is sent again on a new connection.
+        node.call("answer_then_close", json!({})).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(node.call("getinfo", json!({})).await.unwrap()["method"], "getinfo");
+        assert_eq!(n(), 2);
+
+        // Closed mid-call: lightningd may have acted, so an error, and that connection is
+        // gone; the next call works on a new one.
+        let e = node.call("hang_up", json!({})).await.unwrap_err();
+        assert_eq!(e.code, None);
+        assert_eq!(node.call("getinfo", json!({})).await.unwrap()["method"], "getinfo");
+
+        // fundchannel never rides a pooled connection.
+        let before = n();
+        node.call_within("fundchannel", json!({}), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(n(), before + 1);
+    }
+
     #[test]
     fn parses_recorded_feerates() {
         let v: Value =

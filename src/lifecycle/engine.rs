@@ -139,6 +139,10 @@ struct Inner<N, C> {
     /// Orders settled from memory because their record could not be written: when the
     /// record is retried they read PAID, not a gift.
     settled_unrecorded: Mutex<HashSet<String>>,
+    /// Parts failed back from memory (mpp_timeout) because the store could not record it:
+    /// recorded before any new HTLC is counted, so that no set is completed by parts
+    /// already sent back.
+    failed_unrecorded: Mutex<HashSet<HtlcKey>>,
     /// Orders whose `fundchannel` is in flight in this process.
     opening: Mutex<HashSet<String>>,
     /// One open at a time per client node, so a lost answer can never be matched to another
@@ -209,6 +213,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 timers: Mutex::new(HashSet::new()),
                 opening: Mutex::new(HashSet::new()),
                 settled_unrecorded: Mutex::new(HashSet::new()),
+                failed_unrecorded: Mutex::new(HashSet::new()),
                 client_locks: Mutex::new(HashMap::new()),
                 height: tx,
                 wake: Notify::new(),
@@ -312,6 +317,13 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         if let Ok(None) = self.inner.store.order_id_by_payment_hash(&h.payment_hash) {
             return HookAnswer::Continue;
         }
+        if !self.record_unrecorded_failures().await {
+            // Parts already failed back would count towards this payment: leave it to
+            // lightningd, which fails it back (no invoice for the hash), as for any HTLC the
+            // store cannot take.
+            log::warn!("Cannot record earlier failed parts; leaving HTLC {} to lightningd", h.payment_hash);
+            return HookAnswer::Continue;
+        }
         let now = self.inner.clock.now_ms();
         let rules = self.inner.cfg.rules;
         let (h2, rec) = (h.clone(), h.record(now));
@@ -393,6 +405,31 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         }
     }
 
+    /// Record the parts failed back from memory (`failed_unrecorded`); false while the store
+    /// still refuses.
+    async fn record_unrecorded_failures(&self) -> bool {
+        let keys: Vec<HtlcKey> =
+            self.inner.failed_unrecorded.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        if keys.is_empty() {
+            return true;
+        }
+        let k = keys.clone();
+        match self.inner.store.call(move |s| s.mark_failed(&k)).await {
+            Ok(()) => {
+                self.recorded_failures(&keys);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn recorded_failures(&self, keys: &[HtlcKey]) {
+        let mut unrecorded = self.inner.failed_unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            unrecorded.remove(k);
+        }
+    }
+
     /// The outcome recorded for `key`, if it is resolved.
     async fn resolved_outcome(&self, order_id: &str, key: &HtlcKey) -> Option<Outcome> {
         let id = order_id.to_string();
@@ -447,6 +484,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         tokio::spawn(async move {
             let _guard = Registered { engine: me.clone(), id: order_id.clone(), kind: Kind::Timer };
             let timeout = me.inner.cfg.mpp_timeout;
+            let mut warned = false;
             loop {
                 tokio::time::sleep(timeout).await;
                 let cutoff =
@@ -464,12 +502,33 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                         if !keys.is_empty() {
                             log::info!("Order {order_id}: {} parts failed back with mpp_timeout", keys.len());
                             me.answer(&keys, &Outcome::Fail(Failure::MppTimeout));
+                            me.recorded_failures(&keys);
                         }
                         if !pending {
                             break;
                         }
                     }
-                    Err(e) => log::warn!("Order {order_id}: cannot time out parts: {e}"),
+                    Err(e) => {
+                        // BOLT 4 mpp_timeout: the parts go back at the timeout whether or not
+                        // the store can record it (a refund never waits on bookkeeping, as in
+                        // `fail`); held on, they could reach their expiry. Reads still work
+                        // when writes do not (a full disk, a read-only store).
+                        if let Ok(Some((order, set))) = me.load(&order_id).await
+                            && order.phase == Phase::AwaitingPayment
+                            && set.iter().any(|h| h.resolution.is_none() && h.received_at_ms <= cutoff)
+                        {
+                            if !std::mem::replace(&mut warned, true) {
+                                log::warn!(
+                                    "Order {order_id}: cannot record the mpp_timeout of its parts ({e}); failing them back anyway"
+                                );
+                            }
+                            let keys = held_keys(&set);
+                            me.inner.failed_unrecorded.lock().unwrap_or_else(|p| p.into_inner()).extend(keys.clone());
+                            me.answer(&keys, &Outcome::Fail(Failure::MppTimeout));
+                        } else {
+                            log::warn!("Order {order_id}: cannot time out parts: {e}");
+                        }
+                    }
                 }
             }
         });

@@ -589,10 +589,7 @@ fn unpaid_in(conn: &Connection, client_node_id: &str, now_ms: i64) -> Result<u64
     let mut stmt = conn.prepare_cached(
         "SELECT COUNT(*) FROM orders WHERE client_node_id = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
     )?;
-    let n: i64 = stmt.query_row(
-        params![client_node_id, now_ms],
-        |r| r.get(0),
-    )?;
+    let n: i64 = stmt.query_row(params![client_node_id, now_ms], |r| r.get(0))?;
     to_u64(n, "unpaid order count")
 }
 
