@@ -49,6 +49,8 @@ pub struct Market {
     pub funds: Option<WalletFunds>,
     /// Route hints for new invoices (issue 11 §10); empty for a node with public channels.
     pub route_hints: Vec<RouteHop>,
+    /// When the route hints were last read (unix ms).
+    pub route_hints_at_ms: Option<i64>,
     /// When the last successful refresh finished (unix ms).
     pub refreshed_at_ms: Option<i64>,
 }
@@ -72,6 +74,9 @@ pub struct Service<N, C, E> {
 pub const MARKET_WAIT: Duration = Duration::from_secs(2);
 /// A market snapshot older than this is refreshed before it is used to answer.
 pub const MARKET_MAX_AGE_MS: i64 = 5_000;
+/// Route hints are read again after this long (issue 13: they cost a whole
+/// `listpeerchannels`, and a node's private channels rarely change).
+pub const ROUTE_HINTS_MAX_AGE_MS: i64 = 300_000;
 /// A read may be answered from a snapshot up to this old while a refresh runs.
 pub const MARKET_STALE_MAX_MS: i64 = 60_000;
 
@@ -119,12 +124,27 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
 
     /// Ask the node for fee estimates and wallet funds; keep what it answered.
     pub async fn refresh_market(&self) -> Result<(), NodeError> {
-        let (fees, funds, hints) =
-            tokio::join!(self.node.fee_estimates(), self.node.wallet_funds(), self.node.route_hints());
+        // Route hints come from every channel of the node (`listpeerchannels`, megabytes
+        // on a big node) and change rarely: read at most every ROUTE_HINTS_MAX_AGE_MS.
+        let hints_due = self
+            .market()
+            .route_hints_at_ms
+            .is_none_or(|t| self.clock.now_ms().saturating_sub(t) > ROUTE_HINTS_MAX_AGE_MS);
+        let hints = async {
+            match hints_due {
+                true => Some(self.node.route_hints().await),
+                false => None,
+            }
+        };
+        let (fees, funds, hints) = tokio::join!(self.node.fee_estimates(), self.node.wallet_funds(), hints);
         let mut m = self.market.lock().unwrap_or_else(|p| p.into_inner());
         match hints {
-            Ok(h) => m.route_hints = h,
-            Err(e) => log::debug!("Cannot read channels for route hints: {e}"),
+            Some(Ok(h)) => {
+                m.route_hints = h;
+                m.route_hints_at_ms = Some(self.clock.now_ms());
+            }
+            Some(Err(e)) => log::debug!("Cannot read channels for route hints: {e}"),
+            None => {}
         }
         let mut first_err = None;
         match fees {

@@ -483,9 +483,9 @@ async fn soak_mixed_p2p_and_rest_traffic_through_whole_order_lives() {
     assert!(k.s.broken_logs().is_empty(), "{:?}", k.s.broken_logs());
     assert!(k.s.disabled().is_none());
     // No growth after warm-up beyond slack (store cache, allocator) and what the node's
-    // channel count costs: every market refresh (each block, and a create_order on a market
-    // over 5 s old) lists all channels for route hints, and the allocator keeps that peak
-    // (about 22 KiB per channel measured here; every paid order adds a channel).
+    // channel count costs: route hints list all channels (at most every 5 minutes, so at
+    // start here), and the allocator keeps the peak of the largest such answer (about
+    // 22 KiB per channel measured before that limit; every paid order adds a channel).
     let allowance = 16 * 1024 + 64 * (channels_at_end.saturating_sub(channels_at_warm) as u64);
     assert!(
         end_of_load.rss_kb <= warm.rss_kb + allowance,
