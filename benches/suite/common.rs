@@ -106,6 +106,15 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time of a process so far (user + system), in µs.
+pub fn cpu_us(pid: Option<u32>) -> f64 {
+    let stat = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok()).unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    f.iter().sum::<f64>() * 1e6 / 100.0
+}
+
 /// `n` distinct peers (keys from SHA-256 of their index).
 pub fn peers(n: usize) -> Vec<PublicKey> {
     let secp = Secp256k1::new();

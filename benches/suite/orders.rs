@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::common::{Profile, Stats, Table, env_num, peers, us};
+use crate::common::{Profile, Stats, Table, cpu_us, env_num, peers, us};
 use crate::p2p::{Router, ask, unlimited};
 use crate::standin::{HtlcSpec, StandIn, req};
 
@@ -55,15 +55,6 @@ async fn create_many(s: &Arc<StandIn>, router: &Router, clients: &[PublicKey], c
         }
     }
     (Stats::of(lat, start.elapsed()), orders)
-}
-
-/// CPU time of a process so far (user + system), in µs.
-fn cpu_us(pid: Option<u32>) -> f64 {
-    let stat = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok()).unwrap_or_default();
-    // Fields after the command name (which ends with ')'): utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
-    f.iter().sum::<f64>() * 1e6 / 100.0
 }
 
 /// One raw JSON-RPC call on lightning-rpc (what the plugin's `signinvoice` costs, seen

@@ -10,7 +10,7 @@ use bitcoin::secp256k1::PublicKey;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::common::{Profile, Stats, Table, env_num, peers, us};
+use crate::common::{Profile, Stats, Table, cpu_us, env_num, peers, us};
 use crate::standin::{StandIn, req};
 
 /// Replies from `sendcustommsg`, handed by the stand-in to the peer that waits for them.
@@ -129,10 +129,14 @@ pub async fn run(table: &mut Table) {
         // Rows alternate with the floor in rounds, so a slow moment hits all of them.
         let rounds = 4;
         let mut got: Vec<(Vec<Duration>, Duration)> = vec![(vec![], Duration::ZERO); kinds.len()];
+        // The plugin's CPU time per request of each row (user + system).
+        let mut cpu = vec![0.0f64; kinds.len()];
         for _ in 0..rounds {
             for (i, (kind, name)) in kinds.iter().enumerate() {
                 let _p = Profile::start(if i > 0 { s.plugin_pid() } else { None }, &format!("p2p_{name}_{conc}"));
+                let c0 = cpu_us(s.plugin_pid());
                 let (lat, wall) = row(&s, &router, &who, *kind, conc, total / rounds).await;
+                cpu[i] += cpu_us(s.plugin_pid()) - c0;
                 got[i].0.extend(lat);
                 got[i].1 += wall;
             }
@@ -142,7 +146,13 @@ pub async fn run(table: &mut Table) {
         table.add(
             "P2P",
             format!("floor: other custommsg, {conc} peers"),
-            format!("p50 {:.0} µs, p99 {:.0} µs, {:.0}/s", us(floor.p50), us(floor.p99), floor.per_sec),
+            format!(
+                "p50 {:.0} µs, p99 {:.0} µs, {:.0}/s; plugin CPU {:.0} µs/request",
+                us(floor.p50),
+                us(floor.p99),
+                floor.per_sec,
+                cpu[0] / floor.n as f64
+            ),
         );
         for (i, (_, name)) in kinds.iter().enumerate().skip(1) {
             let st = stats[i];
@@ -153,10 +163,11 @@ pub async fn run(table: &mut Table) {
                     "P2P",
                     format!("{name}, {conc} peers"),
                     format!(
-                        "p50 {:.0} µs, p99 {:.0} µs, {:.0}/s (p99 {r99:.2}× floor's)",
+                        "p50 {:.0} µs, p99 {:.0} µs, {:.0}/s (p99 {r99:.2}× floor's); plugin CPU {:.0} µs/request",
                         us(st.p50),
                         us(st.p99),
-                        st.per_sec
+                        st.per_sec,
+                        cpu[i] / st.n as f64
                     ),
                 )
                 .ratio(r50)

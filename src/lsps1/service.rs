@@ -51,6 +51,9 @@ pub struct Market {
     pub route_hints: Vec<RouteHop>,
     /// When the route hints were last read (unix ms).
     pub route_hints_at_ms: Option<i64>,
+    /// How many refreshes this snapshot has seen: it changes with every refresh, even two
+    /// within one millisecond.
+    pub version: u64,
     /// When the last successful refresh finished (unix ms).
     pub refreshed_at_ms: Option<i64>,
 }
@@ -65,10 +68,28 @@ pub struct Service<N, C, E> {
     market: Mutex<Market>,
     /// One market refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// The last get_info answer, by (market snapshot, store generation).
+    info_cache: Mutex<Option<InfoCacheEntry>>,
+    /// get_order answers by order id, valid while the store is unchanged and the order
+    /// cannot have expired by itself: wallets poll their order every few seconds.
+    order_cache: Mutex<std::collections::HashMap<String, CachedOrder>>,
     refresh_wanted: tokio::sync::Notify,
     /// Where transitions made here (lazy expiry) are reported.
     events: Option<EventSink>,
 }
+
+type InfoCacheEntry = ((u64, u64), GetInfoResponse);
+
+#[derive(Clone)]
+struct CachedOrder {
+    generation: u64,
+    until_ms: i64,
+    client_node_id: String,
+    response: OrderResponse,
+}
+
+/// Most get_order answers kept; past it the cache starts over.
+const MAX_CACHED_ORDERS: usize = 4096;
 
 /// How long a request may wait for the node to refresh the market.
 pub const MARKET_WAIT: Duration = Duration::from_secs(2);
@@ -91,6 +112,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             entropy,
             market: Mutex::new(Market::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            info_cache: Mutex::new(None),
+            order_cache: Mutex::new(std::collections::HashMap::new()),
             refresh_wanted: tokio::sync::Notify::new(),
             events: None,
         }
@@ -138,6 +161,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         };
         let (fees, funds, hints) = tokio::join!(self.node.fee_estimates(), self.node.wallet_funds(), hints);
         let mut m = self.market.lock().unwrap_or_else(|p| p.into_inner());
+        m.version = m.version.wrapping_add(1);
         match hints {
             Some(Ok(h)) => {
                 m.route_hints = h;
@@ -324,8 +348,19 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     /// `lsps1.get_info` (G-01).
     pub async fn get_info(&self) -> Result<GetInfoResponse, RpcError> {
         let market = self.market_now(true).await;
+        // The answer is a function of the market snapshot and the funds held by orders in
+        // flight (the store): computed again only when either moved (issue 13).
+        let generation = self.store.generation();
+        let key = (market.version, generation);
+        if let Some((k, info)) = self.info_cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *k == key
+        {
+            return Ok(info.clone());
+        }
         let reserved = self.store.read_reserved_sat().map_err(internal)?;
-        Ok(GetInfoResponse::from(&self.effective_options(&market, reserved)))
+        let info = GetInfoResponse::from(&self.effective_options(&market, reserved));
+        *self.info_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, info.clone()));
+        Ok(info)
     }
 
     /// `lsps1.create_order` (§2.3–2.5). The channel goes to the requesting `peer` over P2P
@@ -594,6 +629,23 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     ) -> Result<(OrderResponse, i64), RpcError> {
         let order_id = read_order_id(params)?;
         let now = self.clock.now_ms();
+        // Read before the store is, so that a write racing this read leaves the entry
+        // stored below already out of date (Store::generation).
+        let generation = self.store.generation();
+        let not_found = || match peer {
+            Some(_) => RpcError::not_found(format!("no order {order_id} for this node")),
+            None => RpcError::not_found(format!("no order {order_id}")),
+        };
+        let cached = self.order_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&order_id).cloned();
+        if let Some(c) = cached
+            && c.generation == generation
+            && now < c.until_ms
+        {
+            if peer.is_some_and(|p| p.to_string() != c.client_node_id) {
+                return Err(not_found());
+            }
+            return Ok((c.response, c.until_ms));
+        }
         let id = order_id.clone();
         // The common case, an order that needs no lazy expiry, is read inline on the read
         // connection; only an expiry to settle goes to the writer.
@@ -615,10 +667,6 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             }
             after
         });
-        let not_found = || match peer {
-            Some(_) => RpcError::not_found(format!("no order {order_id} for this node")),
-            None => RpcError::not_found(format!("no order {order_id}")),
-        };
         let record = record.ok_or_else(not_found)?;
         if let Some(peer) = peer
             && record.client_node_id != peer.to_string()
@@ -626,7 +674,21 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             return Err(not_found());
         }
         let until = if record.phase == Phase::AwaitingPayment { record.expires_at_ms } else { i64::MAX };
-        Ok((order_response(&record), until))
+        let response = order_response(&record);
+        let mut cache = self.order_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED_ORDERS {
+            cache.clear();
+        }
+        cache.insert(
+            order_id,
+            CachedOrder {
+                generation,
+                until_ms: until,
+                client_node_id: record.client_node_id.clone(),
+                response: response.clone(),
+            },
+        );
+        Ok((response, until))
     }
 
     /// "Now" by the service's clock (unix ms).

@@ -212,6 +212,39 @@ async fn expired_order_reads_failed_and_refunded() {
 }
 
 #[tokio::test]
+async fn get_order_answers_are_reused_only_while_they_hold() {
+    // Issue 13: answers are cached by Store::generation and the order's own deadline.
+    use crate::lsps1::msgs::{OrderState, PaymentState};
+    use crate::lsps1::order::{Event, Phase};
+    let s = service();
+    let params = |id: &str| json!({"order_id": id}).as_object().unwrap().clone();
+    let a = s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap();
+    let state = |o: &crate::lsps1::msgs::OrderResponse| (o.order_state, o.payment.bolt11.as_ref().unwrap().state);
+    let g = s.get_order(Some(peer(1)), &params(&a.order_id)).await.unwrap();
+    assert_eq!(state(&g), (OrderState::Created, PaymentState::ExpectPayment));
+    // A cached answer is still only for its own client (decision 8).
+    assert_eq!(s.get_order(Some(peer(2)), &params(&a.order_id)).await.unwrap_err().code, codes::NOT_FOUND);
+    // Any write: the next read sees it.
+    s.store()
+        .transition(
+            &a.order_id,
+            Phase::AwaitingPayment,
+            Event::PaymentHeld(crate::lsps1::order::PaymentMethod::Bolt11),
+            0,
+            None,
+        )
+        .unwrap();
+    let g = s.get_order(Some(peer(1)), &params(&a.order_id)).await.unwrap();
+    assert_eq!(state(&g), (OrderState::Created, PaymentState::Hold));
+    // No write, but the deadline of an unpaid order passes: it reads expired.
+    let b = s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap();
+    s.get_order(Some(peer(1)), &params(&b.order_id)).await.unwrap();
+    s.clock.advance(3_600_000);
+    let g = s.get_order(Some(peer(1)), &params(&b.order_id)).await.unwrap();
+    assert_eq!(state(&g), (OrderState::Failed, PaymentState::Refunded));
+}
+
+#[tokio::test]
 async fn c14_denied_and_quota() {
     let mut cfg = Config::default();
     cfg.deny_nodes.insert(peer(9));
