@@ -331,6 +331,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     int_opt!("lsps1-peer-requests-per-minute", 60, "Sustained LSPS requests per minute per peer"),
     int_opt!("lsps1-peer-burst", 20, "LSPS requests a quiet peer may send at once"),
     int_opt!("lsps1-peer-max-inflight", 4, "LSPS requests of one peer handled at the same time"),
+    int_opt!("lsps1-max-inflight", 256, "LSPS requests of all peers handled at the same time (over it: error 1, busy)"),
 ];
 
 impl Config {
@@ -404,6 +405,7 @@ impl Config {
             requests_per_minute: r.positive("lsps1-peer-requests-per-minute", 1_000_000)? as u32,
             burst: r.positive("lsps1-peer-burst", 1_000_000)? as u32,
             max_inflight_per_peer: r.positive("lsps1-peer-max-inflight", 10_000)? as u32,
+            max_inflight_total: r.positive("lsps1-max-inflight", 100_000)? as u32,
             ..d.peer_limits
         };
         Ok(Config {

@@ -43,6 +43,10 @@ pub fn unlimited(b: crate::standin::Builder) -> crate::standin::Builder {
         .option("lsps1-peer-requests-per-minute", json!(1_000_000))
         .option("lsps1-peer-burst", json!(1_000_000))
         .option("lsps1-max-unpaid-orders-per-peer", json!(1_000_000))
+        // 256 peers each with a request always in flight sit exactly at the default cap
+        // (256): a peer's next request can arrive before the plugin has read lightningd's
+        // answer to its previous reply, and be refused as busy.
+        .option("lsps1-max-inflight", json!(1_024))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -60,7 +64,7 @@ async fn row(
     kind: Kind,
     conc: usize,
     total: usize,
-) -> (Vec<Duration>, Duration) {
+) -> (Vec<Duration>, Duration, usize) {
     let per_peer = (total / conc).max(1);
     let start = Instant::now();
     let mut tasks = vec![];
@@ -75,7 +79,7 @@ async fn row(
                 Kind::GetOrder => req("b", "lsps1.get_order", json!({"order_id": order_id})).to_string().into_bytes(),
                 Kind::ListProtocols => req("b", "lsps0.list_protocols", json!({})).to_string().into_bytes(),
             };
-            let mut lat = Vec::with_capacity(per_peer);
+            let (mut lat, mut busy) = (Vec::with_capacity(per_peer), 0usize);
             for _ in 0..per_peer {
                 let t = Instant::now();
                 if kind == Kind::Floor {
@@ -83,19 +87,30 @@ async fn row(
                     let r = s.custommsg_hex(&peer, "8001").await;
                     debug_assert_eq!(r, json!({"result": "continue"}));
                 } else {
-                    let reply = ask(&s, &mut rx, &peer, &body).await;
-                    assert!(reply.get("result").is_some(), "error reply: {reply}");
+                    loop {
+                        let reply = ask(&s, &mut rx, &peer, &body).await;
+                        // Error 1 "busy": the plugin's cap of requests in flight (256, held
+                        // until lightningd took the reply) refused it; a client retries.
+                        if reply.pointer("/error/code") == Some(&json!(1)) {
+                            busy += 1;
+                            continue;
+                        }
+                        assert!(reply.get("result").is_some(), "error reply: {reply}");
+                        break;
+                    }
                 }
                 lat.push(t.elapsed());
             }
-            lat
+            (lat, busy)
         }));
     }
-    let mut all = vec![];
+    let (mut all, mut busy) = (vec![], 0);
     for t in tasks {
-        all.extend(t.await.expect("peer task"));
+        let (lat, b) = t.await.expect("peer task");
+        all.extend(lat);
+        busy += b;
     }
-    (all, start.elapsed())
+    (all, start.elapsed(), busy)
 }
 
 pub async fn run(table: &mut Table) {
@@ -131,12 +146,14 @@ pub async fn run(table: &mut Table) {
         let mut got: Vec<(Vec<Duration>, Duration)> = vec![(vec![], Duration::ZERO); kinds.len()];
         // The plugin's CPU time per request of each row (user + system).
         let mut cpu = vec![0.0f64; kinds.len()];
+        let mut busy = vec![0usize; kinds.len()];
         for _ in 0..rounds {
             for (i, (kind, name)) in kinds.iter().enumerate() {
                 let _p = Profile::start(if i > 0 { s.plugin_pid() } else { None }, &format!("p2p_{name}_{conc}"));
                 let c0 = cpu_us(s.plugin_pid());
-                let (lat, wall) = row(&s, &router, &who, *kind, conc, total / rounds).await;
+                let (lat, wall, b) = row(&s, &router, &who, *kind, conc, total / rounds).await;
                 cpu[i] += cpu_us(s.plugin_pid()) - c0;
+                busy[i] += b;
                 got[i].0.extend(lat);
                 got[i].1 += wall;
             }
@@ -163,11 +180,12 @@ pub async fn run(table: &mut Table) {
                     "P2P",
                     format!("{name}, {conc} peers"),
                     format!(
-                        "p50 {:.0} µs, p99 {:.0} µs, {:.0}/s (p99 {r99:.2}× floor's); plugin CPU {:.0} µs/request",
+                        "p50 {:.0} µs, p99 {:.0} µs, {:.0}/s (p99 {r99:.2}× floor's); plugin CPU {:.0} µs/request{}",
                         us(st.p50),
                         us(st.p99),
                         st.per_sec,
-                        cpu[i] / st.n as f64
+                        cpu[i] / st.n as f64,
+                        if busy[i] > 0 { format!("; {} busy refusals retried", busy[i]) } else { String::new() }
                     ),
                 )
                 .ratio(r50)

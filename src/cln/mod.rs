@@ -3,10 +3,11 @@
 
 pub mod hooks;
 pub mod rpc;
+pub mod stdio;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -43,6 +44,28 @@ pub struct State {
     /// Benchmark only (`LSPS1_HTLC_HOOK_FLOOR=1`, benches/htlc_hook.rs): the hook answers
     /// `continue` to everything, to measure the plugin protocol's own round trip.
     htlc_floor: bool,
+    /// Peers' ids as parsed: a compressed key costs a square root to parse (a tenth of an
+    /// LSPS request's CPU time, issue 13), and a client sends many requests.
+    peer_keys: Arc<Mutex<HashMap<String, PublicKey>>>,
+}
+
+/// Most peer ids kept parsed; past it the cache starts over.
+const MAX_PEER_KEYS: usize = 4096;
+
+impl State {
+    /// `peer_id` of a hook call, parsed ([`read_pubkey`]) once per peer.
+    fn peer_key(&self, id: &str) -> Result<PublicKey, &'static str> {
+        if let Some(k) = self.peer_keys.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(*k);
+        }
+        let key = read_pubkey(id)?;
+        let mut keys = self.peer_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= MAX_PEER_KEYS {
+            keys.clear();
+        }
+        keys.insert(id.to_string(), key);
+        Ok(key)
+    }
 }
 
 /// Environment switch of [`State::htlc_floor`]. Never set it on a node that sells channels:
@@ -61,7 +84,8 @@ pub const FEATURE_BIT_ENV: &str = "LSPS1_FEATURE_BIT";
 /// Run the plugin until lightningd closes its pipes.
 pub async fn run() -> Result<()> {
     let advertise = feature_bit_at_manifest(std::env::var(FEATURE_BIT_ENV).ok().as_deref(), Path::new("."));
-    let mut builder = Builder::new(tokio::io::stdin(), tokio::io::stdout());
+    let (stdin, stdout) = stdio::open();
+    let mut builder = Builder::new(stdin, stdout);
     for spec in OPTIONS {
         builder = match spec.kind {
             OptKind::Int(d) => builder.option(ConfigOption::new_i64_with_default(spec.name, d, spec.description)),
@@ -233,6 +257,7 @@ pub async fn run() -> Result<()> {
         limiter,
         close_guard: hooks::CloseGuard::default(),
         htlc_floor,
+        peer_keys: Arc::default(),
     };
     let plugin = cp.start(state).await?;
     {
@@ -360,9 +385,13 @@ async fn emergency_reserve_sat(node: &ClnNode) -> u64 {
 /// errors or panics (lightningd treats either as fatal); the request is served in a task.
 async fn on_custommsg(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::Error> {
     let payload = v.get("payload").and_then(Value::as_str).unwrap_or("");
-    let peer = v.get("peer_id").and_then(Value::as_str).map(read_pubkey);
-    match (frame::decode_hook_payload(payload), peer) {
-        (Inbound::NotLsps, _) => {} // T-01: another plugin's business.
+    let inbound = frame::decode_hook_payload(payload);
+    if matches!(inbound, Inbound::NotLsps) {
+        return Ok(json!({ "result": "continue" })); // T-01: another plugin's business.
+    }
+    let peer = v.get("peer_id").and_then(Value::as_str).map(|id| plugin.state().peer_key(id));
+    match (inbound, peer) {
+        (Inbound::NotLsps, _) => {}
         (Inbound::Lsps(bytes), Some(Ok(peer))) => {
             let state = plugin.state().clone();
             tokio::spawn(async move { serve(state, peer, bytes).await });
