@@ -14,55 +14,12 @@ use std::time::{Duration, Instant};
 
 use bitcoin::hashes::{Hash, sha256};
 use bitcoin::secp256k1::PublicKey;
-use lightning_invoice::Bolt11Invoice;
 use serde_json::{Value, json};
 
+use crate::lifecycle::{Pay, params, part, pay_of};
 use crate::standin::{HtlcHandle, HtlcOutcome, HtlcSpec, Reply, StandIn, peer, req};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// What a payer learns from an order's invoice.
-#[derive(Clone, Debug)]
-struct Pay {
-    order_id: String,
-    hash: String,
-    secret: String,
-    amount_msat: u64,
-}
-
-fn order_params() -> Value {
-    json!({
-        "lsp_balance_sat": "500000",
-        "client_balance_sat": "0",
-        "required_channel_confirmations": 1,
-        "funding_confirms_within_blocks": 6,
-        "channel_expiry_blocks": 1000,
-        "token": "",
-        "refund_onchain_address": "",
-        "announce_channel": false
-    })
-}
-
-fn pay_of(order: &Value) -> Pay {
-    let inv: Bolt11Invoice = order["payment"]["bolt11"]["invoice"].as_str().unwrap().parse().unwrap();
-    Pay {
-        order_id: order["order_id"].as_str().unwrap().to_string(),
-        hash: inv.payment_hash().to_string(),
-        secret: hex::encode(inv.payment_secret().0),
-        amount_msat: inv.amount_milli_satoshis().unwrap(),
-    }
-}
-
-/// One HTLC of a payment to `pay` from a payer node (not the client), ample CLTV room.
-fn part(s: &StandIn, pay: &Pay, amount_msat: u64, scid: &str) -> HtlcSpec {
-    let (_, payer) = peer(77);
-    HtlcSpec {
-        total_msat: pay.amount_msat,
-        short_channel_id: scid.to_string(),
-        id: s.next_htlc_id(scid),
-        ..HtlcSpec::new(&payer, &pay.hash, &pay.secret, amount_msat, s.height() + 160)
-    }
-}
 
 /// The operator's full view of an order (`lsps1-getorder`; `order` is the client's view).
 async fn admin_order(s: &StandIn, id: &str) -> Value {
@@ -136,7 +93,9 @@ impl Purchase {
     async fn run(s: &StandIn, client: &PublicKey, shape: Shape) -> Purchase {
         let mut p = Purchase::default();
         let before = s.sent_to(client).len();
-        if s.try_custommsg(client, req("c", "lsps1.create_order", order_params()).to_string().as_bytes()).await.is_err()
+        if s.try_custommsg(client, req("c", "lsps1.create_order", params(500_000, 0, 1)).to_string().as_bytes())
+            .await
+            .is_err()
         {
             return p;
         }
@@ -364,7 +323,7 @@ async fn killed_at_every_message_of_a_two_part_purchase() {
 
 /// Order over P2P and pay it in full (one HTLC, `cltv_room` blocks before its expiry).
 async fn paid_order(s: &StandIn, client: &PublicKey, cltv_room: u32) -> (Pay, HtlcHandle) {
-    let r = s.lsps(client, &req("c", "lsps1.create_order", order_params())).await;
+    let r = s.lsps(client, &req("c", "lsps1.create_order", params(500_000, 0, 1))).await;
     assert!(r.get("error").is_none(), "{r}");
     let pay = pay_of(&r["result"]);
     let spec = HtlcSpec { cltv_expiry: s.height() + cltv_room, ..part(s, &pay, pay.amount_msat, "103x1x0") };
@@ -436,7 +395,7 @@ async fn signinvoice_closed_failing_or_hung_is_a_spec_error_and_creates_nothing(
     for (what, reply) in cases {
         s.set_reply("signinvoice", reply);
         let started = Instant::now();
-        let r = s.lsps(&client, &req(what, "lsps1.create_order", order_params())).await;
+        let r = s.lsps(&client, &req(what, "lsps1.create_order", params(500_000, 0, 1))).await;
         // T-13, decision 5: a JSON-RPC error with the id, a data object and a message;
         // "retry": the node could not answer now. Inside ZEUS's 7 s, never a hang.
         assert_eq!((r["id"].as_str(), r["error"]["code"].as_i64()), (Some(what), Some(-32603)), "{what}: {r}");
@@ -447,9 +406,9 @@ async fn signinvoice_closed_failing_or_hung_is_a_spec_error_and_creates_nothing(
     assert!(list_orders(&s).await.is_empty(), "no order from a failed signature");
     // A slow node within the budget is no fault; and once it signs again, orders are made.
     s.set_reply("signinvoice", Reply::delay(Duration::from_secs(1), Reply::Default));
-    assert!(s.lsps(&client, &req("slow", "lsps1.create_order", order_params())).await.get("result").is_some());
+    assert!(s.lsps(&client, &req("slow", "lsps1.create_order", params(500_000, 0, 1))).await.get("result").is_some());
     s.set_reply("signinvoice", Reply::Default);
-    assert!(s.lsps(&client, &req("ok", "lsps1.create_order", order_params())).await.get("result").is_some());
+    assert!(s.lsps(&client, &req("ok", "lsps1.create_order", params(500_000, 0, 1))).await.get("result").is_some());
     assert_eq!(list_orders(&s).await.len(), 2);
     s.assert_no_fatal();
 }
@@ -690,7 +649,7 @@ async fn store_fault_then_recovery(fault: StoreFault) {
     // Before: order A bought, order B made and not paid yet.
     let (a, ha) = paid_order(&s, &client, 160).await;
     assert!(ha.outcome(WAIT).await.is_settled());
-    let b = pay_of(&s.lsps(&client, &req("b", "lsps1.create_order", order_params())).await["result"]);
+    let b = pay_of(&s.lsps(&client, &req("b", "lsps1.create_order", params(500_000, 0, 1))).await["result"]);
     let mut guard = match FaultGuard::set(&s, fault) {
         Ok(g) => g,
         Err(e) => {
@@ -702,7 +661,7 @@ async fn store_fault_then_recovery(fault: StoreFault) {
     // create_order: -32603 with the id and a message over P2P (T-13, decision 5), the
     // standard error body over REST; in time (ZEUS waits 7 s).
     let started = Instant::now();
-    let r = s.lsps(&client, &req("c-fault", "lsps1.create_order", order_params())).await;
+    let r = s.lsps(&client, &req("c-fault", "lsps1.create_order", params(500_000, 0, 1))).await;
     assert_eq!((r["id"].as_str(), r["error"]["code"].as_i64()), (Some("c-fault"), Some(-32603)), "{r}");
     assert!(r["error"]["data"]["message"].is_string(), "{r}");
     let rest = api.create_order(&crate::rest::zeus_body(&client)).await;
@@ -739,7 +698,7 @@ async fn store_fault_then_recovery(fault: StoreFault) {
     let hb = s.send_htlc(part(&s, &b, b.amount_msat, "104x1x0")).await;
     assert!(hb.outcome(WAIT).await.is_settled(), "B settles once its payment can be recorded");
     assert!(eventually(WAIT, async || states(&admin_order(&s, &b.order_id).await) == st("COMPLETED", "PAID")).await);
-    let c = s.lsps(&client, &req("c-after", "lsps1.create_order", order_params())).await;
+    let c = s.lsps(&client, &req("c-after", "lsps1.create_order", params(500_000, 0, 1))).await;
     assert!(c.get("result").is_some(), "{c}");
     assert_eq!(api.create_order(&crate::rest::zeus_body(&client)).await.status, 200);
 
@@ -772,7 +731,7 @@ async fn a_held_payment_is_refunded_at_the_margin_though_the_store_cannot_record
     // P-07 and engine `fail`: a refund never waits on bookkeeping.
     let s = StandIn::builder().ignore_sigxfsz().start().await;
     let (_, client) = peer(73);
-    let r = s.lsps(&client, &req("c", "lsps1.create_order", order_params())).await;
+    let r = s.lsps(&client, &req("c", "lsps1.create_order", params(500_000, 0, 1))).await;
     let pay = pay_of(&r["result"]);
     s.disconnect(&client);
     s.set_reachable(&client, false);
@@ -831,7 +790,7 @@ async fn a_partial_payment_times_out_though_the_store_cannot_record_it() {
     let s = StandIn::builder().ignore_sigxfsz().option("lsps1-mpp-timeout-secs", json!(1)).start().await;
     let (_, client) = peer(75);
     s.peer_connects(&client).await;
-    let r = s.lsps(&client, &req("c", "lsps1.create_order", order_params())).await;
+    let r = s.lsps(&client, &req("c", "lsps1.create_order", params(500_000, 0, 1))).await;
     let pay = pay_of(&r["result"]);
     let h = s.send_htlc(part(&s, &pay, pay.amount_msat / 2, "103x1x0")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -27,22 +27,9 @@ fn messages_per_hostile_peer() -> usize {
     std::env::var("LSPS1_FLOOD_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(40)
 }
 
-fn good_params() -> Value {
-    json!({
-        "lsp_balance_sat": "500000",
-        "client_balance_sat": "0",
-        "required_channel_confirmations": 1,
-        "funding_confirms_within_blocks": 6,
-        "channel_expiry_blocks": 1000,
-        "token": "",
-        "refund_onchain_address": "",
-        "announce_channel": false
-    })
-}
-
 /// `good_params` with `field` set to `v` (or removed when `v` is null).
 fn with(field: &str, v: Value) -> Value {
-    let mut p = good_params();
+    let mut p = crate::lifecycle::params(500_000, 0, 1);
     if v.is_null() {
         p.as_object_mut().unwrap().remove(field);
     } else {
@@ -114,7 +101,7 @@ fn hostile(i: usize, victim_order: &str) -> String {
         34 => lsps(&create(with("refund_onchain_address", json!("bc1q-not-an-address")))),
         35 => lsps(&create(with("client_info", json!({"app": "x".repeat(4000)})))),
         36 => {
-            let mut p = good_params();
+            let mut p = crate::lifecycle::params(500_000, 0, 1);
             for k in 0..3000 {
                 p[format!("unknown_{k:05}")] = json!(k);
             }
@@ -204,11 +191,11 @@ async fn wallet_session(
         assert_eq!(r["result"], json!({"protocols": [1]}), "T-18: {r}");
         let r = w.call(&s, "lsps1.get_info", json!({})).await;
         assert_eq!(r["result"].as_object().map(|o| o.len()), Some(10), "G-01: {r}");
-        let r = w.call(&s, "lsps1.create_order", good_params()).await;
+        let r = w.call(&s, "lsps1.create_order", crate::lifecycle::params(500_000, 0, 1)).await;
         let o = &r["result"];
         assert_eq!((o["order_state"].as_str(), o["channel"].is_null()), (Some("CREATED"), true), "C-17: {r}");
         for k in ["lsp_balance_sat", "client_balance_sat", "channel_expiry_blocks", "token", "announce_channel"] {
-            assert_eq!(o[k], good_params()[k], "C-19 {k}: {r}");
+            assert_eq!(o[k], crate::lifecycle::params(500_000, 0, 1)[k], "C-19 {k}: {r}");
         }
         let id = o["order_id"].as_str().unwrap().to_string();
         *stranger_order.lock().unwrap() = Some(id.clone());

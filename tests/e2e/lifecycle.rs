@@ -15,14 +15,16 @@ use crate::standin::{HtlcHandle, HtlcOutcome, HtlcSpec, Reply, StandIn, peer, re
 const WAIT: Duration = Duration::from_secs(20);
 
 /// What a payer learns from an order's invoice.
-struct Pay {
-    order_id: String,
-    hash: String,
-    secret: String,
-    amount_msat: u64,
+#[derive(Clone, Debug)]
+pub(crate) struct Pay {
+    pub order_id: String,
+    pub hash: String,
+    pub secret: String,
+    pub amount_msat: u64,
 }
 
-fn params(lsp: u64, client: u64, confs: u16) -> Value {
+/// create_order params (shared by the fault, flood and soak tests).
+pub(crate) fn params(lsp: u64, client: u64, confs: u16) -> Value {
     json!({
         "lsp_balance_sat": lsp.to_string(),
         "client_balance_sat": client.to_string(),
@@ -38,7 +40,11 @@ fn params(lsp: u64, client: u64, confs: u16) -> Value {
 async fn create(s: &StandIn, client: &PublicKey, p: Value) -> Pay {
     let r = s.lsps(client, &req("c", "lsps1.create_order", p)).await;
     assert!(r.get("error").is_none(), "{r}");
-    let o = &r["result"];
+    pay_of(&r["result"])
+}
+
+/// What a payer learns from an order (a create_order or get_order result).
+pub(crate) fn pay_of(o: &Value) -> Pay {
     let inv: Bolt11Invoice = o["payment"]["bolt11"]["invoice"].as_str().unwrap().parse().unwrap();
     Pay {
         order_id: o["order_id"].as_str().unwrap().to_string(),
@@ -55,7 +61,7 @@ async fn get_order(s: &StandIn, client: &PublicKey, id: &str) -> Value {
 }
 
 /// A payer's HTLC (over the payer's channel, not the client's), with ample CLTV room.
-fn part(s: &StandIn, pay: &Pay, amount_msat: u64, scid: &str) -> HtlcSpec {
+pub(crate) fn part(s: &StandIn, pay: &Pay, amount_msat: u64, scid: &str) -> HtlcSpec {
     let (_, payer) = peer(77);
     HtlcSpec {
         total_msat: pay.amount_msat,

@@ -33,19 +33,6 @@ fn soak_secs() -> u64 {
     std::env::var("LSPS1_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
 }
 
-fn params() -> Value {
-    json!({
-        "lsp_balance_sat": "100000",
-        "client_balance_sat": "0",
-        "required_channel_confirmations": 0,
-        "funding_confirms_within_blocks": 6,
-        "channel_expiry_blocks": 1000,
-        "token": "",
-        "refund_onchain_address": "",
-        "announce_channel": false
-    })
-}
-
 /// What an order is meant to go through, and so how it must end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fate {
@@ -190,7 +177,10 @@ async fn p2p_client(k: Arc<Soak>, mut w: Wallet, seed: usize) {
                 }
             }
             2 => {
-                let Some(order) = w.call(&k, "lsps1.create_order", params()).await else { continue };
+                let Some(order) = w.call(&k, "lsps1.create_order", crate::lifecycle::params(100_000, 0, 0)).await
+                else {
+                    continue;
+                };
                 let id = order["order_id"].as_str().unwrap().to_string();
                 let fate = [Fate::Paid, Fate::PaidMpp, Fate::Unpaid, Fate::CancelledThenPaid][(step / 8) % 4];
                 let htlcs = match fate {
@@ -245,7 +235,7 @@ async fn rest_client(k: Arc<Soak>, pk: PublicKey, online: bool, seed: usize) {
             }
             2 => {
                 k.counts.rest["create_order"].fetch_add(1, Ordering::Relaxed);
-                let mut body = params();
+                let mut body = crate::lifecycle::params(100_000, 0, 0);
                 body["public_key"] = json!(pk.to_string());
                 let r = k.api.create_order(&body).await;
                 if !ok("create_order", &r) {
