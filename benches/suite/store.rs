@@ -161,19 +161,32 @@ pub async fn run(table: &mut Table) {
         })
         .await
         .expect("generate");
-        let st = tokio::task::spawn_blocking({
+        // First as the file is found (pages the OS has not cached are read from the disk),
+        // then with the whole file in the OS page cache, as a running node's hot store is.
+        let (cold, warm) = tokio::task::spawn_blocking({
             let path = path.clone();
-            move || store_reads(&path, n, reads)
+            move || {
+                let cold = store_reads(&path, n, reads);
+                if let Ok(mut f) = std::fs::File::open(&path) {
+                    let _ = std::io::copy(&mut f, &mut std::io::sink());
+                }
+                (cold, store_reads(&path, n, reads))
+            }
         })
         .await
         .expect("reads");
+        table.add(
+            "store",
+            format!("get_order in the store, {n} orders, file as found"),
+            format!("p50 {:.1} µs, p99 {:.1} µs", us(cold.p50), us(cold.p99)),
+        );
         table
             .add(
                 "store",
-                format!("get_order in the store, {n} orders"),
-                format!("p50 {:.1} µs, p99 {:.1} µs", us(st.p50), us(st.p99)),
+                format!("get_order in the store, {n} orders, file in the page cache"),
+                format!("p50 {:.1} µs, p99 {:.1} µs", us(warm.p50), us(warm.p99)),
             )
-            .goal("p99 < 1 ms (at 1M)", st.p99 < Duration::from_millis(1));
+            .goal("p99 < 1 ms (at 1M)", warm.p99 < Duration::from_millis(1));
         let s = Arc::new(
             unlimited(StandIn::builder()).option("lsps1-db-path", json!(path.to_string_lossy())).start().await,
         );
