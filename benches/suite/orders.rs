@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::common::{Profile, Stats, Table, cpu_us, env_num, peers, us};
-use crate::p2p::{Router, ask, unlimited};
+use crate::p2p::{ask, unlimited};
 use crate::standin::{HtlcSpec, StandIn, req};
 
 pub fn order_params(lsp_sat: u64) -> Value {
@@ -29,12 +29,12 @@ pub fn order_params(lsp_sat: u64) -> Value {
 
 /// `conc` lanes at once, each creating one order for each of its clients in turn: every
 /// order from a different client, as on a live LSP (the per-client quota never binds).
-async fn create_many(s: &Arc<StandIn>, router: &Router, clients: &[PublicKey], conc: usize) -> (Stats, Vec<Value>) {
+async fn create_many(s: &Arc<StandIn>, clients: &[PublicKey], conc: usize) -> (Stats, Vec<Value>) {
     let start = Instant::now();
     let mut tasks = vec![];
     for lane in clients.chunks(clients.len().div_ceil(conc)) {
         let s = s.clone();
-        let lane: Vec<_> = lane.iter().map(|p| (*p, router.register(p))).collect();
+        let lane: Vec<_> = lane.iter().map(|p| (*p, s.route_sent(p))).collect();
         tasks.push(tokio::spawn(async move {
             let body = req("c", "lsps1.create_order", order_params(100_000)).to_string().into_bytes();
             let mut out = Vec::with_capacity(lane.len());
@@ -139,14 +139,13 @@ pub async fn run(table: &mut Table) {
     let n = env_num("LSPS1_BENCH_ORDERS_N", 4_000);
     println!("\n== 2. create_order ({n} orders per row)");
     let s = Arc::new(unlimited(StandIn::builder()).start().await);
-    let router = Router::start(&s);
     let ps = peers(3 * n + 200);
-    let _warm = create_many(&s, &router, &ps[..200], 16).await;
+    let _warm = create_many(&s, &ps[..200], 16).await;
     for (k, conc) in [1usize, 16, 64].into_iter().enumerate() {
         let clients = &ps[200 + k * n..200 + (k + 1) * n];
         let _p = Profile::start(s.plugin_pid(), &format!("create_order_{conc}"));
         let cpu0 = cpu_us(s.plugin_pid());
-        let (st, orders) = create_many(&s, &router, clients, conc).await;
+        let (st, orders) = create_many(&s, clients, conc).await;
         let cpu = (cpu_us(s.plugin_pid()) - cpu0) / n as f64;
         let met = st.per_sec >= 1000.0;
         table
@@ -210,11 +209,10 @@ async fn held_payments(table: &mut Table) {
     let n = env_num("LSPS1_BENCH_PAID_N", 40);
     println!("\n== 3b. held payments ({n} orders paid at once)");
     let s = Arc::new(unlimited(StandIn::builder()).start().await);
-    let router = Router::start(&s);
     let ps = peers(n);
     let mut pays = vec![];
     for p in &ps {
-        let mut rx = router.register(p);
+        let mut rx = s.route_sent(p);
         let r = ask(&s, &mut rx, p, req("c", "lsps1.create_order", order_params(100_000)).to_string().as_bytes()).await;
         let inv: Bolt11Invoice =
             r["result"]["payment"]["bolt11"]["invoice"].as_str().expect("invoice").parse().expect("bolt11");

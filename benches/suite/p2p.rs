@@ -13,27 +13,14 @@ use tokio::sync::mpsc;
 use crate::common::{Profile, Stats, Table, cpu_us, env_num, peers, us};
 use crate::standin::{StandIn, req};
 
-/// Replies from `sendcustommsg`, handed by the stand-in to the peer that waits for them.
-#[derive(Clone)]
-pub struct Router {
-    s: Arc<StandIn>,
-}
-
-impl Router {
-    pub fn start(s: &Arc<StandIn>) -> Router {
-        Router { s: s.clone() }
-    }
-
-    pub fn register(&self, peer: &PublicKey) -> mpsc::UnboundedReceiver<String> {
-        self.s.route_sent(peer)
-    }
-}
-
 /// One LSPS request from `peer`; the reply, decoded.
 pub async fn ask(s: &StandIn, rx: &mut mpsc::UnboundedReceiver<String>, peer: &PublicKey, body: &[u8]) -> Value {
     let hook = s.custommsg(peer, body).await;
     debug_assert_eq!(hook, json!({"result": "continue"}));
-    let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("a reply in time").expect("router");
+    let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a reply in time")
+        .expect("the stand-in routes replies");
     serde_json::from_slice(&hex::decode(&msg[4..]).expect("hex")).expect("JSON reply")
 }
 
@@ -59,7 +46,6 @@ enum Kind {
 
 async fn row(
     s: &Arc<StandIn>,
-    router: &Router,
     who: &[(PublicKey, String)],
     kind: Kind,
     conc: usize,
@@ -71,7 +57,7 @@ async fn row(
     for (peer, order_id) in who[..conc].iter() {
         let (peer, order_id) = (*peer, order_id.clone());
         let s = s.clone();
-        let mut rx = router.register(&peer);
+        let mut rx = s.route_sent(&peer);
         tasks.push(tokio::spawn(async move {
             let body = match kind {
                 Kind::Floor => vec![],
@@ -117,12 +103,11 @@ pub async fn run(table: &mut Table) {
     let total = env_num("LSPS1_BENCH_P2P_N", 20_000);
     println!("\n== 1. P2P round trip ({total} requests per row)");
     let s = Arc::new(unlimited(StandIn::builder()).start().await);
-    let router = Router::start(&s);
     // Every peer owns one order, for its get_order.
     let ps = peers(256);
     let mut who = vec![];
     for p in &ps {
-        let mut rx = router.register(p);
+        let mut rx = s.route_sent(p);
         let body = req(
             "c",
             "lsps1.create_order",
@@ -140,7 +125,7 @@ pub async fn run(table: &mut Table) {
         (Kind::ListProtocols, "lsps0.list_protocols"),
     ];
     for conc in [1usize, 16, 256] {
-        let _warm = row(&s, &router, &who, Kind::GetInfo, conc, total / 10).await;
+        let _warm = row(&s, &who, Kind::GetInfo, conc, total / 10).await;
         // Rows alternate with the floor in rounds, so a slow moment hits all of them.
         let rounds = 4;
         let mut got: Vec<(Vec<Duration>, Duration)> = vec![(vec![], Duration::ZERO); kinds.len()];
@@ -151,7 +136,7 @@ pub async fn run(table: &mut Table) {
             for (i, (kind, name)) in kinds.iter().enumerate() {
                 let _p = Profile::start(if i > 0 { s.plugin_pid() } else { None }, &format!("p2p_{name}_{conc}"));
                 let c0 = cpu_us(s.plugin_pid());
-                let (lat, wall, b) = row(&s, &router, &who, *kind, conc, total / rounds).await;
+                let (lat, wall, b) = row(&s, &who, *kind, conc, total / rounds).await;
                 cpu[i] += cpu_us(s.plugin_pid()) - c0;
                 busy[i] += b;
                 got[i].0.extend(lat);

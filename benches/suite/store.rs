@@ -12,7 +12,7 @@ use cln_lsps1::store::Store;
 use serde_json::json;
 
 use crate::common::{Stats, Table, env_num, peers, rss_kib, us};
-use crate::p2p::{Router, ask, unlimited};
+use crate::p2p::{ask, unlimited};
 use crate::standin::{StandIn, req};
 
 const BASE_MS: i64 = 1_750_000_000_000;
@@ -191,13 +191,12 @@ pub async fn run(table: &mut Table) {
             unlimited(StandIn::builder()).option("lsps1-db-path", json!(path.to_string_lossy())).start().await,
         );
         let rss_idle = idle_rss(&s).await;
-        let router = Router::start(&s);
         // P2P get_order from 16 peers, each asking for its own orders.
         let start = Instant::now();
         let mut tasks = vec![];
         for (k, p) in ps.iter().take(16).copied().enumerate() {
             let s = s.clone();
-            let mut rx = router.register(&p);
+            let mut rx = s.route_sent(&p);
             let per = reads / 16;
             tasks.push(tokio::spawn(async move {
                 let mut lat = vec![];

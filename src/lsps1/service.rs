@@ -19,7 +19,7 @@ use crate::lsps1::order::{EventSink, FailReason, OrderChanged, PaymentMethod, Ph
 use crate::lsps1::pricing::{self, Quote};
 use crate::lsps1::validate::{OrderRequest, TokenPolicy, Transport, validate_create_order};
 use crate::ports::{FeeEstimates, NodeApi, NodeError, RouteHop, WalletFunds};
-use crate::store::{Bolt11Record, InsertLimits, OrderRecord, Store, StoreError};
+use crate::store::{Answers, Bolt11Record, InsertLimits, OrderRecord, Store, StoreError};
 
 /// The LSPS numbers this service speaks, for `lsps0.list_protocols` (T-18: never 0).
 pub const PROTOCOLS: [u16; 1] = [1];
@@ -70,26 +70,14 @@ pub struct Service<N, C, E> {
     refreshing: tokio::sync::Mutex<()>,
     /// The last get_info answer, by (market snapshot, store generation).
     info_cache: Mutex<Option<InfoCacheEntry>>,
-    /// get_order answers by order id, valid while the store is unchanged and the order
-    /// cannot have expired by itself: wallets poll their order every few seconds.
-    order_cache: Mutex<std::collections::HashMap<String, CachedOrder>>,
+    /// get_order answers by order id, with the order's client (decision 8).
+    order_answers: Answers<(String, OrderResponse)>,
     refresh_wanted: tokio::sync::Notify,
     /// Where transitions made here (lazy expiry) are reported.
     events: Option<EventSink>,
 }
 
 type InfoCacheEntry = ((u64, u64), GetInfoResponse);
-
-#[derive(Clone)]
-struct CachedOrder {
-    generation: u64,
-    until_ms: i64,
-    client_node_id: String,
-    response: OrderResponse,
-}
-
-/// Most get_order answers kept; past it the cache starts over.
-const MAX_CACHED_ORDERS: usize = 4096;
 
 /// How long a request may wait for the node to refresh the market.
 pub const MARKET_WAIT: Duration = Duration::from_secs(2);
@@ -113,7 +101,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             market: Mutex::new(Market::default()),
             refreshing: tokio::sync::Mutex::new(()),
             info_cache: Mutex::new(None),
-            order_cache: Mutex::new(std::collections::HashMap::new()),
+            order_answers: Answers::default(),
             refresh_wanted: tokio::sync::Notify::new(),
             events: None,
         }
@@ -401,7 +389,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         // Decision 10, checked again in the insert transaction; checked here too so that a
         // peer over its quota costs no invoice signing.
         let client_id = client.to_string();
-        let unpaid = self.store.read_unpaid_count(&client_id, now).map_err(internal)?;
+        let unpaid = self.store.unpaid_count(&client_id, now).map_err(internal)?;
         if unpaid >= u64::from(self.cfg.max_unpaid_orders_per_peer) {
             return Err(too_many_unpaid(unpaid));
         }
@@ -636,15 +624,11 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             Some(_) => RpcError::not_found(format!("no order {order_id} for this node")),
             None => RpcError::not_found(format!("no order {order_id}")),
         };
-        let cached = self.order_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&order_id).cloned();
-        if let Some(c) = cached
-            && c.generation == generation
-            && now < c.until_ms
-        {
-            if peer.is_some_and(|p| p.to_string() != c.client_node_id) {
+        if let Some(((client, response), until)) = self.order_answers.get(&order_id, generation, now) {
+            if peer.is_some_and(|p| p.to_string() != client) {
                 return Err(not_found());
             }
-            return Ok((c.response, c.until_ms));
+            return Ok((response, until));
         }
         let id = order_id.clone();
         // The common case, an order that needs no lazy expiry, is read inline on the read
@@ -675,19 +659,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         }
         let until = if record.phase == Phase::AwaitingPayment { record.expires_at_ms } else { i64::MAX };
         let response = order_response(&record);
-        let mut cache = self.order_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED_ORDERS {
-            cache.clear();
-        }
-        cache.insert(
-            order_id,
-            CachedOrder {
-                generation,
-                until_ms: until,
-                client_node_id: record.client_node_id.clone(),
-                response: response.clone(),
-            },
-        );
+        self.order_answers.put(order_id, generation, until, (record.client_node_id, response.clone()));
         Ok((response, until))
     }
 

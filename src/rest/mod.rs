@@ -35,6 +35,7 @@ use crate::lsps0::jsonrpc::RpcError;
 use crate::lsps1::service::Service;
 use crate::lsps1::validate::Transport;
 use crate::ports::{NodeAddress, NodeApi};
+use crate::store::Answers;
 
 /// The OpenAPI 3.1 document of this API, committed as `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -62,21 +63,9 @@ pub struct RestState<N, C, E> {
     uris: Mutex<Option<(Instant, Vec<String>)>>,
     /// get_info's body as last served, reused for [`INFO_TTL`].
     info_body: Mutex<Option<(Instant, Bytes)>>,
-    /// get_order bodies as last served, by order id: reused while the store has not been
-    /// written since ([`crate::store::Store::generation`]) and the order cannot have expired
-    /// by itself. Wallets poll their order every few seconds; between two writes of the
-    /// store every poll is answered without SQLite (issue 13).
-    orders: Mutex<HashMap<String, CachedOrder>>,
+    /// get_order bodies as last served, by order id (the service's answers, serialized).
+    order_bodies: Answers<Bytes>,
 }
-
-struct CachedOrder {
-    generation: u64,
-    until_ms: i64,
-    body: Bytes,
-}
-
-/// Most get_order bodies kept; past it the cache starts over.
-const MAX_CACHED_ORDERS: usize = 4096;
 
 /// How long a get_info body is served again. The answer moves with the wallet and the fee
 /// estimates, which the service itself reads at most every few seconds; create_order
@@ -97,7 +86,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
             unpaid: Mutex::new(HashMap::new()),
             uris: Mutex::new(None),
             info_body: Mutex::new(None),
-            orders: Mutex::new(HashMap::new()),
+            order_bodies: Answers::default(),
         }
     }
 
@@ -424,25 +413,15 @@ async fn get_order<N: NodeApi, C: Clock, E: Entropy>(State(state): State<Shared<
     // below is then already out of date.
     let generation = state.service.store().generation();
     let now = state.service.now_ms();
-    if let Some(id) = &id {
-        let orders = state.orders.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = orders.get(id)
-            && c.generation == generation
-            && now < c.until_ms
-        {
-            return json_body(c.body.clone());
-        }
+    if let Some((body, _)) = id.as_deref().and_then(|id| state.order_bodies.get(id, generation, now)) {
+        return json_body(body);
     }
     match state.service.get_order_until(None, &params).await {
         Ok((o, until_ms)) => match serde_json::to_vec(&o) {
             Ok(body) => {
                 let body = Bytes::from(body);
                 if let Some(id) = id {
-                    let mut orders = state.orders.lock().unwrap_or_else(|p| p.into_inner());
-                    if orders.len() >= MAX_CACHED_ORDERS {
-                        orders.clear();
-                    }
-                    orders.insert(id, CachedOrder { generation, until_ms, body: body.clone() });
+                    state.order_bodies.put(id, generation, until_ms, body.clone());
                 }
                 json_body(body)
             }

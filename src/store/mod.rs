@@ -8,9 +8,11 @@
 //! all. Calls are blocking; async callers go through [`Store::call`], which runs them on
 //! tokio's blocking pool.
 
+mod answers;
 mod lifecycle;
 pub mod schema;
 
+pub use answers::Answers;
 pub use lifecycle::{HtlcKey, HtlcRecord, HtlcWrite, Lease, Resolution};
 
 use std::path::{Path, PathBuf};
@@ -515,14 +517,10 @@ impl Store {
         Ok(to)
     }
 
-    /// Unexpired unpaid orders of `client_node_id` at `now_ms`.
+    /// Unexpired unpaid orders of `client_node_id` at `now_ms`, on the read connection (one
+    /// indexed count: fast enough for async code). A pre-check only: the insert counts again
+    /// in its transaction.
     pub fn unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
-        unpaid_in(&self.lock(), client_node_id, now_ms)
-    }
-
-    /// [`Store::unpaid_count`] on the read connection (one indexed count: fast enough for
-    /// async code). A pre-check only: the insert counts again in its transaction.
-    pub fn read_unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         unpaid_in(&self.read_lock(), client_node_id, now_ms)
     }
 }
