@@ -419,10 +419,15 @@ node_failed() {
 	die "$2; see $log"
 }
 
+# A daemon keeps the descriptors it inherits: started with ours, it would hold
+# whatever reads our output (a pipe, a CI log, subprocess.run) open for as long
+# as it runs. Each one gets its own file instead.
 start_node() {
-	local n=$1
-	lightningd --lightning-dir="$WORK_DIR/l$n" --daemon ||
+	local n=$1 out=$WORK_DIR/l$1/daemon.out
+	if ! lightningd --lightning-dir="$WORK_DIR/l$n" --daemon </dev/null >"$out" 2>&1; then
+		tail -n 8 "$out" >&2 || true
 		node_failed "$n" "lightningd for node $n failed to start"
+	fi
 	wait_until 60 lcli "$n" getinfo || node_failed "$n" "node $n did not start"
 	wait_until 60 node_synced "$n" || node_failed "$n" "node $n did not sync with bitcoind"
 }
@@ -492,8 +497,12 @@ cmd_start() {
 
 	info "starting bitcoind (regtest, RPC 127.0.0.1:$BTC_RPCPORT) in $BTC_DIR"
 	write_bitcoin_conf
-	bitcoind -datadir="$BTC_DIR" -pid="$BTC_DIR/bitcoind.pid" -daemon >/dev/null ||
+	# Detached from our streams, as start_node explains.
+	if ! bitcoind -datadir="$BTC_DIR" -pid="$BTC_DIR/bitcoind.pid" -daemon \
+		</dev/null >"$BTC_DIR/daemon.out" 2>&1; then
+		tail -n 8 "$BTC_DIR/daemon.out" >&2 || true
 		die "bitcoind failed to start; see $BTC_DIR/regtest/debug.log"
+	fi
 	wait_until 60 bcli getblockchaininfo || die "bitcoind did not answer RPC; see $BTC_DIR/regtest/debug.log"
 	# A wallet for sending coins around by hand (bt-cli -rpcwallet=default ...).
 	bcli createwallet default >/dev/null 2>&1 || echo "note: could not create a bitcoind wallet (built without one?)" >&2

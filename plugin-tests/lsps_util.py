@@ -248,3 +248,14 @@ def plugin_pid(node, plugin_path):
 
 def sha256_hex(hex_data):
     return hashlib.sha256(bytes.fromhex(hex_data)).hexdigest()
+
+
+def wait_for_logged(node, regex):
+    """Wait until node's log has a line matching regex, wherever it is.
+
+    pyln's `wait_for_log` searches only forward from the last line an earlier
+    wait matched, so it misses a line logged before that one (a start-up line,
+    or a peer's line that raced the event the test waited for). Use this for
+    any line whose place relative to earlier waits is not certain.
+    """
+    wait_for(lambda: node.daemon.is_in_log(regex) is not None)

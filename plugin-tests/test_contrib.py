@@ -6,6 +6,11 @@ range, so that it never meets another playground or the pyln nodes. Skipped
 like the rest of this directory (conftest.py) where lightningd, bitcoind or
 the plugin binary are missing. The script gets the debug binary the other
 tests use (CLN_LSPS1_BIN) and `--no-build`.
+
+test_start_returns_with_output_captured needs no real nodes: it puts stand-in
+daemons (fakes/) first on PATH, which fork and keep inherited descriptors the
+way bitcoind and lightningd do, and checks that `start` and `stop` return
+while their output goes to a pipe.
 """
 import json
 import os
@@ -20,6 +25,7 @@ import pytest
 from lsps_util import GET_INFO_SATS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "fakes"
 SCRIPT = REPO_ROOT / "contrib" / "startup_regtest.sh"
 PORT_COUNT = 9  # LSPS1_REGTEST_PORT_BASE .. +8 (see the script's header)
 
@@ -112,13 +118,51 @@ def _alive(pid):
         return True
 
 
+def _short_tmp():
+    # Short: lightningd's RPC socket path must fit in 108 bytes.
+    return tempfile.mkdtemp(prefix="lsps1-contrib-", dir="/tmp" if os.path.isdir("/tmp") else None)
+
+
+@pytest.mark.no_rig
+def test_start_returns_with_output_captured():
+    """`start` and `stop` return while their output goes to a pipe, although
+    the daemons they start (stand-ins here) keep inherited descriptors open.
+
+    Started with the script's own stdout/stderr, a daemon would hold the pipe
+    open and subprocess.run would wait for an end of file until its timeout.
+    """
+    tmp = _short_tmp()
+    work_dir = os.path.join(tmp, "rt")
+    pg = Playground(work_dir, _free_port_base(), "/bin/true")
+    pg.env["PATH"] = str(FAKES) + os.pathsep + pg.env.get("PATH", "")
+    try:
+        try:
+            proc = pg.run("start", "--no-build", "--no-client-plugin", timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("`start` did not return within 30 s with its output captured: "
+                        "a daemon kept the script's stdout/stderr open")
+        assert "Regtest network is up" in proc.stdout, pg.describe(proc)
+        pids = pg.pids()
+        assert all(_alive(p) for p in pids), pids
+        status = pg.run("status", timeout=30).stdout
+        for what in ("bitcoind", "l1", "l2"):
+            assert "{}: running".format(what) in status, status
+        try:
+            pg.run("stop", timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("`stop` did not return within 60 s with its output captured")
+        assert not any(_alive(p) for p in pids), pids
+    finally:
+        pg.run("stop", check=False, timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.fixture
 def playground(lsps1_bin):
     """A started playground; stopped and removed afterwards, whatever happened."""
     if shutil.which("lightning-cli") is None:
         pytest.skip("lightning-cli is not on PATH")
-    # Short: lightningd's RPC socket path must fit in 108 bytes.
-    tmp = tempfile.mkdtemp(prefix="lsps1-contrib-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    tmp = _short_tmp()
     pg = Playground(os.path.join(tmp, "rt"), _free_port_base(), lsps1_bin)
     try:
         proc = pg.run("start", "--no-build", timeout=600)

@@ -44,6 +44,7 @@ from lsps_util import (
     take_offline,
     to_us_msat,
     wait_for,
+    wait_for_logged,
     wait_for_lsp_funds,
     wait_for_phase,
 )
@@ -331,7 +332,7 @@ def test_refused_open_refunds_payer(node_factory, executor, lsps1_bin, client_pl
 
     fut = pay_in_background(executor, l3, order)
     assert_payment_refused(fut)
-    l2.daemon.wait_for_log(r"reject_open: refused a channel from {}".format(l1.info["id"]))
+    wait_for_logged(l2, r"reject_open: refused a channel from {}".format(l1.info["id"]))
 
     view = assert_refunded(l1, l2, oid, "open_failed")
     # The open was attempted (the payment was held first), and failed.
@@ -366,7 +367,7 @@ def test_zero_conf_order_completes_without_blocks(
     paid = pay_in_background(executor, l3, order).result(TIMEOUT)
     assert paid["status"] == "complete", paid
     assert sha256_hex(paid["payment_preimage"]) == dec["payment_hash"], paid
-    l2.daemon.wait_for_log(r"zeroconf_accept: mindepth 0 for a channel from {}".format(l1.info["id"]))
+    wait_for_logged(l2, r"zeroconf_accept: mindepth 0 for a channel from {}".format(l1.info["id"]))
 
     got = lsps_result(l2, l1, "lsps1.get_order", {"order_id": oid})
     assert got["order_state"] == "COMPLETED", got
@@ -552,7 +553,8 @@ def test_rest_order_opens_to_its_public_key_node(node_factory, executor, lsps1_b
         node_factory, lsps1_bin, client_plugin, lsp_opts={"lsps1-rest-bind": "127.0.0.1:{}".format(port)}
     )
     base = "http://127.0.0.1:{}/api/v1".format(port)
-    l1.daemon.wait_for_log(r"REST API listening on http://127.0.0.1:{}/api/v1/".format(port))
+    # Logged at start, before lines make_market already waited for.
+    wait_for_logged(l1, r"REST API listening on http://127.0.0.1:{}/api/v1/".format(port))
 
     def rest(path, body=None):
         data = None if body is None else json.dumps(body).encode()
