@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod lsps0;
 pub mod lsps1;
+pub mod order;
 pub mod ports;
 pub mod rest;
 pub mod store;

@@ -1,6 +1,10 @@
-//! The order lifecycle as an internal state machine (spec digest §2.10), kept apart from
-//! the wire enums: the wire `order_state` and payment `state` are derived from the phase,
-//! so they can never disagree with it.
+//! An order's own types, below every room that handles orders: its phase and the events
+//! that move it, why it failed, how it was paid, which transport created it, and the wire
+//! states derived from the phase (bLIP-51 "Order Object" and "Payment"). `lsps1/`, `store/`
+//! and `lifecycle/` all take them from here; this module imports nothing of the crate.
+//!
+//! The phase is the internal state machine, kept apart from the wire enums: the wire
+//! `order_state` and payment `state` are derived from it, so they can never disagree.
 //!
 //! ```text
 //! AwaitingPayment ──payment held──▶ PaymentHeld ──open started──▶ Opening ──funding broadcast──▶ Completed
@@ -8,7 +12,64 @@
 //!        └──payment expired──▶ Failed ◀──┴──── refund (open failed, peer absent, CLTV deadline) ──┘
 //! ```
 
-use super::msgs::{OrderState, PaymentState};
+use serde::Serialize;
+
+/// Which transport created an order: REST is more lenient with types and takes
+/// `public_key` (decisions 1, 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    P2p,
+    Rest,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::P2p => "p2p",
+            Transport::Rest => "rest",
+        }
+    }
+}
+
+/// `order_state` (§2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderState {
+    Created,
+    Completed,
+    Failed,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Created => "CREATED",
+            OrderState::Completed => "COMPLETED",
+            OrderState::Failed => "FAILED",
+        }
+    }
+}
+
+/// A payment option's `state` (§2.7). `CANCELLED` is deprecated and never written (P-07).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentState {
+    ExpectPayment,
+    Hold,
+    Paid,
+    Refunded,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::ExpectPayment => "EXPECT_PAYMENT",
+            PaymentState::Hold => "HOLD",
+            PaymentState::Paid => "PAID",
+            PaymentState::Refunded => "REFUNDED",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {

@@ -110,8 +110,8 @@ use cln_lsps1::lifecycle::htlc::HoldRules;
 use cln_lsps1::lifecycle::plan::Deadlines;
 use cln_lsps1::lifecycle::{Engine, HookAnswer, LifecycleConfig};
 use cln_lsps1::lsps1::invoice::payment_hash_of;
-use cln_lsps1::lsps1::order::Phase;
-use cln_lsps1::lsps1::validate::Transport;
+use cln_lsps1::order::Phase;
+use cln_lsps1::order::Transport;
 use cln_lsps1::ports::{
     ChannelApi, FeeEstimates, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel, WalletFunds,
 };

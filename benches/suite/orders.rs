@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::PublicKey;
-use cln_lsps1::lsps1::validate::Transport;
+use cln_lsps1::order::Transport;
 use cln_lsps1::store::{Bolt11Record, InsertLimits, OrderRecord, Store};
 use lightning_invoice::Bolt11Invoice;
 use serde_json::{Value, json};
@@ -94,7 +94,7 @@ fn record(i: usize, now: i64) -> OrderRecord {
         refund_onchain_address: None,
         announce_channel: false,
         client_info: None,
-        phase: cln_lsps1::lsps1::order::Phase::AwaitingPayment,
+        phase: cln_lsps1::order::Phase::AwaitingPayment,
         held_at_ms: None,
         refunded_after_open: false,
         failure_reason: None,

@@ -7,7 +7,7 @@
 #![no_main]
 
 use cln_lsps1::lsps0::codes;
-use cln_lsps1::lsps1::validate::Transport;
+use cln_lsps1::order::Transport;
 use cln_lsps1::rest;
 use cln_lsps1_fuzz::{check_create_order, check_error};
 use libfuzzer_sys::fuzz_target;

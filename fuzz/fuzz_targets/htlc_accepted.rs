@@ -9,8 +9,8 @@
 use cln_lsps1::cln::hooks::answer_json;
 use cln_lsps1::lifecycle::HookAnswer;
 use cln_lsps1::lifecycle::htlc::{Failure, HoldRules, HtlcDecision, HtlcIn, decide, is_forward};
-use cln_lsps1::lsps1::order::Phase;
-use cln_lsps1::lsps1::validate::Transport;
+use cln_lsps1::order::Phase;
+use cln_lsps1::order::Transport;
 use cln_lsps1::store::{Bolt11Record, HtlcKey, HtlcRecord, HtlcWrite, OrderRecord, Resolution};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

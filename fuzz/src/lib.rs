@@ -13,7 +13,7 @@ use cln_lsps1::lsps0::codes;
 use cln_lsps1::lsps0::frame::MAX_PAYLOAD_LEN;
 use cln_lsps1::lsps0::jsonrpc::{self, MAX_ID_LEN, MAX_NAME_ECHO, RpcError};
 use cln_lsps1::lsps1::msgs::GET_INFO_FIELDS;
-use cln_lsps1::lsps1::order::Phase;
+use cln_lsps1::order::Phase;
 use cln_lsps1::lsps1::pricing;
 use cln_lsps1::lsps1::service::order_response;
 use cln_lsps1::lsps1::validate::{

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::lsps1::order::Phase;
+use crate::order::Phase;
 use crate::store::{HtlcKey, HtlcRecord, HtlcWrite, OrderRecord, Resolution};
 
 /// A `htlc_accepted` call, read tolerantly (schema `hook/htlc_accepted.json`; fixtures

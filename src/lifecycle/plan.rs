@@ -1,7 +1,7 @@
 //! What a paid order does next (issue 11 §2–4, decisions 13–14, N-01, N-02, N-07), as a
 //! pure function of the order, its HTLCs and what the driver observed. No I/O.
 
-use crate::lsps1::order::{FailReason, Phase};
+use crate::order::{FailReason, Phase};
 use crate::store::{HtlcRecord, OrderRecord};
 
 /// What the driver saw, just now.

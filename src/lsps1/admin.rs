@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::lsps0::ser::{format_datetime, parse_datetime};
-use crate::lsps1::order::Phase;
 use crate::lsps1::service::order_response;
+use crate::order::Phase;
 use crate::store::{EventRecord, HtlcRecord, OrderFilter, OrderRecord, Resolution};
 
 /// A bad operator argument, shown by lightning-cli.

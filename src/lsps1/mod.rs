@@ -3,7 +3,6 @@
 pub mod admin;
 pub mod invoice;
 pub mod msgs;
-pub mod order;
 pub mod pricing;
 pub mod service;
 pub mod validate;

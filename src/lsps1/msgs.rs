@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::Lsps1Options;
 use crate::lsps0::ser::sat_string;
+use crate::order::{OrderState, PaymentState};
 
 /// `lsps1.get_info` result: the flat option object of bLIP-51 §1 (G-01).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,46 +59,6 @@ pub const GET_INFO_FIELDS: [&str; 10] = [
     "min_channel_balance_sat",
     "max_channel_balance_sat",
 ];
-
-/// `order_state` (§2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderState {
-    Created,
-    Completed,
-    Failed,
-}
-
-impl OrderState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderState::Created => "CREATED",
-            OrderState::Completed => "COMPLETED",
-            OrderState::Failed => "FAILED",
-        }
-    }
-}
-
-/// A payment option's `state` (§2.7). `CANCELLED` is deprecated and never written (P-07).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentState {
-    ExpectPayment,
-    Hold,
-    Paid,
-    Refunded,
-}
-
-impl PaymentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentState::ExpectPayment => "EXPECT_PAYMENT",
-            PaymentState::Hold => "HOLD",
-            PaymentState::Paid => "PAID",
-            PaymentState::Refunded => "REFUNDED",
-        }
-    }
-}
 
 /// `payment.bolt11` (§2.7 3.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -15,9 +15,9 @@ use crate::lsps0::jsonrpc::{self, Request, RpcError, check_unrecognized};
 use crate::lsps0::ser::format_datetime;
 use crate::lsps1::invoice::{self, InvoiceSpec};
 use crate::lsps1::msgs::{Bolt11PaymentInfo, ChannelInfo, GetInfoResponse, OrderResponse, PaymentInfo};
-use crate::lsps1::order::{EventSink, FailReason, OrderChanged, PaymentMethod, Phase, option_state};
 use crate::lsps1::pricing::{self, Quote};
-use crate::lsps1::validate::{OrderRequest, TokenPolicy, Transport, validate_create_order};
+use crate::lsps1::validate::{OrderRequest, TokenPolicy, validate_create_order};
+use crate::order::{EventSink, FailReason, OrderChanged, PaymentMethod, Phase, Transport, option_state};
 use crate::ports::{FeeEstimates, NodeApi, NodeError, RouteHop, WalletFunds};
 use crate::store::{Answers, Bolt11Record, InsertLimits, OrderRecord, Store, StoreError};
 

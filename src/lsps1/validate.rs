@@ -14,27 +14,14 @@ use serde_json::{Map, Value};
 use crate::config::Lsps1Options;
 use crate::lsps0::jsonrpc::{RpcError, check_unrecognized};
 use crate::lsps0::ser::{Leniency, check_onchain_address, read_pubkey, read_sat, read_uint};
-
-/// Which transport the request came over: REST is more lenient with types and takes
-/// `public_key` (decisions 1, 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    P2p,
-    Rest,
-}
+use crate::order::Transport;
 
 impl Transport {
+    /// REST is more lenient with types (decision 3).
     pub fn leniency(self) -> Leniency {
         match self {
             Transport::P2p => Leniency::Strict,
             Transport::Rest => Leniency::Rest,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::P2p => "p2p",
-            Transport::Rest => "rest",
         }
     }
 }

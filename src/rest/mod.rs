@@ -33,7 +33,7 @@ use crate::config::RestConfig;
 use crate::limits::{Cost, Limiter};
 use crate::lsps0::jsonrpc::RpcError;
 use crate::lsps1::service::Service;
-use crate::lsps1::validate::Transport;
+use crate::order::Transport;
 use crate::ports::{NodeAddress, NodeApi};
 use crate::store::Answers;
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{ChannelRecord, ORDER_COLUMNS, ORDER_FROM, OrderRecord, RawRow, Store, StoreError, to_i64, to_u64};
 use super::{insert_event, order_id_by_hash_in, order_in, transition_in};
-use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase};
+use crate::order::{Event, FailReason, PaymentMethod, Phase};
 
 /// What became of a held HTLC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use crate::lsps1::order::{Event, PaymentMethod, Phase, TransitionError};
-use crate::lsps1::validate::Transport;
+use crate::order::Transport;
+use crate::order::{Event, PaymentMethod, Phase, TransitionError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::lsps1::order::{Event, FailReason, PaymentMethod, Phase};
+use crate::order::{Event, FailReason, PaymentMethod, Phase};
 
 pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
     OrderRecord {

@@ -174,7 +174,7 @@ fn ldk_spec_vector_passes_our_validator() {
     };
     let r = cln_lsps1::lsps1::validate::validate_create_order(
         v.as_object().unwrap(),
-        cln_lsps1::lsps1::validate::Transport::P2p,
+        cln_lsps1::order::Transport::P2p,
         bitcoin::Network::Bitcoin,
         &o,
         &Default::default(),

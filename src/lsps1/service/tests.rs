@@ -148,7 +148,7 @@ async fn create_then_get_order() {
     assert_eq!((o.lsp_balance_sat, o.client_balance_sat, o.channel_expiry_blocks), (1_000_000, 0, 13_140));
     assert_eq!((o.required_channel_confirmations, o.funding_confirms_within_blocks, o.announce_channel), (0, 6, false));
     assert_eq!(o.token.as_deref(), Some(""));
-    assert_eq!(o.order_state, crate::lsps1::msgs::OrderState::Created);
+    assert_eq!(o.order_state, crate::order::OrderState::Created);
     assert_eq!(o.created_at, "2026-11-24T07:49:48.123Z");
     assert!(o.channel.is_none());
     let b = o.payment.bolt11.as_ref().unwrap();
@@ -206,16 +206,16 @@ async fn expired_order_reads_failed_and_refunded() {
     let params = json!({"order_id": o.order_id}).as_object().unwrap().clone();
     s.clock.advance(3_600_000);
     let g = s.get_order(Some(peer(1)), &params).await.unwrap();
-    assert_eq!(g.order_state, crate::lsps1::msgs::OrderState::Failed);
-    assert_eq!(g.payment.bolt11.unwrap().state, crate::lsps1::msgs::PaymentState::Refunded);
+    assert_eq!(g.order_state, crate::order::OrderState::Failed);
+    assert_eq!(g.payment.bolt11.unwrap().state, crate::order::PaymentState::Refunded);
     assert!(s.store().expire_unpaid(i64::MAX / 2).unwrap().is_empty(), "already expired by the read");
 }
 
 #[tokio::test]
 async fn get_order_answers_are_reused_only_while_they_hold() {
     // Issue 13: answers are cached by Store::generation and the order's own deadline.
-    use crate::lsps1::msgs::{OrderState, PaymentState};
-    use crate::lsps1::order::{Event, Phase};
+    use crate::order::{Event, Phase};
+    use crate::order::{OrderState, PaymentState};
     let s = service();
     let params = |id: &str| json!({"order_id": id}).as_object().unwrap().clone();
     let a = s.create_order(Some(peer(1)), Transport::P2p, &order_params()).await.unwrap();
@@ -229,7 +229,7 @@ async fn get_order_answers_are_reused_only_while_they_hold() {
         .transition(
             &a.order_id,
             Phase::AwaitingPayment,
-            Event::PaymentHeld(crate::lsps1::order::PaymentMethod::Bolt11),
+            Event::PaymentHeld(crate::order::PaymentMethod::Bolt11),
             0,
             None,
         )
@@ -266,7 +266,7 @@ async fn c14_denied_and_quota() {
 
 #[tokio::test]
 async fn funds_are_reserved_by_orders_in_flight() {
-    use crate::lsps1::order::{Event, PaymentMethod};
+    use crate::order::{Event, PaymentMethod};
     let s = service();
     let mut p = order_params();
     p.insert("lsp_balance_sat".into(), json!("6000000"));
@@ -285,9 +285,9 @@ async fn funds_are_reserved_by_orders_in_flight() {
     assert_eq!(info.max_initial_lsp_balance_sat, 9_975_000 - 6_007_722 - 7_722);
     // The held order's payment reads HOLD; the unpaid one is untouched.
     let g = s.get_order(Some(peer(1)), json!({"order_id": first.order_id}).as_object().unwrap()).await.unwrap();
-    assert_eq!(g.payment.bolt11.unwrap().state, crate::lsps1::msgs::PaymentState::Hold);
+    assert_eq!(g.payment.bolt11.unwrap().state, crate::order::PaymentState::Hold);
     let g = s.get_order(Some(peer(2)), json!({"order_id": second.order_id}).as_object().unwrap()).await.unwrap();
-    assert_eq!(g.payment.bolt11.unwrap().state, crate::lsps1::msgs::PaymentState::ExpectPayment);
+    assert_eq!(g.payment.bolt11.unwrap().state, crate::order::PaymentState::ExpectPayment);
 }
 
 #[tokio::test]
@@ -428,7 +428,7 @@ async fn c21_responses_fit_and_bad_messages_get_parse_errors() {
 fn t20_channel_object_encoding() {
     let mut r = crate::store::tests::record("o", "p", T0);
     r.phase = Phase::Completed;
-    r.paid_method = Some(crate::lsps1::order::PaymentMethod::Bolt11);
+    r.paid_method = Some(crate::order::PaymentMethod::Bolt11);
     r.channel = Some(crate::store::ChannelRecord {
         channel_id: None,
         funding_txid: "0301E0480B374B32851A9462DB29DC19FE830A7F7D7A88B81612B9D42099C0AE".into(),
