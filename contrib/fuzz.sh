@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the cargo-fuzz targets of fuzz/ (issue 13) and print executions and exec/s per target.
+# Run the cargo-fuzz targets of fuzz/ and print executions and exec/s per target.
 #
 #   bash contrib/fuzz.sh [target|all] [runs]     # default: all, 10000000 runs each
 #

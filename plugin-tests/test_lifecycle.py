@@ -1,5 +1,5 @@
 """The LSPS1 order lifecycle against real nodes: hold the payment, open the
-channel, settle or refund (issue 11).
+channel, settle or refund.
 
 Three nodes in every test:
 - l1, the LSP: cln-lsps1 (wallet funded) and plugins/order_events.py, which
@@ -11,7 +11,7 @@ Three nodes in every test:
   invoice with `pay` (xpay in Core Lightning v26.06).
 l2 has no channel of its own: the one the order buys is its first.
 
-Checklist items (spec digest §2.11) are named in each test's docstring.
+Checklist items (bLIP-51) are named in each test's docstring.
 Skipped like the rest of this directory where lightningd, bitcoind or the
 plugin binary are missing (conftest.py).
 """
@@ -181,7 +181,7 @@ def test_buy_channel_end_to_end(node_factory, executor, bitcoind, lsps1_bin, cli
     (funding fee rate for funding_confirms_within_blocks), N-06 (mindepth =
     required_channel_confirmations = 1), N-09 (COMPLETED with channel filled at
     the broadcast), N-10 (channel.expires_at = funded_at + blocks x 10 min);
-    decisions 11, 15, 16.
+    rulings 11, 15, 16.
     """
     l1, l2, l3 = make_market(node_factory, lsps1_bin, client_plugin)
     order, dec = place_order(l2, l1, client_balance_sat=str(CLIENT_BALANCE_SAT))
@@ -216,7 +216,7 @@ def test_buy_channel_end_to_end(node_factory, executor, bitcoind, lsps1_bin, cli
     channel = got["channel"]
     assert channel is not None, got
 
-    # The channel l1 opened to l2 (N-03, N-04, decision 15).
+    # The channel l1 opened to l2 (N-03, N-04, ruling 15).
     ch = only_one(peer_channels(l1, l2))
     assert ch["opener"] == "local", ch
     assert ch["private"] is (not ORDER["announce_channel"]), ch
@@ -229,12 +229,12 @@ def test_buy_channel_end_to_end(node_factory, executor, bitcoind, lsps1_bin, cli
     assert int(theirs["to_us_msat"]) == CLIENT_BALANCE_SAT * 1000, theirs
     assert channel["funding_outpoint"] == "{}:{}".format(ch["funding_txid"], ch["funding_outnum"]), (channel, ch)
 
-    # Decision 11: the preimage went out when the funding tx was broadcast,
+    # Ruling 11: the preimage went out when the funding tx was broadcast,
     # before any confirmation; N-06: with mindepth 1 the channel waits for one.
     assert ch["funding_txid"] in bitcoind.rpc.getrawmempool(), ch
     assert ch["state"] == "CHANNELD_AWAITING_LOCKIN", ch
 
-    # N-10 / decision 16: the lease runs channel_expiry_blocks x 10 minutes
+    # N-10 / ruling 16: the lease runs channel_expiry_blocks x 10 minutes
     # from the funding, and ends channel_expiry_blocks after that block.
     funded_at = parse_datetime(channel["funded_at"])
     expires_at = parse_datetime(channel["expires_at"])
@@ -273,7 +273,7 @@ def test_pay_waits_for_channel(node_factory, executor, lsps1_bin, client_plugin)
 
     P-05 (HOLD while held), N-01 (no open before the payment is held; the open
     follows it), N-02 (no open attempt until the client is connected; opening
-    resumes when it connects), P-06; decision 14.
+    resumes when it connects), P-06; ruling 14.
     """
     l1, l2, l3 = make_market(node_factory, lsps1_bin, client_plugin)
     order, dec = place_order(l2, l1)
@@ -355,8 +355,8 @@ def test_zero_conf_order_completes_without_blocks(
     usable (CHANNELD_NORMAL on both sides), before any block is mined.
 
     N-07 (0 confirmations -> open right after the payment), N-06 (mindepth 0),
-    N-09, P-06; cln-plugin-notes §4 (the client's openchannel hook answers
-    mindepth 0).
+    N-09, P-06 (the client's openchannel hook answers mindepth 0, which Core
+    Lightning needs before it uses an unconfirmed channel it accepted).
     """
     l1, l2, l3 = make_market(node_factory, lsps1_bin, client_plugin, client_plugins=[ZEROCONF_PLUGIN])
     order, dec = place_order(l2, l1, required_channel_confirmations=0)
@@ -390,7 +390,7 @@ def test_plugin_death_refunds_payer(node_factory, executor, lsps1_bin, client_pl
     plugin) starts again, the order is found refunded ("payment_lost") and no
     channel is ever opened for it.
 
-    P-07, decisions 12 (a held payment never settles without its channel, even
+    P-07, rulings 12 (a held payment never settles without its channel, even
     when the plugin dies) and 17 (reconciled at start from listhtlcs).
     """
     if os.environ.get("VALGRIND", "0") not in ("", "0"):
@@ -509,7 +509,7 @@ def test_order_state_notifications(node_factory, executor, lsps1_bin, client_plu
     `lsps1_order_state_changed`, which a plugin on the LSP node can subscribe
     to: awaiting_payment -> payment_held -> opening -> completed.
 
-    Issue 11 §7 (with P-05 and P-06 seen from outside the plugin). The payload
+    The order-state notification (with P-05 and P-06 seen from outside the plugin). The payload
     also comes nested under the topic (cln-plugin 0.7 sends both forms), which
     is how pyln-testing's teardown reads saved notifications.
     """
@@ -537,9 +537,9 @@ def test_order_state_notifications(node_factory, executor, lsps1_bin, client_plu
 
 
 def test_rest_order_opens_to_its_public_key_node(node_factory, executor, lsps1_bin, client_plugin):
-    """Issue 12: an order created over REST for l2's node id (`public_key`), paid
+    """An order created over REST for l2's node id (`public_key`), paid
     by l3, opens its channel to l2 once l2 is connected, and reads COMPLETED /
-    PAID over REST (bearer read by order id) and over P2P from l2 (decision 9).
+    PAID over REST (bearer read by order id) and over P2P from l2 (ruling 9).
 
     N-01, N-02 (REST orders included), P-05, P-06, N-09.
     """

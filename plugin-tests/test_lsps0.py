@@ -40,7 +40,7 @@ def lsp_pair(node_factory, lsps1_bin, client_plugin):
 def test_list_protocols(lsp_pair):
     l1, l2 = lsp_pair
     assert lsps_result(l1, l2, "lsps0.list_protocols", {}) == {"protocols": [1]}
-    # Missing params mean {} (decisions.md 6).
+    # Missing params mean {} (ruling 6).
     assert lsps_result(l1, l2, "lsps0.list_protocols") == {"protocols": [1]}
     assert_no_broken(l2)
 
@@ -141,7 +141,7 @@ def _lightningd_has_option(option):
 
 def test_disabled_by_cln_lsps_service(node_factory, lsps1_bin, client_plugin):
     """Core Lightning's own LSPS service also answers every 37913 message, so
-    our plugin disables itself when it is on (decisions.md 19)."""
+    our plugin disables itself when it is on (ruling 19)."""
     if not _lightningd_has_option("experimental-lsps2-service"):
         pytest.skip("this lightningd has no experimental-lsps2-service")
 

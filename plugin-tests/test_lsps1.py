@@ -88,7 +88,7 @@ def nodes(node_factory, lsps1_bin, client_plugin):
 
 
 def check_order(order, request, lsp):
-    """The order object of create_order / get_order (bLIP-51, decisions.md)."""
+    """The order object of create_order / get_order (bLIP-51, docs/rulings.md)."""
     assert isinstance(order["order_id"], str) and 0 < len(order["order_id"]) <= 64, order
     for k in MIRRORED:
         assert order[k] == request.get(k, ""), "{} not mirrored: {}".format(k, order)
@@ -191,7 +191,7 @@ def test_create_order(nodes):
 
 
 def test_create_order_zeus(nodes):
-    """ZEUS's request, client_info included, is accepted (decisions.md 1), and
+    """ZEUS's request, client_info included, is accepted (ruling 1), and
     create_order is not idempotent: two calls make two orders."""
     l1, l2, _ = nodes
     first = lsps_result(l1, l2, "lsps1.create_order", ZEUS_ORDER)
@@ -218,7 +218,7 @@ def test_get_order(nodes):
 
     # Unknown order id: 101.
     lsps_error(l1, l2, "lsps1.get_order", {"order_id": str(uuid.uuid4())}, code=101)
-    # P2P orders belong to the peer that created them (decisions.md 8).
+    # P2P orders belong to the peer that created them (ruling 8).
     lsps_error(l3, l2, "lsps1.get_order", {"order_id": oid}, code=101)
     # Missing order_id: invalid params.
     lsps_error(l1, l2, "lsps1.get_order", {}, code=-32602)
@@ -282,7 +282,7 @@ def test_operator_commands(nodes):
 
 
 def test_create_order_validation(node_factory, lsps1_bin, client_plugin):
-    """Errors of create_order (bLIP-51 + decisions.md 3-5), tokens and the deny list."""
+    """Errors of create_order (bLIP-51 + rulings 3-5), tokens and the deny list."""
     # l3's node id is deterministic, but only known once it runs: start it first.
     l3 = node_factory.get_node(options={"plugin": client_plugin})
     l1, l2, _ = make_nodes(node_factory, lsps1_bin, client_plugin, lsp_opts={
@@ -292,7 +292,7 @@ def test_create_order_validation(node_factory, lsps1_bin, client_plugin):
     connect(l3, l2)
 
     # Option mismatch: 100, naming the get_info field. (1000 sat also breaks
-    # min_channel_balance_sat; decisions.md 4 reports the first check, in field order.)
+    # min_channel_balance_sat; ruling 4 reports the first check, in field order.)
     err = lsps_error(l1, l2, "lsps1.create_order", dict(ORDER, lsp_balance_sat="1000"), code=100)
     assert err["data"]["property"] == "min_initial_lsp_balance_sat", err
     err = lsps_error(l1, l2, "lsps1.create_order", dict(ORDER, channel_expiry_blocks=10**6), code=100)

@@ -1,4 +1,4 @@
-//! Time and randomness are injected (style-examples habit 8), so the service is tested
+//! Time and randomness are injected, so the service is tested
 //! with a fixed clock and fixed entropy.
 
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -19,7 +19,7 @@ pub enum OptValue {
     StrList(Vec<String>),
 }
 
-/// The ten `lsps1.get_info` options (bLIP-51 §1, spec digest §2.2) as configured.
+/// The ten `lsps1.get_info` options (bLIP-51 "1. lsps1.get_info") as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lsps1Options {
     pub min_required_channel_confirmations: u16,
@@ -87,22 +87,22 @@ pub struct Config {
     pub tokens: BTreeSet<String>,
     /// Treat unknown tokens as absent instead of answering `102`.
     pub accept_unknown_tokens: bool,
-    /// Node ids refused with `1` (decision 10).
+    /// Node ids refused with `1` (ruling 10).
     pub deny_nodes: HashSet<PublicKey>,
     /// Unexpired unpaid orders one peer may hold; more are refused with `1`.
     pub max_unpaid_orders_per_peer: u32,
     pub peer_limits: PeerLimits,
     /// Where the store lives; `None` = `<lightning-dir>/lsps1.sqlite3`.
     pub db_path: Option<PathBuf>,
-    /// Advertise feature bit 729 (decision 18).
+    /// Advertise feature bit 729 (ruling 18).
     pub feature_bit: bool,
-    /// Blocks before a held HTLC's `cltv_expiry` at which it is failed back (decision 13).
+    /// Blocks before a held HTLC's `cltv_expiry` at which it is failed back (ruling 13).
     pub cltv_safety_margin: u32,
     /// How long a paid order waits for its client to connect before it is refunded.
     pub open_deadline_secs: u64,
     /// BOLT 4 `mpp_timeout`: parts of an incomplete payment go back after this long.
     pub mpp_timeout_secs: u64,
-    /// The REST listener (issue 12); off when `binds` is empty.
+    /// The REST listener; off when `binds` is empty.
     pub rest: RestConfig,
 }
 
@@ -474,7 +474,7 @@ fn rest_config(r: &Reader<'_>, limits: PeerLimits) -> Result<RestConfig, ConfigE
     })
 }
 
-/// G-02 and the consistency rules of issue 4: every min ≤ its max, and the channel bounds
+/// G-02 and the consistency rules: every min ≤ its max, and the channel bounds
 /// leave room for at least one order.
 pub fn check_options(o: &Lsps1Options) -> Result<(), ConfigError> {
     if o.min_funding_confirms_within_blocks < 1 {
@@ -672,7 +672,7 @@ mod tests {
             (&[("lsps1-payment-expiry-secs", Int(5))], "lsps1-payment-expiry-secs"),
             (&[("lsps1-peer-burst", Int(0))], "lsps1-peer-burst"),
             (&[("lsps1-base-fee-sat", Int(i64::MAX))], "lsps1-base-fee-sat"),
-            // The lifecycle's and REST's options (issues 11, 12).
+            // The lifecycle's and REST's options.
             (&[("lsps1-invoice-cltv", Int(23))], "lsps1-invoice-cltv"),
             (&[("lsps1-cltv-safety-margin", Int(2))], "lsps1-cltv-safety-margin"),
             (&[("lsps1-cltv-safety-margin", Int(200))], "lsps1-invoice-cltv"),

@@ -1,6 +1,6 @@
 //! cln-lsps1: an LSPS1 (bLIP-51) channel-purchase service for Core Lightning.
 //!
-//! Layering (docs/style-examples.md):
+//! Layering (ARCHITECTURE.md has the whole map):
 //! - [`lsps0`]: the bLIP-50 transport: 37913 framing, JSON-RPC envelope, error codes, LSPS0
 //!   common schemas. No I/O.
 //! - [`lsps1`]: bLIP-51 wire types, request validation, pricing, the order state machine and

@@ -1,4 +1,4 @@
-//! Per-peer request limits (issue 3, decision 10): a token bucket per peer, a cap on
+//! Per-peer request limits (ruling 10): a token bucket per peer, a cap on
 //! requests in flight per peer and overall, and a bounded peer table, so no peer can
 //! exhaust the plugin's memory or the node's RPC whatever it sends.
 
@@ -124,7 +124,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         self.admit_costing(peer, now, Cost::Full)
     }
 
-    /// Admit one request of the given cost (issue 11 §11: polling is welcome).
+    /// Admit one request of the given cost (polling is welcome).
     pub fn admit_costing(&self, peer: K, now: Instant, cost: Cost) -> Result<InFlight<K>, (Refusal, bool)> {
         let cost = cost.millitokens();
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -294,7 +294,7 @@ mod tests {
         let t0 = Instant::now();
         let _a = l.admit(peer(1), t0).unwrap();
         let _b = l.admit(peer(2), t0).unwrap();
-        // Told once (decision 10: a refusal gets error 1), then silent within the interval.
+        // Told once (ruling 10: a refusal gets error 1), then silent within the interval.
         assert_eq!(l.admit(peer(3), t0).unwrap_err(), (Refusal::Overloaded, true));
         assert_eq!(l.admit(peer(3), t0).unwrap_err(), (Refusal::Overloaded, false));
     }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // The level filter of the log bridge to lightningd (cln-plugin-notes §1.5). Set before
+    // The level filter of the log bridge to lightningd (cln-plugin reads CLN_PLUGIN_LOG). Set before
     // any thread starts; lightningd still shows debug lines only with --log-level=debug.
     if std::env::var_os("CLN_PLUGIN_LOG").is_none() {
         // SAFETY: single-threaded here: the runtime is built below.

@@ -15,7 +15,7 @@
 use serde::Serialize;
 
 /// Which transport created an order: REST is more lenient with types and takes
-/// `public_key` (decisions 1, 3).
+/// `public_key` (rulings 1, 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     P2p,
@@ -31,7 +31,7 @@ impl Transport {
     }
 }
 
-/// `order_state` (§2.5).
+/// `order_state` (bLIP-51, order object).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderState {
@@ -50,7 +50,7 @@ impl OrderState {
     }
 }
 
-/// A payment option's `state` (§2.7). `CANCELLED` is deprecated and never written (P-07).
+/// A payment option's `state` (bLIP-51, payment). `CANCELLED` is deprecated and never written (P-07).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentState {
@@ -88,27 +88,27 @@ pub enum Phase {
 /// Why an order failed, recorded with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailReason {
-    /// The payment option expired unpaid (decision 13).
+    /// The payment option expired unpaid (ruling 13).
     PaymentExpired,
     /// `fundchannel` failed (N-11).
     OpenFailed,
-    /// The client did not connect in time (N-02, decision 13).
+    /// The client did not connect in time (N-02, ruling 13).
     PeerNotConnected,
     /// The earliest held HTLC came within the safety margin of its `cltv_expiry`.
     CltvDeadline,
     /// The operator cancelled it.
     Cancelled,
-    /// The wallet could no longer fund the channel when the payment was held (issue 11 §2).
+    /// The wallet could no longer fund the channel when the payment was held.
     FundsUnavailable,
     /// lightningd failed the held HTLCs back by itself while the plugin was down
-    /// (decision 12: the plugin died while holding); found at the next start.
+    /// (ruling 12: the plugin died while holding); found at the next start.
     PaymentLost,
     /// The plugin stopped while `fundchannel` was in flight and no channel came of it
-    /// (decision 17, reconciled at start from `listpeerchannels`).
+    /// (ruling 17, reconciled at start from `listpeerchannels`).
     OpenInterrupted,
 }
 
-/// A payment option of bLIP-51 §2.7.
+/// A payment option of bLIP-51 (payment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PaymentMethod {
     Bolt11,
@@ -162,12 +162,12 @@ impl Event {
     }
 }
 
-/// The wire state of payment option `this` (§2.7, §2.10): the option that was paid follows
+/// The wire state of payment option `this` (bLIP-51, payment and state machines): the option that was paid follows
 /// the order's phase; the others stay `EXPECT_PAYMENT` while the order is open and read
 /// `REFUNDED` (bLIP-51's replacement for `CANCELLED`) once another option was paid or the
 /// order ended.
 /// `refunded_after_open` marks the rare order whose channel was opened although its HTLCs
-/// were failed back (the plugin died between broadcast and settlement, decision 17): it
+/// were failed back (the plugin died between broadcast and settlement, ruling 17): it
 /// reads COMPLETED with the payment REFUNDED, which is what happened.
 pub fn option_state(
     phase: Phase,
@@ -187,7 +187,7 @@ pub fn option_state(
 }
 
 /// A transition, as told to operators (the `lsps1_order_state_changed` notification and
-/// the info log, issue 11 §7).
+/// the info log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderChanged {
     pub order_id: String,
@@ -196,7 +196,7 @@ pub struct OrderChanged {
     pub to: Phase,
     /// Why, for failures.
     pub reason: Option<FailReason>,
-    /// The payment reads REFUNDED although the channel opened (decision 17).
+    /// The payment reads REFUNDED although the channel opened (ruling 17).
     pub refunded_after_open: bool,
 }
 
@@ -254,7 +254,7 @@ impl Phase {
         }
     }
 
-    /// The funding transaction was broadcast (N-09, decision 11).
+    /// The funding transaction was broadcast (N-09, ruling 11).
     pub fn funding_broadcast(self) -> Result<Phase, TransitionError> {
         match self {
             Phase::Opening => Ok(Phase::Completed),
@@ -288,7 +288,7 @@ impl Phase {
         }
     }
 
-    /// The wire `order_state` (§2.5).
+    /// The wire `order_state` (bLIP-51, order object).
     pub fn order_state(self) -> OrderState {
         match self {
             Phase::AwaitingPayment | Phase::PaymentHeld | Phase::Opening => OrderState::Created,
@@ -297,7 +297,7 @@ impl Phase {
         }
     }
 
-    /// The wire state of the Lightning payment option (§2.7; `REFUNDED`, never `CANCELLED`).
+    /// The wire state of the Lightning payment option (bLIP-51, payment; `REFUNDED`, never `CANCELLED`).
     pub fn lightning_payment_state(self) -> PaymentState {
         match self {
             Phase::AwaitingPayment => PaymentState::ExpectPayment,
@@ -305,11 +305,6 @@ impl Phase {
             Phase::Completed => PaymentState::Paid,
             Phase::Failed => PaymentState::Refunded,
         }
-    }
-
-    /// Whether the order still counts against the wallet's funds.
-    pub fn reserves_funds(self) -> bool {
-        matches!(self, Phase::AwaitingPayment | Phase::PaymentHeld | Phase::Opening)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -41,7 +41,7 @@ pub struct WalletFunds {
 }
 
 /// One hop of a BOLT11 route hint: from a peer over a private channel to this node
-/// (issue 11 §10). The peer's own forwarding policy for that channel.
+///. The peer's own forwarding policy for that channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteHop {
     pub src_node_id: PublicKey,
@@ -93,7 +93,7 @@ pub trait NodeApi: Send + Sync + 'static {
     fn wallet_funds(&self) -> impl Future<Output = Result<WalletFunds, NodeError>> + Send;
 }
 
-/// `fundchannel` parameters (decision 15, N-03–N-08).
+/// `fundchannel` parameters (ruling 15, N-03–N-08).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenRequest {
     pub peer: PublicKey,
@@ -160,7 +160,7 @@ pub trait ChannelApi: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// `connect <id>`: lightningd tries the addresses it knows from gossip (decision 14).
+    /// `connect <id>`: lightningd tries the addresses it knows from gossip (ruling 14).
     fn connect(&self, peer: PublicKey) -> impl Future<Output = Result<(), NodeError>> + Send;
 
     /// `listpeers <id>`: whether the peer is connected now.

@@ -1,4 +1,4 @@
-//! Issue 11, "model test": an explicit-state model test of the order lifecycle
+//! "model test": an explicit-state model test of the order lifecycle
 //! ([`cln_lsps1::lifecycle::Engine`]) against a fake lightningd.
 //!
 //! proptest generates a small world (1–2 orders in a `Store::open_in_memory()`, one or two

@@ -1,4 +1,4 @@
-//! The benchmark suite (issue 13): one command, `cargo bench --bench suite`, prints every
+//! The benchmark suite: one command, `cargo bench --bench suite`, prints every
 //! figure with its ratio to the floor measured in the same run, and a closing table
 //! (BENCHMARKS.md keeps it). `LSPS1_BENCH_ONLY=p2p,orders,hook,store,rest` picks sections;
 //! `LSPS1_BENCH_PERF=<dir>` records the plugin with `perf` during each measured row.

@@ -1,10 +1,10 @@
 //! `lsps1.create_order` over P2P: the payload of a 37913 message (framed and read back as
 //! the `custommsg` hook gets it), parsed as a JSON-RPC request, its params validated as the
 //! service does (`Transport::P2p`, strict types). Every outcome is compared with the spec
-//! digest's reading of §2.3–2.4 (`cln_lsps1_fuzz::check_create_order`): refusals carry the
-//! right code and property (C-01..C-13, decision 4), accepted orders lie within the policy,
+//! independent reading of bLIP-51's create_order rules (`cln_lsps1_fuzz::check_create_order`): refusals carry the
+//! right code and property (C-01..C-13, ruling 4), accepted orders lie within the policy,
 //! mirror the request (C-19), price (P-01) and fit in one message (C-21); and what P2P
-//! accepts, REST accepts too (decision 3).
+//! accepts, REST accepts too (ruling 3).
 #![no_main]
 
 use cln_lsps1::lsps0::codes;

@@ -2,7 +2,7 @@
 //! (`rest::decode_create_order_body`), then validated as the service does
 //! (`Transport::Rest`: sat amounts may be integers, counts strings, `public_key` required).
 //! Refusals before validation are `-32700` (not JSON) or `-32600` (not an object), both 400;
-//! every validation outcome is compared with the spec digest's reading of §2.3–2.4
+//! every validation outcome is compared with an independent reading of bLIP-51's create_order rules
 //! (`cln_lsps1_fuzz::check_create_order`, see `create_order_p2p`).
 #![no_main]
 

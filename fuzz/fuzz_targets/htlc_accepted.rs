@@ -1,6 +1,6 @@
-//! The `htlc_accepted` hook payload (issue 11 §1, decision 12): `is_forward`, `HtlcIn::parse`
+//! The `htlc_accepted` hook payload (ruling 12): `is_forward`, `HtlcIn::parse`
 //! and `decide` on the parsed HTLC, for orders in every phase and with the HTLC new, held,
-//! settled or failed before (a replay, decision 17). The input is the hook's `params`
+//! settled or failed before (a replay, ruling 17). The input is the hook's `params`
 //! object as JSON. Parsing is compared with a plain reading of the hook schema; every
 //! decision with the decision table (P-05, P-07); every answer must be one lightningd takes
 //! (a malformed `failure_message` makes it `fatal()`).
@@ -104,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn check(h: &HtlcIn, o: &OrderRecord, set: &[HtlcRecord], now: i64) {
     let d = decide(h, o, set, now, RULES);
-    // The decision table, read from issue 11 §1 and decision 17.
+    // The decision table, read from rulings 12 and 17.
     let want = if let Some(k) = set.iter().find(|k| k.key == h.key) {
         match (k.resolution, o.phase) {
             (Some(Resolution::Settled), _) => "settle",

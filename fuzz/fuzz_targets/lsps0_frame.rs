@@ -1,4 +1,4 @@
-//! The LSPS0 frame (spec digest §1.1, T-01): the `custommsg` hook's `payload` hex and the
+//! The LSPS0 frame (bLIP-50, T-01): the `custommsg` hook's `payload` hex and the
 //! `sendcustommsg` hex we write. Checks `decode_hook_payload` against the definition of the
 //! frame (type 37913 = `9419`, then at most 65533 bytes of hex), `encode` ∘ decode round
 //! trips, and the feature-bit reader (T-19) against a plain reading of BOLT 9 bit order.

@@ -1,5 +1,5 @@
-//! The JSON-RPC parser of LSPS0 payloads (spec digest §1.2–1.5, T-02..T-13, decisions 5–7).
-//! `parse_request` must accept exactly what a plain reading of §1.2 calls a request, give
+//! The JSON-RPC parser of LSPS0 payloads (bLIP-50, T-02..T-13, rulings 5–7).
+//! `parse_request` must accept exactly what a plain reading of bLIP-50, bad message format calls a request, give
 //! every refusal `-32700` with `id: null`, surround-whitespace must not matter (T-05), and
 //! every response built from a parsed request must echo its id and fit in one message.
 #![no_main]
@@ -11,7 +11,7 @@ use cln_lsps1_fuzz::check_error;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 
-/// §1.2 and decision 6, read apart from `jsonrpc.rs`: the payload is a request when it has
+/// bLIP-50, bad message format and ruling 6, read apart from `jsonrpc.rs`: the payload is a request when it has
 /// no NUL (T-03), is UTF-8 (T-04), is exactly one JSON object (T-02, T-06) with
 /// `"jsonrpc": "2.0"`, a string `id` of at most `MAX_ID_LEN` bytes and a string `method`
 /// (T-07). Returns the object when it is one.
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
             let resp: Value = serde_json::from_slice(&jsonrpc::error_bytes(None, &rej.error)).expect("JSON");
             assert_eq!(resp["id"], Value::Null, "T-02: id null");
         }
-        (got, want) => panic!("parse_request({:?}) = {got:?}, but §1.2 reads {want:?}", String::from_utf8_lossy(data)),
+        (got, want) => panic!("parse_request({:?}) = {got:?}, but bLIP-50, bad message format reads {want:?}", String::from_utf8_lossy(data)),
     }
 });
 

@@ -1,4 +1,4 @@
-//! The REST decoders (issue 12): the `Content-Type` check and body decoder of
+//! The REST decoders: the `Content-Type` check and body decoder of
 //! `POST /api/v1/create_order`, and the query decoder of `GET /api/v1/get_order` with the
 //! `order_id` check behind it (R-03, C-18). The first byte picks the input: `Q` then a query
 //! string; anything else then `<Content-Type value>\n<body>` (no newline: no header).

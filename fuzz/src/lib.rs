@@ -1,7 +1,7 @@
-//! What the fuzz targets (issue 13) check beyond "no panic". Each target feeds bytes to a
+//! What the fuzz targets check beyond "no panic". Each target feeds bytes to a
 //! public entry point of `cln_lsps1`; the helpers here hold the invariants of the spec
-//! digest's checklist (`lsps-spec-digest.md`, ids like T-05, C-03) that more than one target
-//! needs, and an independent reading of the create_order rules (§2.3–2.4) that every
+//! checklist (docs/spec-checklist.md, ids like T-05, C-03) that more than one target
+//! needs, and an independent reading of bLIP-51's create_order rules that every
 //! validation outcome is compared with.
 
 use std::str::FromStr;
@@ -18,8 +18,9 @@ use cln_lsps1::lsps1::pricing;
 use cln_lsps1::lsps1::service::order_response;
 use cln_lsps1::lsps1::validate::{
     CREATE_ORDER_FIELDS, MAX_CLIENT_INFO_BYTES, MAX_TOKEN_BYTES, OrderRequest, P2P_EXTENSIONS, REST_EXTENSIONS, Token,
-    TokenPolicy, Transport, validate_create_order,
+    TokenPolicy, validate_create_order,
 };
+use cln_lsps1::order::Transport;
 use cln_lsps1::store::{Bolt11Record, OrderRecord};
 use serde_json::{Map, Value, json};
 
@@ -67,13 +68,13 @@ pub static WORST_ID: LazyLock<String> = LazyLock::new(|| "\u{1}".repeat(MAX_ID_L
 static LONGEST_INVOICE: LazyLock<String> = LazyLock::new(|| format!("lnbcrt{}", "q".repeat(2042)));
 
 /// Every error object the service sends: `data` is an object with a human `message` (T-12,
-/// decision 5), a `-32602` lists `unrecognized` (T-11), an LSPS1 code stays in 100–199
+/// ruling 5), a `-32602` lists `unrecognized` (T-11), an LSPS1 code stays in 100–199
 /// (T-22), and the response carrying it fits in one message even with the costliest id
-/// (C-21, decision 7) and is exactly `jsonrpc`, `id`, `error` (T-13).
+/// (C-21, ruling 7) and is exactly `jsonrpc`, `id`, `error` (T-13).
 pub fn check_error(e: &RpcError) {
     let d = e.data.as_ref().unwrap_or_else(|| panic!("T-12: error without data: {e:?}"));
     assert!(d.is_object(), "T-12: data must be an object: {e:?}");
-    assert!(d["message"].is_string(), "decision 5: data.message: {e:?}");
+    assert!(d["message"].is_string(), "ruling 5: data.message: {e:?}");
     if e.code == codes::INVALID_PARAMS {
         assert!(d["unrecognized"].is_array(), "T-11: -32602 without unrecognized: {e:?}");
     }
@@ -109,7 +110,7 @@ fn canonical_u64(s: &str) -> Option<u64> {
 }
 
 /// An `LSPS0.sat` (T-20): a decimal string; REST also takes a non-negative JSON integer
-/// (decision 3).
+/// (ruling 3).
 fn sat_of(v: Option<&Value>, t: Transport) -> Option<u64> {
     match v? {
         Value::String(s) => canonical_u64(s),
@@ -128,7 +129,7 @@ fn uint_of(v: Option<&Value>, max: u64, t: Transport) -> Option<u64> {
     (n <= max).then_some(n)
 }
 
-/// A create_order request as §2.3 says it reads.
+/// A create_order request as bLIP-51, create_order says it reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expected {
     pub lsp: u64,
@@ -143,9 +144,9 @@ pub struct Expected {
     pub public_key: Option<String>,
 }
 
-/// How §2.4 (and decisions 1–5) answer `p`, written from the spec digest and apart from
+/// How bLIP-51's create_order errors (and rulings 1–5) answer `p`, written from the spec and apart from
 /// `validate.rs`: the values of an acceptable request, or the code and `data.property` of
-/// the first failing check, in bLIP-51's field order (decision 4). Property `""` for 102.
+/// the first failing check, in bLIP-51's field order (ruling 4). Property `""` for 102.
 pub fn expected_create_order(
     p: &Map<String, Value>,
     t: Transport,
@@ -263,7 +264,7 @@ pub fn expected_create_order(
 
 /// Validate `p` as create_order over `t` against every option set and token policy, and
 /// compare each outcome with [`expected_create_order`]. A refusal must be the expected code
-/// naming the expected property (C-01..C-13, decision 4) in a well-formed error; an accepted
+/// naming the expected property (C-01..C-13, ruling 4) in a well-formed error; an accepted
 /// order must hold exactly the request's values (C-19), lie within the policy, price
 /// without overflow (P-01) and answer within one message (C-21). Returns whether any
 /// combination accepted the request.
@@ -311,7 +312,7 @@ fn check_accepted(r: &OrderRequest, x: &Expected, o: &Lsps1Options, t: Transport
     assert_eq!((r.channel_expiry_blocks, &r.token, r.announce_channel), (x.expiry, &x.token, x.announce));
     assert_eq!((&r.refund_onchain_address, &r.client_info), (&x.refund, &x.client_info));
     assert_eq!(r.public_key.map(|k| k.to_string()), x.public_key);
-    assert_eq!(r.public_key.is_some(), t == Transport::Rest, "public_key is REST's only (decision 9)");
+    assert_eq!(r.public_key.is_some(), t == Transport::Rest, "public_key is REST's only (ruling 9)");
     // Within the advertised policy (C-03..C-11), spelled out.
     assert!(r.lsp_balance_sat >= 1 && r.channel_expiry_blocks >= 1, "C-03/C-05");
     assert!((o.min_initial_lsp_balance_sat..=o.max_initial_lsp_balance_sat).contains(&r.lsp_balance_sat), "C-07");
@@ -407,7 +408,7 @@ fn check_order_response(r: &OrderRequest) {
     assert!(o["payment"].get("onchain").is_none(), "C-15");
 }
 
-/// Decision 3: REST is more lenient than P2P, so a request P2P accepts is accepted over
+/// Ruling 3: REST is more lenient than P2P, so a request P2P accepts is accepted over
 /// REST too once it names the node (`public_key`), with the same values.
 fn check_rest_accepts_too(p: &Map<String, Value>, r: &OrderRequest, o: &Lsps1Options, tokens: &TokenPolicy) {
     let mut q = p.clone();

@@ -3,7 +3,7 @@
 
 For the client node of the zero-conf order test. Core Lightning only lets a
 channel it accepts be used before its funding transaction confirms when an
-``openchannel`` hook answers ``mindepth: 0`` (cln-plugin-notes §4; Core
+``openchannel`` hook answers ``mindepth: 0`` (Core
 Lightning's own ``tests/plugins/zeroconf-selective.py`` does this for an
 allow-list). This one trusts every opener: test use only. Each answer is logged
 as ``zeroconf_accept: mindepth 0 for a channel from <node id>``.

@@ -3,7 +3,7 @@
 //! `block_added` and `channel_state_changed` notifications.
 //!
 //! A hook never returns an error and never answers anything lightningd cannot take: it
-//! calls `fatal()` (the node dies) on either (cln-plugin-notes §1.6, fixtures README).
+//! calls `fatal()` (the node dies) on either (tests/fixtures/cln-v26.06.6/README.md).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ pub fn answer_json(a: &HookAnswer) -> Value {
 /// other HTLC to lightningd as if this plugin were absent.
 pub async fn on_htlc_accepted(plugin: Plugin<State>, v: Value) -> Result<Value, anyhow::Error> {
     // Forwards are most of what this hook sees: answer them before anything else, with no
-    // task, no store and no allocation (issue 11: add next to nothing to forwarding).
+    // task, no store and no allocation (add next to nothing to forwarding).
     if plugin.state().htlc_floor || crate::lifecycle::htlc::is_forward(&v) {
         return Ok(json!({ "result": "continue" }));
     }

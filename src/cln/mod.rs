@@ -41,11 +41,11 @@ pub struct State {
     engine: Lifecycle,
     limiter: PeerLimiter,
     close_guard: hooks::CloseGuard,
-    /// Benchmark only (`LSPS1_HTLC_HOOK_FLOOR=1`, benches/htlc_hook.rs): the hook answers
+    /// Benchmark only (`LSPS1_HTLC_HOOK_FLOOR=1`, benches/suite/hook.rs): the hook answers
     /// `continue` to everything, to measure the plugin protocol's own round trip.
     htlc_floor: bool,
     /// Peers' ids as parsed: a compressed key costs a square root to parse (a tenth of an
-    /// LSPS request's CPU time, issue 13), and a client sends many requests.
+    /// LSPS request's CPU time), and a client sends many requests.
     peer_keys: Arc<Mutex<HashMap<String, PublicKey>>>,
 }
 
@@ -72,7 +72,7 @@ impl State {
 /// paid orders would be failed back.
 pub const HTLC_FLOOR_ENV: &str = "LSPS1_HTLC_HOOK_FLOOR";
 
-/// The custom notification on every order transition (issue 11 §7).
+/// The custom notification on every order transition.
 pub const ORDER_TOPIC: &str = "lsps1_order_state_changed";
 
 /// How often fee estimates and wallet funds are refreshed, and expired orders swept.
@@ -95,14 +95,14 @@ pub async fn run() -> Result<()> {
         };
     }
     if advertise {
-        // Decision 18, T-19: `init` and `node_announcement`.
+        // Ruling 18, T-19: `init` and `node_announcement`.
         builder = builder
             .featurebits(FeatureBitsKind::Init, frame::feature_bit_hex(LSPS_FEATURE_BIT))
             .featurebits(FeatureBitsKind::Node, frame::feature_bit_hex(LSPS_FEATURE_BIT));
     }
     let builder = builder
         .hook_from_builder(HookBuilder::new("custommsg", on_custommsg).filters(vec![HookFilter::Int(i64::from(LSPS0_MESSAGE_TYPE))]))
-        // Hold, settle or refund order payments (decision 12). No filters: lightningd
+        // Hold, settle or refund order payments (ruling 12). No filters: lightningd
         // refuses them on htlc_accepted (fixtures `plugin.err-start-htlc_accepted-with-filters`).
         .hook("htlc_accepted", hooks::on_htlc_accepted)
         // Lease protection (N-10): only `close` reaches the plugin.
@@ -164,7 +164,7 @@ pub async fn run() -> Result<()> {
     let lightning_dir = PathBuf::from(&conf.lightning_dir);
     let node = ClnNode::new(lightning_dir.join(&conf.rpc_file));
 
-    // Decision 19: CLN's own LSPS service answers 37913 too; two answers per request
+    // Ruling 19: CLN's own LSPS service answers 37913 too; two answers per request
     // would confuse every client.
     let lsps_service = match cln_lsps_service_enabled(&node).await {
         Ok(on) => on,
@@ -226,7 +226,7 @@ pub async fn run() -> Result<()> {
         ..LifecycleConfig::default()
     };
     let engine = Engine::new(store.clone(), node.clone(), SystemClock, lifecycle_cfg, height, Some(events_tx.clone()));
-    // Decision 17: settle what a stop left half done before lightningd replays anything.
+    // Ruling 17: settle what a stop left half done before lightningd replays anything.
     if let Err(e) = engine.reconcile_at_start().await {
         // The drivers look again once running; serving must not wait on it.
         log::warn!("Cannot reconcile orders at start: {e}");
@@ -264,7 +264,7 @@ pub async fn run() -> Result<()> {
         let plugin = plugin.clone();
         tokio::spawn(async move {
             while let Some(ev) = events_rx.recv().await {
-                // Wrapped under the topic by cln-plugin, as pyln-testing reads it (fixtures README).
+                // Wrapped under the topic by cln-plugin, as pyln-testing reads it (tests/fixtures/cln-v26.06.6/README.md).
                 if let Err(e) = plugin.send_custom_notification(ORDER_TOPIC.to_string(), ev.to_json()).await {
                     log::debug!("Cannot send {ORDER_TOPIC}: {e}");
                 }
@@ -272,7 +272,7 @@ pub async fn run() -> Result<()> {
         });
     }
     engine.resume().await;
-    // Issue 12: the REST API, off unless lsps1-rest-bind is set.
+    // The REST API, off unless lsps1-rest-bind is set.
     let rest_cfg = service.config().rest.clone();
     if !rest_cfg.binds.is_empty() {
         let rest_state = Arc::new(crate::rest::RestState::new(service.clone(), rest_cfg));
@@ -321,7 +321,7 @@ async fn housekeeping(service: &Lsps1Service, engine: &Lifecycle) {
     engine.housekeeping().await;
 }
 
-/// Decide at manifest time whether to advertise bit 729 (decision 18). lightningd wants
+/// Decide at manifest time whether to advertise bit 729 (ruling 18). lightningd wants
 /// feature bits in the manifest, before it tells the plugin its options, so the switch is
 /// read from the environment or from lightningd's config files (cwd is the network dir).
 pub fn feature_bit_at_manifest(env: Option<&str>, network_dir: &Path) -> bool {
@@ -343,7 +343,7 @@ pub fn feature_bit_at_manifest(env: Option<&str>, network_dir: &Path) -> bool {
     true
 }
 
-/// Whether CLN's own LSPS service is on (decision 19). `Err` when lightningd would not
+/// Whether CLN's own LSPS service is on (ruling 19). `Err` when lightningd would not
 /// say, after a few tries: the caller then refuses to start rather than risk two services.
 async fn cln_lsps_service_enabled(node: &ClnNode) -> Result<bool, crate::ports::NodeError> {
     let mut last = None;
@@ -425,7 +425,7 @@ async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
                 return;
             }
             log::info!("Refused a request from {peer}: {}", refusal.describe());
-            // Decision 10: a refused request gets error 1; other messages get their usual answer.
+            // Ruling 10: a refused request gets error 1; other messages get their usual answer.
             (state.service.refuse(peer, &bytes, RpcError::client_rejected(refusal.describe())).await, None)
         }
     };

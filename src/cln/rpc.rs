@@ -3,10 +3,10 @@
 //! one), and gives it back only after a whole answer was read. Each call is bounded by a
 //! timeout so a stuck node cannot hold a request forever; a call cut short (timeout,
 //! broken socket) drops its connection, so a late answer can never reach the next caller.
-//! Reusing connections removes a connect/accept pair from every reply (issue 13: the P2P
+//! Reusing connections removes a connect/accept pair from every reply (the P2P
 //! round trip's tail). Responses are read
 //! tolerantly from JSON rather than through cln-rpc's strict typed models, which break
-//! whole responses on version skew (cln-plugin-notes §2.4).
+//! whole responses on version skew (cln-rpc 0.7.0 is pinned to lightningd v26.06).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -176,7 +176,7 @@ pub const MAX_ROUTE_HINTS: usize = 3;
 /// Route hints from `listpeerchannels` (fixtures `listpeerchannels.ok*`): none when any
 /// usable channel is public (payers find the node in gossip); otherwise the usable private
 /// channels with the most inbound room, each named by the alias the peer gave us
-/// (`alias.remote`: what a payer's onion must name; fixtures README) and priced by the
+/// (`alias.remote`: what a payer's onion must name; tests/fixtures/cln-v26.06.6/README.md) and priced by the
 /// peer's policy (`updates.remote`).
 pub fn parse_route_hints(v: &Value) -> Vec<RouteHop> {
     let Some(chans) = v.get("channels").and_then(Value::as_array) else { return vec![] };
@@ -290,8 +290,8 @@ pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// broadcasts the funding transaction.
 pub const FUNDCHANNEL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The `fundchannel` params of decision 15 (schema `fundchannel.json`; amounts in whole sat,
-/// cln-plugin-notes §2.2; the recorded call `rpc/_requests.json` `fundchannel.ok`).
+/// The `fundchannel` params of ruling 15 (schema `fundchannel.json`; amounts in whole sat,
+/// the recorded call `rpc/_requests.json` `fundchannel.ok`).
 pub fn fundchannel_params(r: &OpenRequest) -> Value {
     let mut p = json!({
         "id": r.peer.to_string(),
@@ -457,7 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_reused_and_a_broken_one_is_never_reused() {
-        // Issue 13: one connection per call put a connect/accept pair in every reply.
+        // One connection per call put a connect/accept pair in every reply.
         let dir = tempfile::tempdir().unwrap();
         let (path, accepted) = fake_lightningd(dir.path()).await;
         let node = ClnNode::new(path);

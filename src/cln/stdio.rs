@@ -1,7 +1,7 @@
 //! The plugin protocol's stdin and stdout. lightningd gives a plugin pipes; read and written
 //! through tokio's epoll-driven pipe types, each message costs no thread handoff. tokio's
 //! `Stdin`/`Stdout` run every read and write on the blocking pool instead: two handoffs per
-//! hook call, which made up a good part of every hook's round trip (issue 13, BENCHMARKS.md).
+//! hook call, which made up a good part of every hook's round trip (BENCHMARKS.md).
 //! Anything that is not a pipe (a socket, a terminal) keeps tokio's `Stdin`/`Stdout`.
 
 use std::io;

@@ -2,11 +2,11 @@
 //! it holds the `htlc_accepted` calls, drives each paid order to its channel or its refund,
 //! answers every held HTLC exactly once, and reconciles with the node at start.
 //!
-//! Invariants (issue 11; checked by the model test and the end-to-end tests):
-//! - an HTLC is settled only after its order's channel is recorded (decision 11);
+//! Invariants (checked by the model test and the end-to-end tests):
+//! - an HTLC is settled only after its order's channel is recorded (ruling 11);
 //! - an order is opened at most once: the `PaymentHeld` → `Opening` compare-and-set is the
 //!   only way to `fundchannel`, and an order found in `Opening` at start is never reopened;
-//! - nothing is opened unless every held HTLC has a live hook call to settle (decision 17);
+//! - nothing is opened unless every held HTLC has a live hook call to settle (ruling 17);
 //! - a held HTLC is failed back before it comes within the safety margin of its expiry.
 
 use std::collections::{HashMap, HashSet};
@@ -44,7 +44,7 @@ pub struct LifecycleConfig {
     pub replay_wait: Duration,
     /// How often a waiting driver looks again without being woken.
     pub poll: Duration,
-    /// How often to try `connect` to an absent client (decision 14).
+    /// How often to try `connect` to an absent client (ruling 14).
     pub reconnect_every: Duration,
 }
 

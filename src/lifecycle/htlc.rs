@@ -1,4 +1,4 @@
-//! What to do with one arriving HTLC (issue 11 §1, decision 12), as a pure function of the
+//! What to do with one arriving HTLC (ruling 12), as a pure function of the
 //! HTLC, its order and the HTLCs already held for it. No I/O: the store runs [`decide`]
 //! inside the transaction that records the outcome, so concurrent parts are decided one
 //! after the other.
@@ -106,9 +106,9 @@ pub enum HtlcDecision {
     /// Record it and hold it; `complete` when the set now covers the order (P-05).
     Hold { complete: bool },
     /// Already held (lightningd replays unresolved HTLCs after a restart): wait for the
-    /// order's outcome, as the first call did (decision 17).
+    /// order's outcome, as the first call did (ruling 17).
     Wait,
-    /// The order's channel was opened: settle with the preimage (decision 11).
+    /// The order's channel was opened: settle with the preimage (ruling 11).
     Settle,
     /// Fail it back, with why (for the log).
     Fail(Failure, &'static str),
@@ -126,7 +126,7 @@ impl HtlcDecision {
 /// How much CLTV room an HTLC must leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HoldRules {
-    /// Blocks before `cltv_expiry` at which a held HTLC is failed back (decision 13).
+    /// Blocks before `cltv_expiry` at which a held HTLC is failed back (ruling 13).
     pub safety_margin_blocks: u32,
     /// Blocks the open may take after the payment is held (waiting for the client
     /// included); an HTLC must leave at least margin + this when it arrives.
@@ -143,7 +143,7 @@ impl HoldRules {
 pub fn decide(h: &HtlcIn, order: &OrderRecord, set: &[HtlcRecord], now_ms: i64, rules: HoldRules) -> HtlcDecision {
     use HtlcDecision::*;
     const UNKNOWN: Failure = Failure::IncorrectOrUnknown;
-    // A replay of an HTLC we already know: the same answer as before (decision 17).
+    // A replay of an HTLC we already know: the same answer as before (ruling 17).
     if let Some(known) = set.iter().find(|k| k.key == h.key) {
         return match (known.resolution, order.phase) {
             (Some(Resolution::Settled), _) => Settle,

@@ -1,4 +1,4 @@
-//! The order lifecycle (roadmap stage 2, issue 11): hold the payment, open the channel,
+//! The order lifecycle : hold the payment, open the channel,
 //! settle or refund, expire, recover. A room of its own, apart from the request service:
 //!
 //! - [`htlc`]: what to do with an arriving HTLC (pure);

@@ -1,4 +1,4 @@
-//! What a paid order does next (issue 11 §2–4, decisions 13–14, N-01, N-02, N-07), as a
+//! What a paid order does next (rulings 13–14, N-01, N-02, N-07), as a
 //! pure function of the order, its HTLCs and what the driver observed. No I/O.
 
 use crate::order::{FailReason, Phase};
@@ -13,16 +13,16 @@ pub struct Observed {
     pub peer_connected: bool,
     /// Every held HTLC has a hook call pending in this process, so the plugin can answer
     /// it. After a restart lightningd replays them; until then nothing may be opened that
-    /// could not be paid for (decision 17).
+    /// could not be paid for (ruling 17).
     pub htlcs_live: bool,
-    /// `Some(false)` when the wallet was found unable to fund the channel (issue 11 §2).
+    /// `Some(false)` when the wallet was found unable to fund the channel.
     pub funds_ok: Option<bool>,
 }
 
 /// Deadlines, from the options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
-    /// Fail held HTLCs this many blocks before their `cltv_expiry` (decision 13).
+    /// Fail held HTLCs this many blocks before their `cltv_expiry` (ruling 13).
     pub safety_margin_blocks: u32,
     /// Give up on a client that has not connected this long after its payment was held.
     pub open_deadline_ms: i64,

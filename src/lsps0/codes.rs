@@ -1,4 +1,4 @@
-//! Error codes (spec digest §1.5, §2.4, §2.6). T-22: LSPS1 codes stay in 100–199, client
+//! Error codes (bLIP-50 errors; bLIP-51 create_order and get_order errors). T-22: LSPS1 codes stay in 100–199, client
 //! rejected is `1`.
 
 /// JSON-RPC parse error; LSPS0 uses it for every "bad message format" (T-02..T-07).

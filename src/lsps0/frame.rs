@@ -1,4 +1,4 @@
-//! Custom message framing (spec digest §1.1, §1.10; T-01).
+//! Custom message framing (bLIP-50; T-01).
 //!
 //! Core Lightning hands the `custommsg` hook the whole message as hex, including the 2-byte
 //! big-endian type, and `sendcustommsg` wants the same form back.
@@ -17,7 +17,7 @@ pub const LSPS_FEATURE_BIT: usize = 729;
 pub enum Inbound {
     /// Another message type: not ours, leave it alone (T-01).
     NotLsps,
-    /// Payload is larger than BOLT8 allows; dropped unread (decision 6).
+    /// Payload is larger than BOLT8 allows; dropped unread (ruling 6).
     Oversized(usize),
     /// The hex itself is broken (lightningd never sends this; a defensive branch).
     BadHex,

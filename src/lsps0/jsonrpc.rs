@@ -1,4 +1,4 @@
-//! The JSON-RPC 2.0 envelope as LSPS0 constrains it (spec digest §1.2–1.5, decisions 5–7).
+//! The JSON-RPC 2.0 envelope as LSPS0 constrains it (bLIP-50, rulings 5–7).
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -10,12 +10,12 @@ pub const MAX_UNRECOGNIZED_ECHO: usize = 48 * 1024;
 /// Bytes of one unknown parameter name an error echoes at most.
 pub const MAX_NAME_ECHO: usize = 256;
 
-/// Longest request `id` we echo. Ids are meant to be UUIDs or ~80-bit hex (§1.3); the cap
-/// keeps every response under the BOLT8 limit by construction (decision 7).
+/// Longest request `id` we echo. Ids are meant to be UUIDs or ~80-bit hex (bLIP-50, JSON-RPC ids); the cap
+/// keeps every response under the BOLT8 limit by construction (ruling 7).
 pub const MAX_ID_LEN: usize = 1024;
 
 /// A well-formed LSPS0 request: one object, `jsonrpc: "2.0"`, a string `id`, a string
-/// `method` and by-name `params` (missing `params` reads as `{}`, decision 6).
+/// `method` and by-name `params` (missing `params` reads as `{}`, ruling 6).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub id: String,
@@ -33,7 +33,7 @@ impl Request {
 }
 
 /// A JSON-RPC error object. `data`, when present, is always an object (T-12) and always
-/// carries a human `message` (decision 5).
+/// carries a human `message` (ruling 5).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RpcError {
     pub code: i64,
@@ -66,7 +66,7 @@ impl RpcError {
         )
     }
 
-    /// `-32602` for a bad value of `property` (C-01, decision 5: `unrecognized` is empty).
+    /// `-32602` for a bad value of `property` (C-01, ruling 5: `unrecognized` is empty).
     pub fn invalid_param(property: &str, detail: impl Into<String>) -> Self {
         RpcError {
             code: codes::INVALID_PARAMS,
@@ -77,7 +77,7 @@ impl RpcError {
 
     /// `-32602` for unknown parameters (T-10, C-02). `names` must be non-empty; they are
     /// listed sorted, and the first one is named as the `property`. The echo is bounded
-    /// (decision 7): `unrecognized` lists every name unless the names alone would pass
+    /// (ruling 7): `unrecognized` lists every name unless the names alone would pass
     /// [`MAX_UNRECOGNIZED_ECHO`] bytes, and a name longer than [`MAX_NAME_ECHO`] is cut, so
     /// the error always fits in one message however the request was built.
     pub fn unrecognized_params(mut names: Vec<String>) -> Self {
@@ -116,7 +116,7 @@ impl RpcError {
         Self::with_message(codes::INTERNAL_ERROR, "Internal error", detail)
     }
 
-    /// `1`: client rejected (C-14, decision 10).
+    /// `1`: client rejected (C-14, ruling 10).
     /// `-32603` for a request the node could not serve just now (its data says
     /// `"retry": true`; REST answers 503).
     pub fn unavailable(detail: impl Into<String>) -> Self {
@@ -150,7 +150,7 @@ impl RpcError {
         Self::with_message(codes::NOT_FOUND, "Not found", detail)
     }
 
-    /// `102`: unrecognized or stale token (C-13). The spec's `data` is `{}`; decision 5 adds
+    /// `102`: unrecognized or stale token (C-13). The spec's `data` is `{}`; ruling 5 adds
     /// a `message` so wallets have something to show.
     pub fn unrecognized_token(detail: impl Into<String>) -> Self {
         Self::with_message(codes::UNRECOGNIZED_TOKEN, "Unrecognized or stale token", detail)
@@ -163,7 +163,7 @@ impl RpcError {
 }
 
 /// Why a payload was refused before dispatch. `id` is `None` when the reply must carry
-/// `id: null` (every bad message format, §1.2).
+/// `id: null` (every bad message format, bLIP-50, bad message format).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub id: Option<String>,
@@ -181,9 +181,9 @@ impl Rejection {
     }
 }
 
-/// Parse one LSPS0 payload into a request (decision 6).
+/// Parse one LSPS0 payload into a request (ruling 6).
 ///
-/// Bad message format (§1.2, T-02..T-07) → `-32700` with `id: null`: a 0x00 byte, invalid
+/// Bad message format (bLIP-50, bad message format, T-02..T-07) → `-32700` with `id: null`: a 0x00 byte, invalid
 /// UTF-8, anything but exactly one JSON object (surrounding JSON whitespace allowed, T-05),
 /// and any object that is not a JSON-RPC 2.0 request with a string `id` and a string
 /// `method` (missing or numeric ids included). With a usable id: array `params` → `-32602`,
@@ -364,7 +364,7 @@ mod tests {
             br#"{"id":"a","method":"m"}"#,
             br#"{"jsonrpc":2.0,"id":"a","method":"m"}"#,
             br#"{"jsonrpc":"2.0","id":"a","method":7}"#,
-            // Decision 6: missing and numeric ids are bad message format too.
+            // Ruling 6: missing and numeric ids are bad message format too.
             br#"{"jsonrpc":"2.0","method":"m","params":{}}"#,
             br#"{"jsonrpc":"2.0","id":7,"method":"m"}"#,
             br#"{"jsonrpc":"2.0","id":null,"method":"m"}"#,

@@ -1,10 +1,10 @@
-//! LSPS0 common schemas (spec digest §1.9) and the strict readers for them (decision 3).
+//! LSPS0 common schemas (bLIP-50) and the strict readers for them (ruling 3).
 
 use bitcoin::secp256k1::PublicKey;
 use serde::Serializer;
 use serde_json::Value;
 
-/// How forgiving a reader is (decision 3): peer-to-peer is strict; REST also accepts sat
+/// How forgiving a reader is (ruling 3): peer-to-peer is strict; REST also accepts sat
 /// amounts as JSON integers and counts as decimal strings, because REST clients differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leniency {
@@ -14,7 +14,7 @@ pub enum Leniency {
 
 /// Parse a canonical non-negative decimal integer: ASCII digits only, no sign, no leading
 /// zero (except "0" itself), no whitespace, no fraction or exponent, and it fits in u64.
-/// (`u64::from_str` would accept "+5"; style-examples habit 4.)
+/// (`u64::from_str` would accept "+5".)
 pub fn parse_decimal_u64(s: &str) -> Result<u64, &'static str> {
     let b = s.as_bytes();
     if b.is_empty() {
@@ -87,12 +87,12 @@ pub fn format_datetime(unix_ms: i64) -> String {
     }
 }
 
-/// Parse an RFC 3339 datetime (lenient, as §1.9 recommends for readers) to unix ms.
+/// Parse an RFC 3339 datetime (lenient, as bLIP-50's common schemas recommend for readers) to unix ms.
 pub fn parse_datetime(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
-/// Check an `LSPS0.onchain_address` for `network` (§1.9, C-16): SegWit only (v0 bech32,
+/// Check an `LSPS0.onchain_address` for `network` (bLIP-50, common schemas, C-16): SegWit only (v0 bech32,
 /// v1+ bech32m); P2WPKH, P2WSH and P2TR must be accepted, other witness versions may be.
 pub fn check_onchain_address(s: &str, network: bitcoin::Network) -> Result<bitcoin::Address, String> {
     let unchecked: bitcoin::Address<bitcoin::address::NetworkUnchecked> =

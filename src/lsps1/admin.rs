@@ -1,4 +1,4 @@
-//! Operator commands (issue 4 §8): `lsps1-listorders` and `lsps1-getorder`. Pure parsing
+//! Operator commands: `lsps1-listorders` and `lsps1-getorder`. Pure parsing
 //! and rendering; `cln` exposes them as Core Lightning RPC methods. Params come either by
 //! position (`lightning-cli lsps1-getorder <id>`) or by name (`-k order_id=<id>`).
 
@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::lsps0::ser::{format_datetime, parse_datetime};
 use crate::lsps1::service::order_response;
-use crate::order::Phase;
+use crate::order::{PaymentMethod, Phase, option_state};
 use crate::store::{EventRecord, HtlcRecord, OrderFilter, OrderRecord, Resolution};
 
 /// A bad operator argument, shown by lightning-cli.
@@ -41,7 +41,7 @@ pub fn bind_params(params: &Value, names: &[&str]) -> Result<Vec<Option<Value>>,
 pub const LISTORDERS_PARAMS: [&str; 4] = ["state", "peer_id", "since", "limit"];
 
 /// Orders `lsps1-listorders` returns when no `limit` is given: the newest first, so a store
-/// of a million orders never builds a million-entry answer by accident (issue 13).
+/// of a million orders never builds a million-entry answer by accident.
 pub const LISTORDERS_DEFAULT_LIMIT: u32 = 1_000;
 
 /// Parse `lsps1-listorders [state] [peer_id] [since] [limit]`. `state` is an order state
@@ -117,7 +117,14 @@ pub fn summary(r: &OrderRecord) -> Value {
         "transport": r.transport.as_str(),
         "created_at": format_datetime(r.created_at_ms),
         "order_state": r.phase.order_state().as_str(),
-        "payment_state": r.phase.lightning_payment_state().as_str(),
+        // The paid option's state (a channel opened on a refunded payment reads REFUNDED).
+        "payment_state": option_state(
+            r.phase,
+            r.paid_method,
+            r.paid_method.unwrap_or(PaymentMethod::Bolt11),
+            r.refunded_after_open,
+        )
+        .as_str(),
         "phase": r.phase.as_str(),
         "lsp_balance_sat": r.lsp_balance_sat,
         "client_balance_sat": r.client_balance_sat,
@@ -131,7 +138,7 @@ pub fn summary(r: &OrderRecord) -> Value {
     })
 }
 
-/// The HTLCs of an order in `lsps1-getorder` (issue 11 §7): each with its state, and the
+/// The HTLCs of an order in `lsps1-getorder`: each with its state, and the
 /// amount held now.
 pub fn add_htlcs(v: &mut Value, htlcs: &[HtlcRecord]) {
     let held: u64 = htlcs.iter().filter(|h| h.resolution.is_none()).map(|h| h.amount_msat).fold(0, u64::saturating_add);
@@ -199,7 +206,7 @@ mod tests {
         assert!(parse_listorders(&json!(["NOPE"])).is_err());
         assert!(parse_listorders(&json!([null, "02xx"])).is_err());
         assert!(parse_listorders(&json!([1, 2, 3, 4, 5])).is_err());
-        // No limit given: the newest LISTORDERS_DEFAULT_LIMIT (issue 13: a million-order
+        // No limit given: the newest LISTORDERS_DEFAULT_LIMIT (a million-order
         // store never answers with a million entries by accident).
         assert_eq!(
             parse_listorders(&json!([])).unwrap(),

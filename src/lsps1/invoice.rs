@@ -1,4 +1,4 @@
-//! The BOLT11 payment option (bLIP-51 §3.1, P-02, decision 12).
+//! The BOLT11 payment option (bLIP-51, payment 3.1, P-02, ruling 12).
 //!
 //! The plugin builds the invoice itself with a payment hash whose preimage only it knows,
 //! signs it with a throwaway key, and has the node re-sign it with `signinvoice`. lightningd
@@ -28,7 +28,7 @@ pub struct InvoiceSpec {
     pub timestamp_secs: u64,
     pub expiry_secs: u64,
     pub min_final_cltv: u64,
-    /// One single-hop route hint each (issue 11 §10: a node with only private channels).
+    /// One single-hop route hint each (a node with only private channels).
     pub route_hints: Vec<crate::ports::RouteHop>,
 }
 
@@ -88,7 +88,7 @@ pub fn verify_signed(spec: &InvoiceSpec, signed: &str, node_id: &PublicKey) -> R
     }
     // Parsing checks the signature (Bolt11Invoice::from_signed); the key it recovers must
     // be this node's. (A second check_signature here was a third key recovery per order,
-    // 8% of create_order's CPU: issue 13.)
+    // 8% of create_order's CPU, BENCHMARKS.md.)
     let inv: Bolt11Invoice = signed.parse().map_err(|e| InvoiceError::Signed(format!("does not parse: {e:?}")))?;
     if inv.recover_payee_pub_key() != *node_id {
         return bad("not signed by this node");

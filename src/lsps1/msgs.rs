@@ -1,4 +1,4 @@
-//! bLIP-51 wire types, as the LSP writes them (spec digest §2.2, §2.5, §2.7, §2.8).
+//! bLIP-51 wire types, as the LSP writes them (bLIP-51).
 //! `_sat` fields are decimal strings, counts are JSON integers, datetimes are
 //! `YYYY-MM-DDThh:mm:ss.uuuZ` (T-20, G-03).
 
@@ -8,7 +8,7 @@ use crate::config::Lsps1Options;
 use crate::lsps0::ser::sat_string;
 use crate::order::{OrderState, PaymentState};
 
-/// `lsps1.get_info` result: the flat option object of bLIP-51 §1 (G-01).
+/// `lsps1.get_info` result: the flat option object of bLIP-51 "1. lsps1.get_info" (G-01).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GetInfoResponse {
     pub min_required_channel_confirmations: u16,
@@ -60,7 +60,7 @@ pub const GET_INFO_FIELDS: [&str; 10] = [
     "max_channel_balance_sat",
 ];
 
-/// `payment.bolt11` (§2.7 3.1).
+/// `payment.bolt11` (bLIP-51, payment 3.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Bolt11PaymentInfo {
     pub state: PaymentState,
@@ -79,16 +79,16 @@ pub struct PaymentInfo {
     pub bolt11: Option<Bolt11PaymentInfo>,
 }
 
-/// `channel` (§2.8): `null` until the funding transaction is published (N-09).
+/// `channel` (bLIP-51, channel): `null` until the funding transaction is published (N-09).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChannelInfo {
     pub funded_at: String,
-    /// `txid:vout`, txid in lowercase display order (decision on §4.23).
+    /// `txid:vout`, txid in lowercase display order (as bitcoind and lightningd show txids; bLIP-51 does not say).
     pub funding_outpoint: String,
     pub expires_at: String,
 }
 
-/// The order object returned by `create_order` and `get_order` (§2.5, C-17, C-19, R-01).
+/// The order object returned by `create_order` and `get_order` (bLIP-51, order object, C-17, C-19, R-01).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderResponse {
     pub order_id: String,
@@ -99,7 +99,7 @@ pub struct OrderResponse {
     pub required_channel_confirmations: u16,
     pub funding_confirms_within_blocks: u16,
     pub channel_expiry_blocks: u32,
-    /// Mirrored as sent (C-19, decision 2): `""` when omitted, `null` when sent `null`.
+    /// Mirrored as sent (C-19, ruling 2): `""` when omitted, `null` when sent `null`.
     pub token: Option<String>,
     pub created_at: String,
     pub announce_channel: bool,

@@ -1,4 +1,4 @@
-//! The pricing policy (issue 4 §4): integer arithmetic only, every step overflow-checked,
+//! The pricing policy: integer arithmetic only, every step overflow-checked,
 //! every division rounded up so the LSP never undercharges its own costs.
 //!
 //! ```text
@@ -94,7 +94,7 @@ const COMMITMENT_WEIGHT: u64 = 1124 + 4 * 172;
 /// Dust limit a channel reserve never goes below.
 const MIN_RESERVE_SAT: u64 = 546;
 
-/// The least the LSP's side of a new channel must hold (issue 4 §3, Bitkit #1856): as the
+/// The least the LSP's side of a new channel must hold (Bitkit #1856): as the
 /// opener it pays the commitment fee and the anchors, and keeps the reserve the client
 /// imposes (1% of capacity, the common default, never below dust). An order that leaves
 /// less on the LSP's side fails at open time, after the client paid; refuse it up front.

@@ -42,12 +42,12 @@ pub struct NodeInfo {
 /// The latest fee estimates and wallet balance. Refreshed in the background (on every
 /// block and every 30 s) and, when older than [`MARKET_MAX_AGE_MS`], by the request that
 /// needs it, within [`MARKET_WAIT`]: a wallet funded a moment ago is seen, and no request
-/// waits long on the node (issue 4 §3: create_order answers fast).
+/// waits long on the node (create_order answers fast).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Market {
     pub fees: Option<FeeEstimates>,
     pub funds: Option<WalletFunds>,
-    /// Route hints for new invoices (issue 11 §10); empty for a node with public channels.
+    /// Route hints for new invoices; empty for a node with public channels.
     pub route_hints: Vec<RouteHop>,
     /// When the route hints were last read (unix ms).
     pub route_hints_at_ms: Option<i64>,
@@ -70,7 +70,7 @@ pub struct Service<N, C, E> {
     refreshing: tokio::sync::Mutex<()>,
     /// The last get_info answer, by (market snapshot, store generation).
     info_cache: Mutex<Option<InfoCacheEntry>>,
-    /// get_order answers by order id, with the order's client (decision 8).
+    /// get_order answers by order id, with the order's client (ruling 8).
     order_answers: Answers<(String, OrderResponse)>,
     refresh_wanted: tokio::sync::Notify,
     /// Where transitions made here (lazy expiry) are reported.
@@ -83,7 +83,7 @@ type InfoCacheEntry = ((u64, u64), GetInfoResponse);
 pub const MARKET_WAIT: Duration = Duration::from_secs(2);
 /// A market snapshot older than this is refreshed before it is used to answer.
 pub const MARKET_MAX_AGE_MS: i64 = 5_000;
-/// Route hints are read again after this long (issue 13: they cost a whole
+/// Route hints are read again after this long (they cost a whole
 /// `listpeerchannels`, and a node's private channels rarely change).
 pub const ROUTE_HINTS_MAX_AGE_MS: i64 = 300_000;
 /// A read may be answered from a snapshot up to this old while a refresh runs.
@@ -176,7 +176,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     /// The market for answering a request. A snapshot at most [`MARKET_MAX_AGE_MS`] old is
     /// used as is. With `stale_ok` (reads: `get_info`), one up to [`MARKET_STALE_MAX_MS`] old
     /// is used too and a background refresh is asked for, so no read waits on lightningd
-    /// (issue 13: that wait was the P2P round trip's tail). Otherwise (create_order, whose
+    /// (that wait was the P2P round trip's tail). Otherwise (create_order, whose
     /// funds check must see a wallet funded a moment ago) the request refreshes it, one
     /// refresh at a time: concurrent requests wait for the same one.
     async fn market_now(&self, stale_ok: bool) -> Market {
@@ -281,7 +281,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             Err(e) => jsonrpc::error_bytes(id, &e),
         };
         if bytes.len() > MAX_PAYLOAD_LEN {
-            // Unreachable by construction (decision 7); never send a truncated message.
+            // Unreachable by construction (ruling 7); never send a truncated message.
             log::warn!("Response of {} bytes to {peer} exceeds the LSPS0 limit; answering -32603", bytes.len());
             return Some(jsonrpc::error_bytes(id, &RpcError::internal("response too large")));
         }
@@ -311,7 +311,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     }
 
     /// The options as answered now: the configured ones, with the balance maxima capped by
-    /// what the wallet can fund (issue 4 §3). The caps never go below their minima, so the
+    /// what the wallet can fund. The caps never go below their minima, so the
     /// answer keeps min ≤ max (G-02); orders above the real headroom still get `100`.
     pub fn effective_options(&self, market: &Market, reserved_sat: u64) -> Lsps1Options {
         let mut o = self.cfg.options;
@@ -337,7 +337,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     pub async fn get_info(&self) -> Result<GetInfoResponse, RpcError> {
         let market = self.market_now(true).await;
         // The answer is a function of the market snapshot and the funds held by orders in
-        // flight (the store): computed again only when either moved (issue 13).
+        // flight (the store): computed again only when either moved.
         let generation = self.store.generation();
         let key = (market.version, generation);
         if let Some((k, info)) = self.info_cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
@@ -351,8 +351,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         Ok(info)
     }
 
-    /// `lsps1.create_order` (§2.3–2.5). The channel goes to the requesting `peer` over P2P
-    /// (decision 8), to `public_key` over REST (`peer` is `None` there, decision 9).
+    /// `lsps1.create_order` (bLIP-51, create_order). The channel goes to the requesting `peer` over P2P
+    /// (ruling 8), to `public_key` over REST (`peer` is `None` there, ruling 9).
     pub async fn create_order(
         &self,
         peer: Option<PublicKey>,
@@ -386,7 +386,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         if transport == Transport::Rest && self.cfg.deny_nodes.contains(&client) {
             return Err(RpcError::client_rejected("this node is not served by this LSP"));
         }
-        // Decision 10, checked again in the insert transaction; checked here too so that a
+        // Ruling 10, checked again in the insert transaction; checked here too so that a
         // peer over its quota costs no invoice signing.
         let client_id = client.to_string();
         let unpaid = self.store.unpaid_count(&client_id, now).map_err(internal)?;
@@ -572,7 +572,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     }
 
     /// Settle a payment deadline that passed since the last sweep, so `get_order` answers
-    /// current state (decision 13): the order after, and before when it moved. Parts of an
+    /// current state (ruling 13): the order after, and before when it moved. Parts of an
     /// incomplete payment are marked failed; the lifecycle answers their hook calls on its
     /// next round.
     async fn expire_and_read(
@@ -597,8 +597,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             .map_err(internal)
     }
 
-    /// `lsps1.get_order` (§2.6). `peer` is `None` over REST, where the order id is the
-    /// capability (decision 9); over P2P only the order's node may read it (decision 8).
+    /// `lsps1.get_order` (bLIP-51, get_order). `peer` is `None` over REST, where the order id is the
+    /// capability (ruling 9); over P2P only the order's node may read it (ruling 8).
     pub async fn get_order(
         &self,
         peer: Option<PublicKey>,

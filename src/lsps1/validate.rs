@@ -1,9 +1,9 @@
-//! `lsps1.create_order` validation (spec digest §2.3–2.4, G-/C- checklist, decisions 1–5).
+//! `lsps1.create_order` validation (bLIP-51, G-/C- checklist, rulings 1–5).
 //!
 //! One pass over the request fields in the order bLIP-51 lists them. Each field is checked
 //! completely (presence and type → `-32602`; static bound → `-32602`; advertised option →
 //! `100` naming the get_info field; token → `102`) before the next, and the first failure
-//! is the answer, so the same request always gets the same error (decision 4). Unknown
+//! is the answer, so the same request always gets the same error (ruling 4). Unknown
 //! parameters are checked first, since they have no place in that order.
 
 use std::collections::BTreeSet;
@@ -17,7 +17,7 @@ use crate::lsps0::ser::{Leniency, check_onchain_address, read_pubkey, read_sat, 
 use crate::order::Transport;
 
 impl Transport {
-    /// REST is more lenient with types (decision 3).
+    /// REST is more lenient with types (ruling 3).
     pub fn leniency(self) -> Leniency {
         match self {
             Transport::P2p => Leniency::Strict,
@@ -38,7 +38,7 @@ pub const CREATE_ORDER_FIELDS: [&str; 8] = [
     "announce_channel",
 ];
 
-/// Extensions real clients send (decision 1): `client_info` on both transports.
+/// Extensions real clients send (ruling 1): `client_info` on both transports.
 pub const P2P_EXTENSIONS: [&str; 1] = ["client_info"];
 /// REST adds `public_key`, the node to open the channel to.
 pub const REST_EXTENSIONS: [&str; 2] = ["client_info", "public_key"];
@@ -63,9 +63,9 @@ pub struct OrderRequest {
     pub required_channel_confirmations: u16,
     pub funding_confirms_within_blocks: u16,
     pub channel_expiry_blocks: u32,
-    /// As sent (decision 2): mirrored exactly, and `""` when omitted.
+    /// As sent (ruling 2): mirrored exactly, and `""` when omitted.
     pub token: Token,
-    /// `None` when absent or `""` (decision 2); checked against the network (C-16).
+    /// `None` when absent or `""` (ruling 2); checked against the network (C-16).
     pub refund_onchain_address: Option<String>,
     pub announce_channel: bool,
     pub client_info: Option<Value>,
@@ -73,7 +73,7 @@ pub struct OrderRequest {
     pub public_key: Option<PublicKey>,
 }
 
-/// The `token` field as the client sent it (decision 2, amended): LDK Node 0.7.1 sends
+/// The `token` field as the client sent it (ruling 2, amended): LDK Node 0.7.1 sends
 /// `null` and aborts the purchase unless the order mirrors `null`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {
@@ -222,7 +222,7 @@ pub fn validate_create_order(
         ));
     }
 
-    // token: optional, "" = absent (decision 2); unknown → 102 (C-13).
+    // token: optional, "" = absent (ruling 2); unknown → 102 (C-13).
     let token = match p.get("token") {
         None => Token::Omitted,
         Some(Value::Null) => Token::Null,
@@ -249,7 +249,7 @@ pub fn validate_create_order(
     let f = "announce_channel";
     let announce = required(p, f)?.as_bool().ok_or_else(|| RpcError::invalid_param(f, "must be a boolean"))?;
 
-    // client_info (decision 1): an object, bounded, kept with the order.
+    // client_info (ruling 1): an object, bounded, kept with the order.
     let client_info = match p.get("client_info") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => {
@@ -264,7 +264,7 @@ pub fn validate_create_order(
         Some(_) => return Err(RpcError::invalid_param("client_info", "must be an object")),
     };
 
-    // public_key (REST, decision 9).
+    // public_key (REST, ruling 9).
     let public_key = match transport {
         Transport::P2p => None,
         Transport::Rest => {
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn zeus_request_succeeds() {
-        // Spec digest §3.3: strings for sats, "" token and refund address, client_info.
+        // ZEUS over REST (docs/interop.md): strings for sats, "" token and refund address, client_info.
         let v = json!({
             "lsp_balance_sat": "1000000", "client_balance_sat": "0",
             "required_channel_confirmations": 8, "funding_confirms_within_blocks": 6,
@@ -516,19 +516,19 @@ mod tests {
                 "public_key",
             ),
             (
-                "decision 1 client_info must be an object",
+                "ruling 1 client_info must be an object",
                 vec![("client_info", Some(json!("ZEUS")))],
                 INVALID_PARAMS,
                 "client_info",
             ),
             (
-                "decision 4 first field wins",
+                "ruling 4 first field wins",
                 vec![("lsp_balance_sat", Some(json!("1"))), ("announce_channel", Some(json!(3)))],
                 OPTION_MISMATCH,
                 "min_initial_lsp_balance_sat",
             ),
             (
-                "decision 4 type error before later option error",
+                "ruling 4 type error before later option error",
                 vec![("client_balance_sat", Some(json!(7))), ("channel_expiry_blocks", Some(json!(99999)))],
                 INVALID_PARAMS,
                 "client_balance_sat",
@@ -543,7 +543,7 @@ mod tests {
             assert_eq!(e.code, code, "{name}: {e:?}");
             assert_eq!(e.property(), Some(property), "{name}: {e:?}");
             let data = e.data.as_ref().unwrap();
-            assert!(data["message"].is_string(), "{name}: decision 5");
+            assert!(data["message"].is_string(), "{name}: ruling 5");
             if code == codes::INVALID_PARAMS {
                 assert!(data["unrecognized"].is_array(), "{name}: T-11");
             }

@@ -1,5 +1,5 @@
-//! REST error bodies and statuses (issue 12 §5). One body that every REST wallet in the
-//! wild displays (docs/client-interop.md): a truthy top-level `error` (ZEUS), the
+//! REST error bodies and statuses. One body that every REST wallet in the
+//! wild displays (docs/interop.md): a truthy top-level `error` (ZEUS), the
 //! `{code, message, data}` object (BTCPay), a top-level human `message`, and a non-2xx
 //! status (Alby). Nothing internal (paths, traces) is ever put in it.
 

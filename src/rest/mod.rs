@@ -1,5 +1,5 @@
-//! The embedded REST listener (issue 12): the seed's HTTP API
-//! (`seed/purchase-channels-in-advance-api.md`) for wallets that do not speak custom
+//! The embedded REST listener: the HTTP API of the reference LSP's "purchase channels in
+//! advance" document (ours is `docs/openapi.json`) for wallets that do not speak custom
 //! messages. A thin adapter: every answer comes from the same [`Service`] and the same
 //! serializers as the P2P API; only the envelope differs (HTTP status, the error body every
 //! REST wallet displays, the legacy get_info fields and `uris`).
@@ -40,7 +40,7 @@ use crate::store::Answers;
 /// The OpenAPI 3.1 document of this API, committed as `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-/// Largest request body (issue 12 §5: 413 above it).
+/// Largest request body (413 above it).
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// How long one request may take, headers included.
@@ -69,7 +69,7 @@ pub struct RestState<N, C, E> {
 
 /// How long a get_info body is served again. The answer moves with the wallet and the fee
 /// estimates, which the service itself reads at most every few seconds; create_order
-/// checks every limit afresh, so a second-old get_info misleads no one (issue 13: the
+/// checks every limit afresh, so a second-old get_info misleads no one (the
 /// REST get_info was 0.5× the static floor).
 const INFO_TTL: Duration = Duration::from_secs(1);
 
@@ -131,7 +131,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
 
     /// `uris` of get_info: the override, or the node's addresses as `pubkey@host:port`, IPv4
     /// first (some wallets take `uris[0]`; Alby accepts only `pubkey@IPv4:port`), then DNS
-    /// names, IPv6, Tor (docs/client-interop.md).
+    /// names, IPv6, Tor (docs/interop.md).
     async fn uris(&self) -> Vec<String> {
         if !self.cfg.uris.is_empty() {
             return self.cfg.uris.clone();
@@ -236,7 +236,7 @@ async fn time_limit(req: Request, next: Next) -> Response {
     }
 }
 
-/// Per-IP rate limit, weighted like the P2P limiter (reads cost a tenth, issue 12 §6).
+/// Per-IP rate limit, weighted like the P2P limiter (reads cost a tenth).
 async fn admit<N: NodeApi, C: Clock, E: Entropy>(
     State(state): State<Shared<N, C, E>>,
     req: Request,
@@ -352,7 +352,7 @@ pub fn decode_get_order_query(uri: &Uri) -> Map<String, Value> {
     params
 }
 
-/// `POST /api/v1/create_order`: the P2P params plus `public_key` (decisions 3, 9).
+/// `POST /api/v1/create_order`: the P2P params plus `public_key` (rulings 3, 9).
 async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
     State(state): State<Shared<N, C, E>>,
     headers: HeaderMap,
@@ -401,7 +401,7 @@ async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
     }
 }
 
-/// `GET /api/v1/get_order?order_id=`: a bearer read by order id (decision 9).
+/// `GET /api/v1/get_order?order_id=`: a bearer read by order id (ruling 9).
 async fn get_order<N: NodeApi, C: Clock, E: Entropy>(State(state): State<Shared<N, C, E>>, uri: Uri) -> Response {
     let params = decode_get_order_query(&uri);
     // Only a well-formed lookup is cached; anything else goes to the service for its error.

@@ -1,7 +1,7 @@
 //! Serving the router: one accept loop per bound address (IPv4 and IPv6), plain HTTP or
 //! rustls TLS, a bounded number of connections, header and request timeouts. A bind or
 //! TLS failure disables only REST, with a log line naming the address and the cause; the
-//! peer-to-peer service keeps running (issue 12 §1).
+//! peer-to-peer service keeps running.
 
 use std::net::SocketAddr;
 use std::path::Path;

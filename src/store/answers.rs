@@ -1,7 +1,7 @@
 //! Answers read from the store, kept by key and reused while they still hold: the store has
 //! not been written since they were read ([`super::Store::generation`]) and their own deadline
 //! (an unpaid order's lazy expiry) has not passed. Wallets poll `get_order` every few
-//! seconds; between two writes every poll is answered without SQLite (issue 13).
+//! seconds; between two writes every poll is answered without SQLite.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
-//! The store's side of the order lifecycle (issue 11): held HTLCs, the open, settlement
+//! The store's side of the order lifecycle: held HTLCs, the open, settlement
 //! and refunds. Every move that belongs together is one transaction: an HTLC set that
 //! completes and the order's move to `PaymentHeld` (P-05); the channel, `COMPLETED`, `PAID`
-//! and the HTLCs marked settled (decision 11); `FAILED`, `REFUNDED` and the HTLCs marked
+//! and the HTLCs marked settled (ruling 11); `FAILED`, `REFUNDED` and the HTLCs marked
 //! failed (P-07).
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -34,7 +34,7 @@ pub struct HtlcKey {
     pub id: u64,
 }
 
-/// An HTLC of an order's payment, as stored before the hook answers (decision 17: the
+/// An HTLC of an order's payment, as stored before the hook answers (ruling 17: the
 /// store knows it before lightningd hears anything).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HtlcRecord {
@@ -58,7 +58,7 @@ pub enum HtlcWrite {
     },
 }
 
-/// A leased channel (N-10, decision 16).
+/// A leased channel (N-10, ruling 16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub order_id: String,
@@ -215,14 +215,14 @@ impl Store {
     }
 
     /// `PaymentHeld` → `Opening`: the intent to open, durable before `fundchannel` is
-    /// called (issue 11 §3). `Conflict` when the order moved meanwhile (cancelled).
+    /// called. `Conflict` when the order moved meanwhile (cancelled).
     pub fn start_open(&self, order_id: &str, now_ms: i64, detail: &Value) -> Result<(), StoreError> {
         self.transition(order_id, Phase::PaymentHeld, Event::OpenStarted, now_ms, Some(detail)).map(|_| ())
     }
 
     /// `Opening` → `Completed` with its channel, and its HTLCs marked settled, in one
-    /// transaction (decision 11, N-09). With `refunded_after_open` (the HTLCs already went
-    /// back, decision 17) nothing is marked settled and the payment reads REFUNDED.
+    /// transaction (ruling 11, N-09). With `refunded_after_open` (the HTLCs already went
+    /// back, ruling 17) nothing is marked settled and the payment reads REFUNDED.
     /// Returns the keys to settle.
     pub fn complete_order(
         &self,
@@ -346,7 +346,7 @@ impl Store {
             .flatten())
     }
 
-    /// Fail every unpaid order whose payment deadline has passed (decision 13), with any
+    /// Fail every unpaid order whose payment deadline has passed (ruling 13), with any
     /// parts of an incomplete payment marked failed. Returns the orders (as they were) and
     /// the HTLCs to fail back.
     pub fn expire_unpaid(&self, now_ms: i64) -> Result<Vec<(OrderRecord, Vec<HtlcKey>)>, StoreError> {

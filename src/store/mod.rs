@@ -1,4 +1,4 @@
-//! The order book: SQLite beside the node (issue 3 §3, issue 4 §7).
+//! The order book: SQLite beside the node .
 //!
 //! One connection, opened once at start, in WAL mode with `synchronous=FULL` (a commit is
 //! on disk before the client hears about it), but for new orders: see
@@ -67,12 +67,12 @@ fn to_u64(v: i64, what: &'static str) -> Result<u64, StoreError> {
 pub struct Bolt11Record {
     pub invoice: String,
     pub payment_hash: String,
-    /// Known only to the plugin (decision 12); never leaves the store except to settle.
+    /// Known only to the plugin (ruling 12); never leaves the store except to settle.
     pub preimage: String,
     pub payment_secret: String,
     pub expires_at_ms: i64,
     pub min_final_cltv: u16,
-    /// This option's price (options may be priced apart, decision 20).
+    /// This option's price (options may be priced apart, ruling 20).
     pub fee_total_sat: u64,
     pub order_total_sat: u64,
 }
@@ -101,7 +101,7 @@ pub struct OrderRecord {
     pub required_channel_confirmations: u16,
     pub funding_confirms_within_blocks: u16,
     pub channel_expiry_blocks: u32,
-    /// The token as the client sent it, mirrored (decision 2): `None` = JSON `null`,
+    /// The token as the client sent it, mirrored (ruling 2): `None` = JSON `null`,
     /// `Some("")` = empty or omitted.
     pub token: Option<String>,
     pub refund_onchain_address: Option<String>,
@@ -110,7 +110,7 @@ pub struct OrderRecord {
     pub phase: Phase,
     /// When the HTLC set became complete and was held (P-05).
     pub held_at_ms: Option<i64>,
-    /// The channel opened but the payment went back (decision 17; reads PAYMENT REFUNDED).
+    /// The channel opened but the payment went back (ruling 17; reads PAYMENT REFUNDED).
     pub refunded_after_open: bool,
     pub failure_reason: Option<String>,
     pub fee_total_sat: u64,
@@ -324,7 +324,7 @@ impl Store {
     /// Insert a new order with its BOLT11 option and its `created` event, in one
     /// transaction that also checks the wallet budget and the client's unpaid quota.
     ///
-    /// Committed with `synchronous=NORMAL` (the durability policy, issue 13): a power cut
+    /// Committed with `synchronous=NORMAL` (the durability policy): a power cut
     /// may lose the orders created in the last moments before it, never anything else.
     /// That loses no money: an unpaid order's invoice is known only to this store, so a
     /// payment to a lost order finds no order, is answered `continue`, and lightningd,

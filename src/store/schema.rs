@@ -10,7 +10,7 @@ pub const MIGRATIONS: &[&str] = &[
         order_id                        TEXT PRIMARY KEY NOT NULL,
         created_at_ms                   INTEGER NOT NULL,
         updated_at_ms                   INTEGER NOT NULL,
-        -- The node the channel goes to; P2P: the peer that asked (decision 8).
+        -- The node the channel goes to; P2P: the peer that asked (ruling 8).
         client_node_id                  TEXT NOT NULL,
         transport                       TEXT NOT NULL CHECK (transport IN ('p2p', 'rest')),
         lsp_balance_sat                 INTEGER NOT NULL CHECK (lsp_balance_sat >= 1),
@@ -31,7 +31,7 @@ pub const MIGRATIONS: &[&str] = &[
         funding_feerate_perkw           INTEGER NOT NULL,
         -- On-chain funds this order holds back while it is in flight.
         reserved_sat                    INTEGER NOT NULL,
-        -- Payment deadline of the earliest-expiring option (decision 13).
+        -- Payment deadline of the earliest-expiring option (ruling 13).
         expires_at_ms                   INTEGER NOT NULL
     );
     CREATE INDEX orders_by_peer ON orders (client_node_id, phase);
@@ -92,9 +92,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
     "#,
-    // v2 (stage 2, the order lifecycle): a `null` token is mirrored as `null` (decision 2);
+    // v2 (stage 2, the order lifecycle): a `null` token is mirrored as `null` (ruling 2);
     // when the payment was held; an order whose channel opened but whose payment went back
-    // (decision 17); the HTLCs' order, and an index for the unresolved ones.
+    // (ruling 17); the HTLCs' order, and an index for the unresolved ones.
     r#"
     ALTER TABLE orders ADD COLUMN token_null INTEGER NOT NULL DEFAULT 0 CHECK (token_null IN (0, 1));
     ALTER TABLE orders ADD COLUMN held_at_ms INTEGER;
@@ -103,10 +103,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE htlcs ADD COLUMN order_id TEXT REFERENCES orders (order_id);
     CREATE INDEX htlcs_by_order ON htlcs (order_id, resolution);
     CREATE UNIQUE INDEX channels_by_channel_id ON channels (channel_id) WHERE channel_id IS NOT NULL;
-    -- No funding outpoint serves two orders (decision 17).
+    -- No funding outpoint serves two orders (ruling 17).
     CREATE UNIQUE INDEX channels_by_outpoint ON channels (funding_txid, funding_outnum);
     "#,
-    // v3 (issue 13, the store at scale): a client's unpaid orders are counted on every
+    // v3 (the store at scale): a client's unpaid orders are counted on every
     // create_order; with only (client_node_id, phase) SQLite counted through every unpaid
     // order of every client (orders_by_phase). The listing of one state, newest first,
     // reads its index in order instead of sorting the whole state.

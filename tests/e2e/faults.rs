@@ -1,9 +1,9 @@
-//! Faults (issue 13, hardening): the plugin SIGKILLed at every step of an order's life, the
+//! Faults (hardening): the plugin SIGKILLed at every step of an order's life, the
 //! order store's disk full or read-only, and lightningd's RPC socket closing, failing or
 //! hanging under `signinvoice`, `fundchannel` and `listpeerchannels`. Whatever happens, no
-//! payment settles without its channel (decisions 11, 12), no order gets two channels
-//! (decision 17), every held HTLC is answered (P-07), and clients get spec errors, never a
-//! hang (T-13, LSPS0 §1.5).
+//! payment settles without its channel (rulings 11, 12), no order gets two channels
+//! (ruling 17), every held HTLC is answered (P-07), and clients get spec errors, never a
+//! hang (T-13, bLIP-50 errors).
 //!
 //! `LSPS1_FAULT_KILL_POINTS=N` limits the kill-point sweep to its first N points per run
 //! (default: every point; the sweep prints how many it tried).
@@ -207,7 +207,7 @@ async fn kill_case(shape: Shape, k: usize, node_crash: bool) -> Ending {
 
     let outcomes: Vec<HtlcOutcome> = p.htlcs.iter().map(|h| h.try_outcome().expect("answered")).collect();
     let settled = outcomes.iter().filter(|o| o.is_settled()).count();
-    // Decision 11: settled parts carry the order's preimage (the stand-in checks the hash).
+    // Ruling 11: settled parts carry the order's preimage (the stand-in checks the hash).
     if let Some(pay) = &p.pay {
         for o in &outcomes {
             if let HtlcOutcome::Settled { preimage } = o {
@@ -221,7 +221,7 @@ async fn kill_case(shape: Shape, k: usize, node_crash: bool) -> Ending {
     // client keeps its channel). After a node crash the replay settles the rest.
     let partial = settled > 0 && settled < outcomes.len();
     assert!(!partial || !node_crash, "{what}: {settled} of {} parts settled", outcomes.len());
-    // Decision 17: never a second open, never a second channel.
+    // Ruling 17: never a second open, never a second channel.
     let chans: Vec<Value> = s.channels().into_iter().filter(|c| c["peer_id"] == json!(client.to_string())).collect();
     assert!(s.calls("fundchannel").len() <= 1, "{what}: fundchannel called {} times", s.calls("fundchannel").len());
     assert!(chans.len() <= 1, "{what}: {} channels", chans.len());
@@ -246,7 +246,7 @@ async fn kill_case(shape: Shape, k: usize, node_crash: bool) -> Ending {
             assert_eq!(settled, 0, "{what}");
             ""
         }
-        // Decision 11, P-06, N-09.
+        // Ruling 11, P-06, N-09.
         ("COMPLETED", "PAID") if partial => "parts settled, the rest failed back by lightningd",
         ("COMPLETED", "PAID") if settled > 0 => "",
         // README: killed after recording COMPLETED, before the answers reached lightningd,
@@ -351,7 +351,7 @@ fn channels_to(s: &StandIn, client: &PublicKey) -> Vec<Value> {
 }
 
 /// An order that ended settled: COMPLETED / PAID on the very channel lightningd opened
-/// (decision 11, N-09).
+/// (ruling 11, N-09).
 async fn assert_completed_on_its_channel(s: &StandIn, client: &PublicKey, pay: &Pay, out: &HtlcOutcome) {
     let HtlcOutcome::Settled { preimage } = out else { panic!("expected settled, got {out:?}") };
     assert_eq!(sha256::Hash::hash(&hex::decode(preimage).unwrap()).to_string(), pay.hash);
@@ -396,7 +396,7 @@ async fn signinvoice_closed_failing_or_hung_is_a_spec_error_and_creates_nothing(
         s.set_reply("signinvoice", reply);
         let started = Instant::now();
         let r = s.lsps(&client, &req(what, "lsps1.create_order", params(500_000, 0, 1))).await;
-        // T-13, decision 5: a JSON-RPC error with the id, a data object and a message;
+        // T-13, ruling 5: a JSON-RPC error with the id, a data object and a message;
         // "retry": the node could not answer now. Inside ZEUS's 7 s, never a hang.
         assert_eq!((r["id"].as_str(), r["error"]["code"].as_i64()), (Some(what), Some(-32603)), "{what}: {r}");
         assert!(r["error"]["data"]["message"].is_string(), "{what}: {r}");
@@ -483,7 +483,7 @@ async fn open_outcome_unknowable_is_refunded_at_the_cltv_margin() {
     // fundchannel's answer is lost and listpeerchannels fails from then on: the plugin can
     // neither see the channel nor rule it out. It holds (never refunds an open that may
     // have happened) until the HTLC nears its expiry, then cancels the open and refunds
-    // (decision 13, P-07).
+    // (ruling 13, P-07).
     let s = StandIn::builder().start().await;
     let (_, client) = peer(70);
     s.peer_connects(&client).await;
@@ -640,7 +640,7 @@ fn st(a: &str, b: &str) -> (String, String) {
 
 /// The store cannot be written for a while: new orders get a spec error (never a crash or
 /// a hang), existing ones stay readable on both transports, a payment that cannot be
-/// recorded is failed back at once (decision 12: never held, never settled), and when the
+/// recorded is failed back at once (ruling 12: never held, never settled), and when the
 /// fault clears everything works again.
 async fn store_fault_then_recovery(fault: StoreFault) {
     let (s, api) = crate::rest::start(crate::rest::builder().ignore_sigxfsz()).await;
@@ -658,7 +658,7 @@ async fn store_fault_then_recovery(fault: StoreFault) {
         }
     };
 
-    // create_order: -32603 with the id and a message over P2P (T-13, decision 5), the
+    // create_order: -32603 with the id and a message over P2P (T-13, ruling 5), the
     // standard error body over REST; in time (ZEUS waits 7 s).
     let started = Instant::now();
     let r = s.lsps(&client, &req("c-fault", "lsps1.create_order", params(500_000, 0, 1))).await;
@@ -752,7 +752,7 @@ async fn a_held_payment_is_refunded_at_the_margin_though_the_store_cannot_record
 
 #[tokio::test]
 async fn a_channel_funded_while_the_store_is_full_settles_and_is_recorded_after() {
-    // Decision 11: the preimage goes once the funding is broadcast; when the store cannot
+    // Ruling 11: the preimage goes once the funding is broadcast; when the store cannot
     // take the record, the channel still exists, so the payment settles and the record is
     // written when the store recovers (README "settling anyway").
     let s = StandIn::builder()

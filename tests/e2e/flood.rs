@@ -1,7 +1,7 @@
-//! Malformed peers (issue 13, hardening): 200 peers at once send thousands of malformed,
+//! Malformed peers (hardening): 200 peers at once send thousands of malformed,
 //! oversized, truncated and hostile LSPS0 messages while other peers use the service as
 //! wallets do. The well-formed requests keep being answered correctly, the hostile ones
-//! only ever get error responses (T-02..T-14, C-01..C-13, decisions 6, 10), the plugin's
+//! only ever get error responses (T-02..T-14, C-01..C-13, rulings 6, 10), the plugin's
 //! memory stays bounded, no order comes from malformed input, and lightningd sees nothing
 //! fatal (a hook that did not answer `continue` would be).
 //!
@@ -80,7 +80,7 @@ fn hostile(i: usize, victim_order: &str) -> String {
         // Unknown methods (T-09), also with hostile params.
         22 => lsps(req("u", "lsps9.pwn", json!({"a": "b".repeat(5000)})).to_string().as_bytes()),
         23 => lsps(req("u", &"lsps1.".repeat(5000), json!([1, 2, 3])).to_string().as_bytes()),
-        // Oversized: over BOLT8's 65,533 bytes (dropped unread, decision 6).
+        // Oversized: over BOLT8's 65,533 bytes (dropped unread, ruling 6).
         24 => format!("9419{}", "7b".repeat(65_534)),
         25 => lsps(
             format!(
@@ -108,7 +108,7 @@ fn hostile(i: usize, victim_order: &str) -> String {
             lsps(&create(p))
         }
         37 => lsps(&create(with("funding_confirms_within_blocks", Value::Null))),
-        // Another node's order (decision 8: 101), and an id far over 64 characters.
+        // Another node's order (ruling 8: 101), and an id far over 64 characters.
         38 => lsps(req("o", "lsps1.get_order", json!({"order_id": victim_order})).to_string().as_bytes()),
         _ => lsps(req("o", "lsps1.get_order", json!({"order_id": "0".repeat(10_000)})).to_string().as_bytes()),
     }
@@ -206,7 +206,7 @@ async fn wallet_session(
         }
         orders.push(id);
         if round == 1 {
-            // Another wallet's order: not this node's (decision 8).
+            // Another wallet's order: not this node's (ruling 8).
             let other = stranger_order.lock().unwrap().clone().unwrap();
             if !orders.contains(&other) {
                 let g = w.call(&s, "lsps1.get_order", json!({"order_id": other})).await;
@@ -245,7 +245,7 @@ async fn malformed_flood_from_200_peers_while_wallets_are_served() {
     let mut last = Wallet { key, inbox: rx, n: 0 };
     route(s.stream_sent(), inboxes, hostile_replies.clone());
 
-    // A real order some hostile peers will ask for (decision 8: 101 to them).
+    // A real order some hostile peers will ask for (ruling 8: 101 to them).
     let victim = Arc::new(Mutex::new(None::<String>));
     let per_peer = messages_per_hostile_peer();
     let mut hostile_tasks = tokio::task::JoinSet::new();
@@ -253,7 +253,7 @@ async fn malformed_flood_from_200_peers_while_wallets_are_served() {
     let mut messages = 0;
     for p in 1..=HOSTILE_PEERS {
         // Every 20th peer is greedy: four streams at once, past its rate and in-flight limits
-        // (decision 10: error 1 at most once a second, the rest dropped).
+        // (ruling 10: error 1 at most once a second, the rest dropped).
         let streams = if p % 20 == 0 { 4 } else { 1 };
         messages += streams * per_peer;
         for stream in 0..streams {

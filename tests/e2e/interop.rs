@@ -1,5 +1,5 @@
 //! Interop with a real client's types: LDK's lightning-liquidity 0.2.7, the version the
-//! current LDK Node release (0.7.1) speaks (docs/client-interop.md). Requests are built and
+//! current LDK Node release (0.7.1) speaks (docs/interop.md). Requests are built and
 //! serialized by LDK's own types; our responses are parsed by LDK's own types, the way its
 //! (crate-private) message parser does: `error` wins, else `result` into the response type.
 
@@ -73,7 +73,7 @@ async fn ldk_client_buys_a_channel() {
     let order: LSPS1CreateOrderResponse = serde_json::from_value(r["result"].clone()).expect("LDK parses create_order");
     assert_eq!(order.order.lsp_balance_sat, 500_000);
     assert_eq!(order.order.channel_expiry_blocks, 4320);
-    assert_eq!(order.order.token, None, "null is mirrored as null (decision 2)");
+    assert_eq!(order.order.token, None, "null is mirrored as null (ruling 2)");
     // LDK Node 0.7.1 aborts the purchase unless every mirrored field equals its request
     // ("LSP-provided parameters don't match our order"): seen on real nodes with "token": "".
     assert_eq!(order.order, sent_params, "LDK Node's equality check on the mirrored order");
@@ -96,7 +96,7 @@ async fn ldk_client_buys_a_channel() {
     assert_eq!(again, order);
 }
 
-/// LDK Node 0.7.1's whole purchase as far as the stand-in allows (issue 11 §12): its
+/// LDK Node 0.7.1's whole purchase as far as the stand-in allows: its
 /// create_order as recorded on real nodes (`"token": null`, a refund address), its equality
 /// check on the mirrored fields, payment, then its polling of get_order through `HOLD`
 /// (which lightning-liquidity 0.2.7 cannot parse: no `HOLD` state) until `COMPLETED`.
@@ -108,7 +108,7 @@ async fn ldk_node_buys_a_channel_end_to_end() {
         .start()
         .await;
     let (_, client) = peer(22);
-    // The request exactly as recorded (docs/client-interop.md), minus the mainnet address.
+    // The request exactly as recorded (docs/interop.md), minus the mainnet address.
     let wire = r#"{"jsonrpc":"2.0","id":"ldk-1","method":"lsps1.create_order","params":{"lsp_balance_sat":"1000000","client_balance_sat":"0","required_channel_confirmations":0,"funding_confirms_within_blocks":6,"channel_expiry_blocks":4032,"token":null,"announce_channel":false,"refund_onchain_address":"bcrt1qufr4lmec5a8humz7anckxk092uel83r2eqr33s"}}"#;
     let sent: LSPS1CreateOrderRequest =
         serde_json::from_value(serde_json::from_str::<Value>(wire).unwrap()["params"].clone()).unwrap();
@@ -137,7 +137,7 @@ async fn ldk_node_buys_a_channel_end_to_end() {
         match r["result"]["payment"]["bolt11"]["state"].as_str() {
             Some("HOLD") => {
                 saw_hold = true;
-                // The known gap of lightning-liquidity 0.2.7 (docs/client-interop.md).
+                // The known gap of lightning-liquidity 0.2.7 (docs/interop.md).
                 assert!(serde_json::from_value::<LSPS1CreateOrderResponse>(r["result"].clone()).is_err());
             }
             Some("PAID") => {

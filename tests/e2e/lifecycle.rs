@@ -1,5 +1,5 @@
-//! The order lifecycle end to end (issue 11; spec digest §2.7–2.10, P-05–P-07, N-01–N-11;
-//! decisions 11–17): the real plugin binary holds HTLCs the stand-in offers it, opens with
+//! The order lifecycle end to end (bLIP-51, P-05–P-07, N-01–N-11;
+//! rulings 11–17): the real plugin binary holds HTLCs the stand-in offers it, opens with
 //! `fundchannel`, settles or refunds, and survives kills and restarts, with lightningd's
 //! behaviour taken from the v26.06.6 recordings.
 
@@ -126,7 +126,7 @@ async fn p05_p06_n09_one_payment_held_then_channel_then_preimage() {
     let out = h.outcome(WAIT).await;
     assert_preimage(&out, &pay);
     s.assert_no_fatal();
-    // N-03, N-04, N-06, N-08, N-05: decision 15's mapping.
+    // N-03, N-04, N-06, N-08, N-05: ruling 15's mapping.
     let calls = s.calls("fundchannel");
     assert_eq!(calls.len(), 1);
     let c = &calls[0];
@@ -302,7 +302,7 @@ async fn peer_absent_past_the_deadline_is_refunded() {
     let out = h.outcome(Duration::from_secs(30)).await;
     assert_refunded(&out);
     assert!(s.calls("fundchannel").is_empty());
-    assert!(!s.calls("connect").is_empty(), "decision 14: it tried to connect out");
+    assert!(!s.calls("connect").is_empty(), "ruling 14: it tried to connect out");
     assert_eq!(getorder_admin(&s, &pay.order_id).await["failure_reason"], "peer_not_connected");
 }
 
@@ -399,7 +399,7 @@ async fn plugin_killed_while_holding_refunds_and_never_opens() {
     let out = h.outcome(WAIT).await;
     assert!(matches!(&out, HtlcOutcome::Failed { by_lightningd: true, .. }), "{out:?}");
     s.restart_lightningd().await;
-    // The client is there now, and would take a channel: none is opened (decision 17).
+    // The client is there now, and would take a channel: none is opened (ruling 17).
     s.peer_connects(&client).await;
     let o = wait_state(&s, &client, &pay.order_id, "FAILED", "REFUNDED").await;
     assert!(o["channel"].is_null());

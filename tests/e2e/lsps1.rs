@@ -1,4 +1,4 @@
-//! LSPS1 over custom messages, end to end (spec digest §2, G-/C-/R-/P- items).
+//! LSPS1 over custom messages, end to end (bLIP-51, G-/C-/R-/P- items).
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::standin::{Reply, StandIn, peer, req};
 
-/// The exact ZEUS request of spec digest §3.3 (strings for sats, "" token and refund
+/// The exact ZEUS request (docs/interop.md) (strings for sats, "" token and refund
 /// address, client_info), as ZEUS also sends it over P2P.
 pub fn zeus_params() -> Value {
     json!({
@@ -112,7 +112,7 @@ async fn create_order_get_order_round_trip_survives_restart() {
         Bolt11InvoiceDescriptionRef::Direct(d) => assert!(d.to_string().contains(&order_id)),
         _ => panic!("expected a direct description"),
     }
-    // Decision 12: the node was only asked to sign; lightningd holds no invoice for the hash.
+    // Ruling 12: the node was only asked to sign; lightningd holds no invoice for the hash.
     let signs = s.calls("signinvoice");
     assert_eq!(signs.len(), 1);
     assert!(s.calls("invoice").is_empty());
@@ -122,7 +122,7 @@ async fn create_order_get_order_round_trip_survives_restart() {
     assert_eq!(g["result"], order);
     let g2 = s.lsps(&client, &req("go-2", "lsps1.get_order", json!({"order_id": order_id}))).await;
     assert_eq!(g2["result"], order, "R-04: identical JSON");
-    // Decision 8: another peer gets 101.
+    // Ruling 8: another peer gets 101.
     let (_, other) = peer(2);
     let e = s.lsps(&other, &req("go-3", "lsps1.get_order", json!({"order_id": order_id}))).await;
     assert_eq!(e["error"]["code"], json!(101));
@@ -199,7 +199,7 @@ async fn validation_errors_over_the_wire() {
         let r = s.lsps(&c, &req(&format!("v{i}"), "lsps1.create_order", params)).await;
         assert_eq!(r["error"]["code"], json!(code), "{item}: {r}");
         assert_eq!(r["error"]["data"]["property"].as_str(), property, "{item}: {r}");
-        assert!(r["error"]["data"]["message"].is_string(), "{item}: decision 5");
+        assert!(r["error"]["data"]["message"].is_string(), "{item}: ruling 5");
     }
     // A valid token is accepted and mirrored.
     let r = s.lsps(&c, &req("t", "lsps1.create_order", with("token", json!("vip")))).await;

@@ -9,7 +9,7 @@ async fn manifest_declares_options_hook_filter_and_feature_bits() {
     let s = StandIn::builder().start().await;
     let m = &s.manifest;
     assert_eq!(m["dynamic"], json!(false), "feature bits need a non-dynamic plugin");
-    // T-19 / decision 18: bit 729 in init and node_announcement by default.
+    // T-19 / ruling 18: bit 729 in init and node_announcement by default.
     let bits = format!("02{}", "00".repeat(91));
     assert_eq!(m["featurebits"]["init"], json!(bits));
     assert_eq!(m["featurebits"]["node"], json!(bits));
@@ -33,7 +33,7 @@ async fn manifest_declares_options_hook_filter_and_feature_bits() {
         m["rpcmethods"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
     methods.sort_unstable();
     assert_eq!(methods, ["lsps1-allowclose", "lsps1-cancelorder", "lsps1-getorder", "lsps1-listorders"]);
-    // The lifecycle's hooks (issue 11): htlc_accepted without filters (lightningd refuses
+    // The lifecycle's hooks: htlc_accepted without filters (lightningd refuses
     // them there, fixture plugin.err-start-htlc_accepted-with-filters), rpc_command for
     // `close` only (fixture getmanifest.response.recorder-lifecycle).
     let ha = hooks.iter().find(|h| h["name"] == "htlc_accepted").expect("htlc_accepted hook");
@@ -90,7 +90,7 @@ async fn runs_when_cln_lsps_service_is_loaded_but_off() {
 
 #[tokio::test]
 async fn cannot_check_for_cln_lsps_service_fails_closed() {
-    // Decision 19: if lightningd will not say, do not risk two LSPS services.
+    // Ruling 19: if lightningd will not say, do not risk two LSPS services.
     let s =
         StandIn::builder().reply("listconfigs", Reply::Error { code: -32603, message: "busy".into() }).start().await;
     let reason = s.disabled().expect("disabled");

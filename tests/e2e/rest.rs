@@ -1,10 +1,9 @@
-//! The REST API end to end (issue 12): the real plugin binary behind the lightningd
+//! The REST API end to end: the real plugin binary behind the lightningd
 //! stand-in, spoken to over HTTP/1.1 (and HTTPS) by a tiny raw client, every answer checked
 //! against the committed OpenAPI document (`docs/openapi.json`).
 //!
-//! The seed (`seed/purchase-channels-in-advance-api.md`) gives the request and response
-//! examples; `docs/client-interop.md` the bodies ZEUS and Alby send and the error body every
-//! REST wallet displays; decisions 3 (leniency) and 9 (`public_key`, bearer `get_order`).
+//! `docs/openapi.json` carries the request and response examples; `docs/interop.md` the bodies ZEUS and Alby send and the error body every
+//! REST wallet displays; rulings 3 (leniency) and 9 (`public_key`, bearer `get_order`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -420,7 +419,7 @@ pub async fn start(b: Builder) -> (StandIn, Api) {
     (s, Api::new(addrs[0]))
 }
 
-/// ZEUS's REST body (docs/client-interop.md, spec digest §3.3) for the node `pk`.
+/// ZEUS's REST body (docs/interop.md) for the node `pk`.
 pub fn zeus_body(pk: &bitcoin::secp256k1::PublicKey) -> Value {
     let mut b = crate::lsps1::zeus_params();
     b["public_key"] = json!(pk.to_string());
@@ -614,7 +613,11 @@ async fn seed_examples_verbatim() {
     assert_same_shape(&seed_order, &order, "create_order");
     let mut want = keys(&seed_order);
     want.insert("required_channel_confirmations".into());
-    assert_eq!(keys(&order), want, "the seed's fields plus required_channel_confirmations (§3.4 item 5)");
+    assert_eq!(
+        keys(&order),
+        want,
+        "the seed's fields plus required_channel_confirmations (the reference LSP's REST document omits it)"
+    );
     assert_eq!(order["required_channel_confirmations"], json!(8));
     assert_eq!(order["order_state"], json!("CREATED"));
     assert_eq!(order["lsp_balance_sat"], json!("10000000"));
@@ -658,7 +661,7 @@ async fn zeus_and_alby_bodies_and_rest_leniency() {
     assert_eq!(o["token"], json!("AlbyHub/1.18.0"), "mirrored");
     assert_eq!(o["channel_expiry_blocks"], json!(13140));
 
-    // Decision 3: counts as decimal strings are accepted over REST, answered as integers.
+    // Ruling 3: counts as decimal strings are accepted over REST, answered as integers.
     let mut b = zeus_body(&pk);
     b["required_channel_confirmations"] = json!("8");
     b["funding_confirms_within_blocks"] = json!("6");
@@ -732,7 +735,7 @@ async fn error_statuses_and_bodies() {
     let mut no_key = base.clone();
     no_key.as_object_mut().unwrap().remove("public_key");
     let e = assert_error(&api.create_order(&no_key).await, 400, -32602, Some("public_key"));
-    assert_eq!(e["error"]["data"]["unrecognized"], json!([]), "decision 5");
+    assert_eq!(e["error"]["data"]["unrecognized"], json!([]), "ruling 5");
     assert_error(&api.create_order(&with("public_key", json!("02xx"))).await, 400, -32602, Some("public_key"));
     let off_curve = format!("02{:064x}", 5);
     assert_error(&api.create_order(&with("public_key", json!(off_curve))).await, 400, -32602, Some("public_key"));
@@ -781,7 +784,7 @@ async fn error_statuses_and_bodies() {
         None,
     );
 
-    // 403: a denied node (decision 10), code 1.
+    // 403: a denied node (ruling 10), code 1.
     assert_error(&api.create_order(&zeus_body(&denied)).await, 403, 1, None);
 
     // 405 on every route with a method it does not take.
@@ -1003,7 +1006,7 @@ async fn rest_order_is_read_by_id_and_by_its_node_over_p2p() {
     assert_eq!(r.status, 200, "{}", r.text());
     let created = r.json();
     let id = created["order_id"].as_str().unwrap();
-    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4, "decision 9: random UUIDv4");
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4, "ruling 9: random UUIDv4");
     // REST: a bearer read by id, the same object.
     let got = api.get_order(id).await;
     assert_eq!(got.status, 200, "{}", got.text());
@@ -1013,10 +1016,10 @@ async fn rest_order_is_read_by_id_and_by_its_node_over_p2p() {
         404,
         "ids are exact"
     );
-    // P2P: the node named in public_key may read it (decision 9) ...
+    // P2P: the node named in public_key may read it (ruling 9) ...
     let p = s.lsps(&pk, &req("g", "lsps1.get_order", json!({"order_id": id}))).await;
     assert_eq!(p["result"], created, "{p}");
-    // ... and another node may not (decision 8).
+    // ... and another node may not (ruling 8).
     let (_, other) = peer(47);
     let p = s.lsps(&other, &req("g", "lsps1.get_order", json!({"order_id": id}))).await;
     assert_eq!(p["error"]["code"], json!(101), "{p}");
@@ -1184,7 +1187,7 @@ async fn rest_order_paid_opens_its_channel_to_the_public_key_node() {
     let (_, client) = peer(52);
     s.set_reachable(&client, false);
     let (id, h) = create_and_pay(&s, &api, &client).await;
-    // Held while the public_key node is away (decision 14), seen over REST as HOLD.
+    // Held while the public_key node is away (ruling 14), seen over REST as HOLD.
     wait_rest_state(&api, &id, "CREATED", "HOLD").await;
     assert!(h.is_held());
     assert!(s.calls("fundchannel").is_empty(), "no open before the node connects");

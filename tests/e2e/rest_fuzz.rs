@@ -1,4 +1,4 @@
-//! A property-based fuzzer of the REST API (issue 12): random and mutated create_order
+//! A property-based fuzzer of the REST API: random and mutated create_order
 //! bodies and get_order queries against the running plugin over HTTP. Whatever is sent,
 //! the answer is never a 5xx, and it conforms to the OpenAPI document (a documented
 //! status, the schema of that status, the error body); an order that was created came from

@@ -1,8 +1,8 @@
-//! Soak (issue 13, hardening): a bounded run of mixed P2P and REST traffic (get_info,
+//! Soak (hardening): a bounded run of mixed P2P and REST traffic (get_info,
 //! list_protocols, create_order, get_order from many nodes) with orders going through their
 //! whole life: paid, opened and COMPLETED / PAID (N-09, P-06); paid and refunded because
-//! their node never came (decision 14, P-07) or the operator cancelled them; cancelled
-//! unpaid and paid late (refused); left to expire (decision 13). No error of any kind, no
+//! their node never came (ruling 14, P-07) or the operator cancelled them; cancelled
+//! unpaid and paid late (refused); left to expire (ruling 13). No error of any kind, no
 //! memory growth after warm-up, and every order made is accounted for at the end.
 //!
 //! `LSPS1_SOAK_SECS` sets the load's length (default 20 s; from about 70 s on, unpaid orders

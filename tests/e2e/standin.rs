@@ -1,4 +1,4 @@
-//! A lightningd stand-in (DEVELOPERS.md "Testing"): starts the real plugin binary, speaks
+//! A lightningd stand-in (CONTRIBUTING.md, "Fixtures and the stand-in"): starts the real plugin binary, speaks
 //! the plugin protocol on its stdin/stdout (getmanifest, init, hooks, notifications, RPC
 //! passthrough) and serves a lightning-rpc unix socket whose answers are the recorded
 //! Core Lightning v26.06.6 fixtures (`tests/fixtures/cln-v26.06.6`) or follow CLN's JSON

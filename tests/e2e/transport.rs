@@ -1,4 +1,4 @@
-//! LSPS0 over the `custommsg` hook and `sendcustommsg` (spec digest §1, T-items).
+//! LSPS0 over the `custommsg` hook and `sendcustommsg` (bLIP-50, T-items).
 
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ async fn t18_t13_list_protocols_round_trip() {
     let call = &s.calls("sendcustommsg")[0];
     assert_eq!(call["node_id"], json!(p.to_string()));
     assert!(call["msg"].as_str().unwrap().starts_with("9419"));
-    // Missing params read as {} (decision 6).
+    // Missing params read as {} (ruling 6).
     let r = s.lsps(&p, &json!({"jsonrpc": "2.0", "id": "b", "method": "lsps0.list_protocols"})).await;
     assert_eq!(r["result"]["protocols"], json!([1]));
 }
@@ -224,14 +224,14 @@ async fn rate_limit_refuses_with_client_rejected_then_drops() {
         .start()
         .await;
     let (_, p) = peer(10);
-    // create_order costs a whole request (reads cost a tenth, issue 11 §11).
+    // create_order costs a whole request (reads cost a tenth).
     for i in 0..3 {
         let r = s.lsps(&p, &req(&format!("ok{i}"), "lsps1.create_order", json!({}))).await;
         assert_eq!(r["error"]["code"], json!(-32602));
     }
     let r = s.lsps(&p, &req("limited", "lsps1.create_order", json!({}))).await;
     assert_eq!(r["id"], json!("limited"));
-    assert_eq!(r["error"]["code"], json!(1), "decision 10: client rejected");
+    assert_eq!(r["error"]["code"], json!(1), "ruling 10: client rejected");
     assert!(r["error"]["data"]["message"].as_str().unwrap().contains("rate limit"));
     // Within the notice interval further requests are dropped without a reply.
     for i in 0..20 {

@@ -40,7 +40,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         self.inner.store.call(move |s| s.order_with_htlcs(&id)).await.map_err(store_err)
     }
 
-    /// Whether the wallet can fund every order in flight, this one included (issue 11 §2).
+    /// Whether the wallet can fund every order in flight, this one included.
     async fn funds_ok(&self) -> Option<bool> {
         let funds = match self.inner.node.wallet_funds().await {
             Ok(f) => f,
@@ -235,7 +235,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
 
     /// Open the channel: the intent first, durably (with the client's existing channels, so
     /// none is ever taken for this order's), then `fundchannel`, then settle or refund
-    /// (issue 11 §3–4). `false` when it could not start (try again later).
+    ///. `false` when it could not start (try again later).
     async fn open(&self, order: &OrderRecord, client: PublicKey) -> bool {
         // Never wait for another order's open: this driver must keep checking its own
         // deadlines (try again after a poll).
@@ -286,7 +286,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             }
             Err(e) => {
                 // No answer: lightningd may still finish the open. Never refund while it
-                // might (issue 11's review: a client stalling the open would get both).
+                // might (a client stalling the open would get both).
                 log::warn!("Order {}: fundchannel gave no answer ({e}); watching for the channel", order.order_id);
                 if let Ok(Some((o, _))) = self.load(&order.order_id).await {
                     self.await_open_outcome(&o).await;
@@ -342,7 +342,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
 
     /// Wait out an open whose answer was lost: settle when its channel shows up, refund when
     /// it has surely not happened (absent on three looks in a row) or when the held HTLCs
-    /// reach their safety margin, whichever comes first (decision 17).
+    /// reach their safety margin, whichever comes first (ruling 17).
     async fn await_open_outcome(&self, order: &OrderRecord) {
         let Ok(client) = read_pubkey(&order.client_node_id) else { return };
         let mut absent = 0u32;
@@ -410,7 +410,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     }
 
     /// The funding transaction is out: record the channel, COMPLETED and PAID in one
-    /// transaction, then settle (decision 11, N-09). The broadcast happened whatever the
+    /// transaction, then settle (ruling 11, N-09). The broadcast happened whatever the
     /// store says: if it cannot record it after a few tries, the HTLCs are settled anyway
     /// (the client has its channel) and the next start reconciles the record.
     pub(super) async fn complete(&self, order: &OrderRecord, ch: OpenedChannel, refunded_after_open: bool) {
@@ -431,7 +431,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             funding_txid: ch.txid.clone(),
             funding_outnum: ch.outnum,
             funded_at_ms: now,
-            // Decision 16: funded_at + blocks × 10 minutes (N-10).
+            // Ruling 16: funded_at + blocks × 10 minutes (N-10).
             expires_at_ms: now.saturating_add(i64::from(blocks).saturating_mul(600_000)),
             lease_end_block: Some(height.saturating_add(blocks)),
         };

@@ -45,7 +45,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         }
     }
 
-    /// The `htlc_accepted` hook (issue 11 §1). Returns at once for HTLCs that are not an
+    /// The `htlc_accepted` hook. Returns at once for HTLCs that are not an
     /// order's; holds an order's HTLC until its order completes or fails.
     pub async fn on_htlc(&self, v: &Value) -> HookAnswer {
         let Some(h) = HtlcIn::parse(v) else { return HookAnswer::Continue };

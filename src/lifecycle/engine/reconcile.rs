@@ -15,7 +15,7 @@ use crate::ports::{ChannelApi, NodeApi};
 use crate::store::{HtlcKey, StoreError};
 
 impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
-    /// Reconcile with the node before serving (decision 17, issue 11 §6): orders caught in
+    /// Reconcile with the node before serving (ruling 17): orders caught in
     /// `PaymentHeld` or `Opening` by a stop, and unpaid orders holding parts, are matched
     /// against `listhtlcs` (still held → wait for lightningd's replay; gone → refunded) and
     /// `listpeerchannels` (an open that happened is recorded, never repeated). If the node
@@ -145,7 +145,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         }
     }
 
-    /// Fail unpaid orders whose payment option expired (decision 13), with any parts held.
+    /// Fail unpaid orders whose payment option expired (ruling 13), with any parts held.
     pub async fn expire_due(&self) {
         let now = self.inner.clock.now_ms();
         match self.inner.store.call(move |s| s.expire_unpaid(now)).await {
@@ -167,7 +167,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         self.answer_resolved().await;
     }
 
-    /// `lsps1-cancelorder` (issue 11 §7): fail an unpaid or held order. Refused once the
+    /// `lsps1-cancelorder`: fail an unpaid or held order. Refused once the
     /// open has started: `fundchannel` may be broadcasting.
     pub async fn cancel(&self, order_id: &str) -> Result<Value, String> {
         let Some((order, _)) = self.load(order_id).await? else { return Err(format!("no order {order_id}")) };

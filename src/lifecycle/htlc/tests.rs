@@ -1,4 +1,4 @@
-//! The HTLC decision table (issue 11 §1; P-05, P-07; decision 17).
+//! The HTLC decision table (P-05, P-07; ruling 17).
 
 use super::*;
 use crate::store::tests::record;
@@ -102,7 +102,7 @@ fn replays_get_the_same_answer() {
     let failed = OrderRecord { phase: Phase::Failed, ..order() };
     assert!(matches!(decide(&h, &failed, &[held(&h, Some(Resolution::Failed))], NOW, RULES), HtlcDecision::Fail(..)));
     assert!(matches!(decide(&h, &failed, &[held(&h, None)], NOW, RULES), HtlcDecision::Fail(..)));
-    // Completed although the payment went back (decision 17): never settle then.
+    // Completed although the payment went back (ruling 17): never settle then.
     let gift = OrderRecord { phase: Phase::Completed, refunded_after_open: true, ..order() };
     assert!(matches!(decide(&h, &gift, &[held(&h, None)], NOW, RULES), HtlcDecision::Fail(..)));
     // Even a replay after expiry of the option waits: the payment was held in time.

@@ -176,7 +176,7 @@ async fn create_then_get_order() {
     let g1 = s.get_order(Some(client), &params).await.unwrap();
     assert_eq!(g1, o);
     assert_eq!(s.get_order(Some(client), &params).await.unwrap(), g1);
-    // Decision 8: another peer gets 101.
+    // Ruling 8: another peer gets 101.
     assert_eq!(s.get_order(Some(peer(2)), &params).await.unwrap_err().code, codes::NOT_FOUND);
     // C-20: not idempotent.
     let o2 = s.create_order(Some(client), Transport::P2p, &order_params()).await.unwrap();
@@ -213,7 +213,7 @@ async fn expired_order_reads_failed_and_refunded() {
 
 #[tokio::test]
 async fn get_order_answers_are_reused_only_while_they_hold() {
-    // Issue 13: answers are cached by Store::generation and the order's own deadline.
+    // answers are cached by Store::generation and the order's own deadline.
     use crate::order::{Event, Phase};
     use crate::order::{OrderState, PaymentState};
     let s = service();
@@ -222,7 +222,7 @@ async fn get_order_answers_are_reused_only_while_they_hold() {
     let state = |o: &crate::lsps1::msgs::OrderResponse| (o.order_state, o.payment.bolt11.as_ref().unwrap().state);
     let g = s.get_order(Some(peer(1)), &params(&a.order_id)).await.unwrap();
     assert_eq!(state(&g), (OrderState::Created, PaymentState::ExpectPayment));
-    // A cached answer is still only for its own client (decision 8).
+    // A cached answer is still only for its own client (ruling 8).
     assert_eq!(s.get_order(Some(peer(2)), &params(&a.order_id)).await.unwrap_err().code, codes::NOT_FOUND);
     // Any write: the next read sees it.
     s.store()
