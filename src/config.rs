@@ -104,6 +104,63 @@ pub struct Config {
     pub mpp_timeout_secs: u64,
     /// The REST listener; off when `binds` is empty.
     pub rest: RestConfig,
+    /// The `payment.onchain` option (rulings 21–26); off by default.
+    pub onchain: OnchainConfig,
+}
+
+/// Which kind of address `newaddr` makes for on-chain payments. Explicit, because
+/// lightningd's default changes with its deprecated-API settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressType {
+    P2tr,
+    Bech32,
+}
+
+impl AddressType {
+    /// The name `newaddr` takes and answers under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressType::P2tr => "p2tr",
+            AddressType::Bech32 => "bech32",
+        }
+    }
+}
+
+/// On-chain payments (`lsps1-onchain-*`, rulings 21–26).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnchainConfig {
+    pub enabled: bool,
+    /// Confirmations an order's outputs need before they count (ruling 22: 1 to 6).
+    pub min_confirmations: u16,
+    /// The smallest order total that may be paid on-chain; smaller orders get Lightning only.
+    pub min_payment_size_sat: u64,
+    /// Lifetime of the on-chain option (its `expires_at`).
+    pub expiry_secs: u64,
+    /// Blocks after the option's expiry in which a payment mined late still counts (ruling 23).
+    pub grace_blocks: u32,
+    /// Added to the Lightning price: the LSP later spends these coins.
+    pub surcharge_sat: u64,
+    pub address_type: AddressType,
+    /// Highest fee rate a refund or a fee bump may pay (sat per 1000 weight).
+    pub max_feerate_perkw: u32,
+    /// Blocks a refund may stay unconfirmed before it is replaced with a higher fee (ruling 24).
+    pub rbf_after_blocks: u32,
+}
+
+impl Default for OnchainConfig {
+    fn default() -> Self {
+        OnchainConfig {
+            enabled: false,
+            min_confirmations: 1,
+            min_payment_size_sat: 50_000,
+            expiry_secs: 86_400,
+            grace_blocks: 6,
+            surcharge_sat: 1_000,
+            address_type: AddressType::P2tr,
+            max_feerate_perkw: 50_000,
+            rbf_after_blocks: 36,
+        }
+    }
 }
 
 /// The embedded REST listener's settings (`lsps1-rest-*`).
@@ -166,6 +223,7 @@ impl Default for Config {
             open_deadline_secs: 600,
             mpp_timeout_secs: 60,
             rest: RestConfig::default(),
+            onchain: OnchainConfig::default(),
         }
     }
 }
@@ -332,6 +390,38 @@ pub const OPTIONS: &[OptionSpec] = &[
     int_opt!("lsps1-peer-burst", 20, "LSPS requests a quiet peer may send at once"),
     int_opt!("lsps1-peer-max-inflight", 4, "LSPS requests of one peer handled at the same time"),
     int_opt!("lsps1-max-inflight", 256, "LSPS requests of all peers handled at the same time (over it: error 1, busy)"),
+    OptionSpec {
+        name: "lsps1-onchain-payments",
+        kind: OptKind::Bool(false),
+        description: "Offer payment.onchain (an address of this node's wallet) beside BOLT11 to orders with a refund_onchain_address",
+    },
+    int_opt!(
+        "lsps1-min-onchain-payment-confirmations",
+        1,
+        "Confirmations an on-chain payment needs before the channel opens (1 to 6)"
+    ),
+    int_opt!(
+        "lsps1-min-onchain-payment-size-sat",
+        50_000,
+        "Smallest order total that may be paid on-chain (keep it well above what a refund costs)"
+    ),
+    int_opt!("lsps1-onchain-payment-expiry-secs", 86_400, "Seconds until an order's on-chain payment option expires"),
+    int_opt!(
+        "lsps1-onchain-grace-blocks",
+        6,
+        "Blocks after the on-chain option expired in which a payment still counts (mined late)"
+    ),
+    int_opt!("lsps1-onchain-surcharge-sat", 1_000, "Added to fee_total_sat of the on-chain option"),
+    OptionSpec {
+        name: "lsps1-onchain-address-type",
+        kind: OptKind::Str,
+        description: "Address type of on-chain payment addresses: p2tr (default) or bech32",
+    },
+    int_opt!(
+        "lsps1-onchain-max-feerate-perkw",
+        50_000,
+        "Highest fee rate (sat per 1000 weight) a refund or a fee bump pays"
+    ),
 ];
 
 impl Config {
@@ -408,6 +498,7 @@ impl Config {
             max_inflight_total: r.positive("lsps1-max-inflight", 100_000)? as u32,
             ..d.peer_limits
         };
+        let onchain = onchain_config(&r)?;
         Ok(Config {
             options: o,
             pricing,
@@ -424,8 +515,44 @@ impl Config {
             open_deadline_secs,
             mpp_timeout_secs,
             rest,
+            onchain,
         })
     }
+}
+
+fn onchain_config(r: &Reader<'_>) -> Result<OnchainConfig, ConfigError> {
+    let d = OnchainConfig::default();
+    let min_confirmations = r.uint("lsps1-min-onchain-payment-confirmations", 6)? as u16;
+    if min_confirmations < 1 {
+        // lightningd sees no payment before it is mined (ruling 22).
+        return Err(err("lsps1-min-onchain-payment-confirmations", "must be 1 to 6"));
+    }
+    let expiry_secs = r.uint("lsps1-onchain-payment-expiry-secs", 30 * 24 * 3600)?;
+    if expiry_secs < 600 {
+        return Err(err("lsps1-onchain-payment-expiry-secs", "must be at least 600 seconds (a block or so)"));
+    }
+    let address_type = match r.string("lsps1-onchain-address-type")?.as_deref().map(str::trim) {
+        None | Some("") | Some("p2tr") => AddressType::P2tr,
+        Some("bech32") => AddressType::Bech32,
+        Some(other) => {
+            return Err(err("lsps1-onchain-address-type", format!("'{other}' is not p2tr or bech32")));
+        }
+    };
+    let max_feerate_perkw = r.uint("lsps1-onchain-max-feerate-perkw", 10_000_000)? as u32;
+    if max_feerate_perkw < 253 {
+        return Err(err("lsps1-onchain-max-feerate-perkw", "must be at least 253 (the relay floor)"));
+    }
+    Ok(OnchainConfig {
+        enabled: r.bool("lsps1-onchain-payments")?,
+        min_confirmations,
+        min_payment_size_sat: r.sat("lsps1-min-onchain-payment-size-sat")?,
+        expiry_secs,
+        grace_blocks: r.uint("lsps1-onchain-grace-blocks", 1008)? as u32,
+        surcharge_sat: r.sat("lsps1-onchain-surcharge-sat")?,
+        address_type,
+        max_feerate_perkw,
+        rbf_after_blocks: d.rbf_after_blocks,
+    })
 }
 
 fn rest_config(r: &Reader<'_>, limits: PeerLimits) -> Result<RestConfig, ConfigError> {
@@ -682,6 +809,11 @@ mod tests {
             (&[("lsps1-rest-tls-cert", OptValue::Str("/c.pem".into()))], "lsps1-rest-tls-key"),
             (&[("lsps1-rest-trusted-proxy", OptValue::Str("proxy".into()))], "lsps1-rest-trusted-proxy"),
             (&[("lsps1-rest-uri", OptValue::StrList(vec!["nope".into()]))], "lsps1-rest-uri"),
+            (&[("lsps1-min-onchain-payment-confirmations", Int(0))], "lsps1-min-onchain-payment-confirmations"),
+            (&[("lsps1-min-onchain-payment-confirmations", Int(7))], "lsps1-min-onchain-payment-confirmations"),
+            (&[("lsps1-onchain-address-type", OptValue::Str("p2sh".into()))], "lsps1-onchain-address-type"),
+            (&[("lsps1-onchain-max-feerate-perkw", Int(100))], "lsps1-onchain-max-feerate-perkw"),
+            (&[("lsps1-onchain-payment-expiry-secs", Int(60))], "lsps1-onchain-payment-expiry-secs"),
         ];
         for (vals, option) in cases {
             let e = with(vals).expect_err(option);

@@ -14,6 +14,8 @@
 
 use serde::Serialize;
 
+pub mod chain;
+
 /// Which transport created an order: REST is more lenient with types and takes
 /// `public_key` (rulings 1, 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,9 @@ pub enum Event {
     OpenStarted,
     FundingBroadcast,
     Fail(FailReason),
+    /// An on-chain payment left the chain (a reorg) before the open started: the order
+    /// waits again (ruling 25).
+    PaymentReorged,
 }
 
 impl Event {
@@ -148,6 +153,7 @@ impl Event {
             Event::OpenStarted => from.open_started(),
             Event::FundingBroadcast => from.funding_broadcast(),
             Event::Fail(r) => from.fail(r),
+            Event::PaymentReorged => from.payment_reorged(),
         }
     }
 
@@ -158,6 +164,7 @@ impl Event {
             Event::OpenStarted => "open_started",
             Event::FundingBroadcast => "funding_broadcast",
             Event::Fail(r) => r.as_str(),
+            Event::PaymentReorged => "payment_reorged",
         }
     }
 }
@@ -186,6 +193,18 @@ pub fn option_state(
     }
 }
 
+/// The wire state of the on-chain option (bLIP-51, payment 3.3: no `HOLD` on-chain; P-13):
+/// `PAID` once its outputs counted and while the order stands on them, `REFUNDED` once the
+/// order ended without them (the refund follows on the next block, ruling 24) or another
+/// option was paid, `EXPECT_PAYMENT` while it waits.
+pub fn onchain_option_state(phase: Phase, paid_via: Option<PaymentMethod>) -> PaymentState {
+    match (phase, paid_via == Some(PaymentMethod::Onchain)) {
+        (Phase::AwaitingPayment, _) => PaymentState::ExpectPayment,
+        (Phase::PaymentHeld | Phase::Opening | Phase::Completed, true) => PaymentState::Paid,
+        _ => PaymentState::Refunded,
+    }
+}
+
 /// A transition, as told to operators (the `lsps1_order_state_changed` notification and
 /// the info log).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +217,9 @@ pub struct OrderChanged {
     pub reason: Option<FailReason>,
     /// The payment reads REFUNDED although the channel opened (ruling 17).
     pub refunded_after_open: bool,
+    /// An on-chain event that is not a phase change (`from` = `to`): `refund_broadcast`,
+    /// `refund_replaced`, `payment_reorged_after_open` (rulings 24, 25).
+    pub note: Option<&'static str>,
 }
 
 impl OrderChanged {
@@ -216,6 +238,7 @@ impl OrderChanged {
             },
             "reason": self.reason.map(FailReason::as_str),
             "message": self.reason.map(FailReason::describe),
+            "note": self.note,
         })
     }
 }
@@ -243,6 +266,15 @@ impl Phase {
         match self {
             Phase::AwaitingPayment => Ok(Phase::PaymentHeld),
             _ => Err(self.illegal("payment_held")),
+        }
+    }
+
+    /// A payment that was confirmed is no longer (ruling 25); only before the open started,
+    /// so nothing was spent on it.
+    pub fn payment_reorged(self) -> Result<Phase, TransitionError> {
+        match self {
+            Phase::PaymentHeld => Ok(Phase::AwaitingPayment),
+            _ => Err(self.illegal("payment_reorged")),
         }
     }
 

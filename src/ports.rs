@@ -62,7 +62,7 @@ pub struct NodeAddress {
 }
 
 /// Calls into the Lightning node.
-pub trait NodeApi: Send + Sync + 'static {
+pub trait NodeApi: WalletApi + Send + Sync + 'static {
     /// Where clients can connect to the node (REST get_info `uris`).
     fn node_addresses(&self) -> impl Future<Output = Result<Vec<NodeAddress>, NodeError>> + Send {
         async { Ok(vec![]) }
@@ -183,4 +183,85 @@ pub trait ChannelApi: Send + Sync + 'static {
 
     /// `getinfo.blockheight`.
     fn block_height(&self) -> impl Future<Output = Result<u32, NodeError>> + Send;
+}
+
+/// An output of the node's wallet, as `listfunds` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletOutput {
+    pub txid: String,
+    pub vout: u32,
+    pub amount_sat: u64,
+    pub address: Option<String>,
+    /// `None` while unconfirmed (lightningd lists deposits only once mined; after a reorg
+    /// they stay listed, unconfirmed).
+    pub blockheight: Option<u32>,
+    pub reserved: bool,
+    pub reserved_to_block: Option<u32>,
+}
+
+/// A refund built and signed, not broadcast: written to the store first (ruling 24).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRefund {
+    pub txid: String,
+    /// The signed PSBT (base64), what `sendpsbt` takes, again and again.
+    pub psbt: String,
+    pub amount_sat: u64,
+    pub fee_sat: u64,
+}
+
+/// The on-chain wallet, for on-chain payments (rulings 21–26). Every method has a default
+/// that refuses, for nodes (and test fakes) without on-chain payments.
+pub trait WalletApi: Send + Sync + 'static {
+    /// `newaddr addresstype=…`: a fresh address of the wallet.
+    fn new_address(&self, _kind: &'static str) -> impl Future<Output = Result<String, NodeError>> + Send {
+        async { Err(NodeError::new("newaddr", None, "no on-chain wallet")) }
+    }
+
+    /// `listfunds`: the wallet's unspent outputs (reserved ones included).
+    fn wallet_outputs(&self) -> impl Future<Output = Result<Vec<WalletOutput>, NodeError>> + Send {
+        async { Err(NodeError::new("listfunds", None, "no on-chain wallet")) }
+    }
+
+    /// `reserveinputs` (not exclusive) for `blocks`: keep these outputs from any other spend.
+    fn reserve_outputs(
+        &self,
+        _outpoints: Vec<(String, u32)>,
+        _blocks: u32,
+    ) -> impl Future<Output = Result<(), NodeError>> + Send {
+        async { Err(NodeError::new("reserveinputs", None, "no on-chain wallet")) }
+    }
+
+    /// `unreserveinputs`: give these outputs back to the wallet.
+    fn unreserve_outputs(&self, _outpoints: Vec<(String, u32)>) -> impl Future<Output = Result<(), NodeError>> + Send {
+        async { Err(NodeError::new("unreserveinputs", None, "no on-chain wallet")) }
+    }
+
+    /// Spend exactly `outpoints` (reserved or not) to `destination`, the fee at
+    /// `feerate_perkw` taken from the amount; signed, not broadcast. `Ok(None)` when what is
+    /// left after the fee would be dust.
+    fn sign_refund(
+        &self,
+        _outpoints: Vec<(String, u32)>,
+        _destination: String,
+        _feerate_perkw: u32,
+    ) -> impl Future<Output = Result<Option<SignedRefund>, NodeError>> + Send {
+        async { Err(NodeError::new("utxopsbt", None, "no on-chain wallet")) }
+    }
+
+    /// Send `amount_sat` of `outpoints` to `destination`, the rest (less the fee) back to
+    /// the wallet as change; signed, not broadcast. For a surplus paid beyond an order.
+    fn sign_partial_refund(
+        &self,
+        _outpoints: Vec<(String, u32)>,
+        _destination: String,
+        _amount_sat: u64,
+        _feerate_perkw: u32,
+    ) -> impl Future<Output = Result<Option<SignedRefund>, NodeError>> + Send {
+        async { Err(NodeError::new("utxopsbt", None, "no on-chain wallet")) }
+    }
+
+    /// `sendpsbt`: broadcast a signed PSBT (again: a rebroadcast is harmless).
+    fn broadcast(&self, _psbt: String) -> impl Future<Output = Result<String, NodeError>> + Send {
+        async { Err(NodeError::new("sendpsbt", None, "no on-chain wallet")) }
+    }
 }

@@ -169,6 +169,7 @@ fn lifecycle_config() -> LifecycleConfig {
         replay_wait: REPLAY_WAIT,
         poll: POLL,
         reconnect_every: RECONNECT_EVERY,
+        ..LifecycleConfig::default()
     }
 }
 
@@ -547,6 +548,8 @@ impl FakeNode {
     }
 }
 
+impl cln_lsps1::ports::WalletApi for FakeNode {}
+
 impl NodeApi for FakeNode {
     async fn send_custom_message(&self, _peer: PublicKey, _msg_hex: String) -> Result<(), NodeError> {
         Ok(())
@@ -847,6 +850,8 @@ impl World {
                     order_total_sat: total_sat,
                 }),
                 channel: None,
+                onchain: None,
+                reorg_flagged: false,
             };
             store
                 .insert_order(

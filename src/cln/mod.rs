@@ -4,6 +4,7 @@
 pub mod hooks;
 pub mod rpc;
 pub mod stdio;
+pub mod wallet;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -223,6 +224,8 @@ pub async fn run() -> Result<()> {
         mpp_timeout: Duration::from_secs(cfg.mpp_timeout_secs),
         emergency_reserve_sat,
         zero_reserve: cfg.options.supports_zero_channel_reserve,
+        onchain_open_deadline: Duration::from_secs(cfg.onchain.expiry_secs),
+        onchain: cfg.onchain,
         ..LifecycleConfig::default()
     };
     let engine = Engine::new(store.clone(), node.clone(), SystemClock, lifecycle_cfg, height, Some(events_tx.clone()));
@@ -272,6 +275,8 @@ pub async fn run() -> Result<()> {
         });
     }
     engine.resume().await;
+    // Outputs that arrived, and refunds left unsent, while the plugin was down.
+    engine.chain_pass().await;
     // The REST API, off unless lsps1-rest-bind is set.
     let rest_cfg = service.config().rest.clone();
     if !rest_cfg.binds.is_empty() {
@@ -447,6 +452,9 @@ async fn on_block_added(plugin: Plugin<State>, v: Value) -> Result<(), anyhow::E
     let state = plugin.state().clone();
     if let Some(h) = v.pointer("/block_added/height").and_then(Value::as_u64).and_then(|h| u32::try_from(h).ok()) {
         state.engine.set_height(h);
+        // On-chain payments (rulings 22–25): the hash tells a reorg at the same height.
+        let hash = v.pointer("/block_added/hash").and_then(Value::as_str).map(str::to_owned);
+        state.engine.on_block(h, hash).await;
     }
     housekeeping(&state.service, &state.engine).await;
     Ok(())
@@ -497,13 +505,22 @@ async fn on_getorder(plugin: Plugin<State>, params: Value) -> Result<Value, anyh
         .state()
         .service
         .store()
-        .call(move |s| Ok(s.order_with_htlcs(&lookup)?.map(|(o, h)| (s.events(&lookup), o, h))))
+        .call(move |s| {
+            Ok(s.order_with_htlcs(&lookup)?.map(|(o, h)| {
+                let chain = s.chain_outputs(&lookup).and_then(|c| Ok((c, s.refunds_of(&lookup)?)));
+                (s.events(&lookup), o, h, chain)
+            }))
+        })
         .await
         .map_err(|e| rpc_err(-32603, e))?;
     match found {
-        Some((events, order, htlcs)) => {
+        Some((events, order, htlcs, chain)) => {
             let mut v = admin::detail(&order, &events.map_err(|e| rpc_err(-32603, e))?);
             admin::add_htlcs(&mut v, &htlcs);
+            if order.onchain.is_some() {
+                let (outputs, refunds) = chain.map_err(|e| rpc_err(-32603, e))?;
+                admin::add_onchain(&mut v, &outputs, &refunds, plugin.state().engine.height());
+            }
             Ok(v)
         }
         None => Err(rpc_err(crate::lsps0::codes::NOT_FOUND, format!("no order {id}"))),

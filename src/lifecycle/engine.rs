@@ -21,9 +21,10 @@ use super::plan::Deadlines;
 use crate::clock::Clock;
 use crate::lsps1::invoice::payment_hash_of;
 use crate::order::{EventSink, FailReason, OrderChanged, Phase};
-use crate::ports::{ChannelApi, NodeApi, NodeHtlc, OpenedChannel};
+use crate::ports::{ChannelApi, NodeApi, NodeHtlc, OpenedChannel, WalletApi};
 use crate::store::{HtlcKey, HtlcRecord, OrderRecord, Store, StoreError};
 
+mod chain;
 mod drive;
 mod hold;
 mod reconcile;
@@ -46,6 +47,10 @@ pub struct LifecycleConfig {
     pub poll: Duration,
     /// How often to try `connect` to an absent client (ruling 14).
     pub reconnect_every: Duration,
+    /// How long an order paid on-chain waits for its client before it is refunded.
+    pub onchain_open_deadline: Duration,
+    /// On-chain payments (rulings 21–26).
+    pub onchain: crate::config::OnchainConfig,
 }
 
 impl Default for LifecycleConfig {
@@ -59,6 +64,8 @@ impl Default for LifecycleConfig {
             replay_wait: Duration::from_secs(60),
             poll: Duration::from_secs(5),
             reconnect_every: Duration::from_secs(30),
+            onchain_open_deadline: Duration::from_secs(86_400),
+            onchain: crate::config::OnchainConfig::default(),
         }
     }
 }
@@ -151,6 +158,9 @@ struct Inner<N, C> {
     /// order's channel of the same size.
     client_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     height: watch::Sender<u32>,
+    /// One look at the chain at a time: two would both refund the same outputs (only one
+    /// refund could confirm, but the record would be muddled).
+    chain_lock: tokio::sync::Mutex<()>,
     /// Woken on `connect` notifications and new blocks.
     wake: Notify,
     events: Option<EventSink>,
@@ -201,7 +211,7 @@ fn checked_preimage(order: &OrderRecord) -> Option<String> {
     (hex::encode(payment_hash_of(&bytes)) == b.payment_hash.to_ascii_lowercase()).then(|| hex::encode(bytes))
 }
 
-impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
+impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     pub fn new(store: Store, node: N, clock: C, cfg: LifecycleConfig, height: u32, events: Option<EventSink>) -> Self {
         let (tx, _rx) = watch::channel(height);
         Engine {
@@ -218,6 +228,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 failed_unrecorded: Mutex::new(HashSet::new()),
                 client_locks: Mutex::new(HashMap::new()),
                 height: tx,
+                chain_lock: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
                 events,
             }),
@@ -257,6 +268,7 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
             to,
             reason,
             refunded_after_open: refunded,
+            note: None,
         };
         match reason {
             Some(r) => log::info!(

@@ -16,6 +16,7 @@
 
 pub mod engine;
 pub mod htlc;
+pub mod onchain;
 pub mod plan;
 
 pub use engine::{Engine, HookAnswer, LifecycleConfig};

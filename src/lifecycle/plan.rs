@@ -72,6 +72,23 @@ pub fn next_step(order: &OrderRecord, set: &[HtlcRecord], seen: Observed, d: Dea
     if seen.htlcs_live && seen.peer_connected && seen.funds_ok == Some(true) { Step::Open } else { Step::Wait }
 }
 
+/// The next step of a `PaymentHeld` order paid on-chain (N-01, N-02): no HTLC holds a
+/// deadline, so it waits for its client up to `open_deadline_ms` (the on-chain option's
+/// lifetime: the coins are the client's until the channel opens), then is refunded on-chain.
+pub fn next_step_onchain(order: &OrderRecord, seen: Observed, open_deadline_ms: i64) -> Step {
+    if order.phase != Phase::PaymentHeld {
+        return Step::Done;
+    }
+    if seen.funds_ok == Some(false) {
+        return Step::Refund(FailReason::FundsUnavailable);
+    }
+    let held_at = order.held_at_ms.unwrap_or(order.updated_at_ms);
+    if seen.now_ms.saturating_sub(held_at) >= open_deadline_ms {
+        return Step::Refund(FailReason::PeerNotConnected);
+    }
+    if seen.peer_connected && seen.funds_ok == Some(true) { Step::Open } else { Step::Wait }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +147,19 @@ mod tests {
         assert_eq!(next_step(&order(), &held(200), late, D), Step::Refund(FailReason::PeerNotConnected));
         assert_eq!(next_step(&order(), &[], seen(100), D), Step::Refund(FailReason::PaymentLost));
         let unpaid = OrderRecord { phase: Phase::AwaitingPayment, ..order() };
+        assert_eq!(next_step_onchain(&unpaid, seen(100), 1_000), Step::Done);
         assert_eq!(next_step(&unpaid, &held(200), seen(100), D), Step::Done);
+    }
+
+    #[test]
+    fn n01_an_order_paid_on_chain_opens_for_a_connected_client_and_waits_its_deadline() {
+        let o = OrderRecord { paid_method: Some(crate::order::PaymentMethod::Onchain), ..order() };
+        // No HTLCs, no CLTV: only the client, the funds and the deadline matter.
+        let absent = Observed { peer_connected: false, ..seen(100) };
+        assert_eq!(next_step_onchain(&o, seen(100), 2_000), Step::Open);
+        assert_eq!(next_step_onchain(&o, absent, 2_000), Step::Wait);
+        let broke = Observed { funds_ok: Some(false), ..seen(100) };
+        assert_eq!(next_step_onchain(&o, broke, 2_000), Step::Refund(FailReason::FundsUnavailable));
+        assert_eq!(next_step_onchain(&o, absent, 1_000), Step::Refund(FailReason::PeerNotConnected));
     }
 }

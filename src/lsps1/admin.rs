@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 
 use crate::lsps0::ser::{format_datetime, parse_datetime};
 use crate::lsps1::service::order_response;
+use crate::order::chain::ChainOutput;
 use crate::order::{PaymentMethod, Phase, option_state};
-use crate::store::{EventRecord, HtlcRecord, OrderFilter, OrderRecord, Resolution};
+use crate::store::{EventRecord, HtlcRecord, OrderFilter, OrderRecord, RefundRecord, Resolution};
 
 /// A bad operator argument, shown by lightning-cli.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +188,31 @@ pub fn detail(r: &OrderRecord, events: &[EventRecord]) -> Value {
             "detail": e.detail,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The on-chain side of `lsps1-getorder` (rulings 23–25): every output seen at the order's
+/// address with its depth and what it is to the order, and every refund transaction.
+pub fn add_onchain(v: &mut Value, outputs: &[ChainOutput], refunds: &[RefundRecord], tip: u32) {
+    v["onchain"] = json!({
+        "outputs": outputs.iter().map(|o| json!({
+            "outpoint": o.outpoint.to_string(),
+            "amount_sat": o.amount_sat,
+            "blockheight": o.blockheight,
+            "confirmations": o.blockheight.map_or(0, |h| tip.saturating_add(1).saturating_sub(h)),
+            "role": o.role.as_str(),
+        })).collect::<Vec<_>>(),
+        "refunds": refunds.iter().map(|r| json!({
+            "txid": r.txid,
+            "state": r.state.as_str(),
+            "inputs": r.inputs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "destination": r.destination,
+            "amount_sat": r.amount_sat,
+            "fee_sat": r.fee_sat,
+            "feerate_perkw": r.feerate_perkw,
+            "created_height": r.created_height,
+            "replaces": r.replaces,
+        })).collect::<Vec<_>>(),
+    });
 }
 
 #[cfg(test)]

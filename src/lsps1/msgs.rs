@@ -27,6 +27,20 @@ pub struct GetInfoResponse {
     pub min_channel_balance_sat: u64,
     #[serde(serialize_with = "sat_string")]
     pub max_channel_balance_sat: u64,
+    /// The on-chain option's confirmations, when on-chain payments are offered (ruling 22;
+    /// the REST document's legacy field, absent from bLIP-51's get_info: sent only then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_onchain_payment_confirmations: Option<u16>,
+    /// The smallest order total payable on-chain, when on-chain payments are offered.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_sat_string")]
+    pub min_onchain_payment_size_sat: Option<u64>,
+}
+
+fn opt_sat_string<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => sat_string(v, s),
+        None => s.serialize_none(),
+    }
 }
 
 impl From<&Lsps1Options> for GetInfoResponse {
@@ -42,6 +56,8 @@ impl From<&Lsps1Options> for GetInfoResponse {
             max_initial_lsp_balance_sat: o.max_initial_lsp_balance_sat,
             min_channel_balance_sat: o.min_channel_balance_sat,
             max_channel_balance_sat: o.max_channel_balance_sat,
+            min_onchain_payment_confirmations: None,
+            min_onchain_payment_size_sat: None,
         }
     }
 }
@@ -72,11 +88,31 @@ pub struct Bolt11PaymentInfo {
     pub invoice: String,
 }
 
+/// `payment.onchain` (bLIP-51, payment 3.3; P-11, P-12; rulings 21–23).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnchainPaymentInfo {
+    /// `EXPECT_PAYMENT`, `PAID` or `REFUNDED`: there is no `HOLD` on-chain.
+    pub state: PaymentState,
+    pub expires_at: String,
+    #[serde(serialize_with = "sat_string")]
+    pub fee_total_sat: u64,
+    #[serde(serialize_with = "sat_string")]
+    pub order_total_sat: u64,
+    pub address: String,
+    pub min_onchain_payment_confirmations: u16,
+    /// Always `null`: confirmations are required (P-11, ruling 22).
+    pub min_fee_for_0conf: Option<u64>,
+    /// Mirrored from the request (P-12).
+    pub refund_onchain_address: Option<String>,
+}
+
 /// `payment`: options the LSP does not offer are omitted, never `null` (P-16, C-15).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct PaymentInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bolt11: Option<Bolt11PaymentInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onchain: Option<OnchainPaymentInfo>,
 }
 
 /// `channel` (bLIP-51, channel): `null` until the funding transaction is published (N-09).
@@ -158,6 +194,7 @@ mod tests {
                     order_total_sat: 5,
                     invoice: "lnbcrt1".into(),
                 }),
+                onchain: None,
             },
             channel: None,
         };

@@ -14,12 +14,16 @@ use crate::lsps0::frame::{self, MAX_PAYLOAD_LEN};
 use crate::lsps0::jsonrpc::{self, Request, RpcError, check_unrecognized};
 use crate::lsps0::ser::format_datetime;
 use crate::lsps1::invoice::{self, InvoiceSpec};
-use crate::lsps1::msgs::{Bolt11PaymentInfo, ChannelInfo, GetInfoResponse, OrderResponse, PaymentInfo};
+use crate::lsps1::msgs::{
+    Bolt11PaymentInfo, ChannelInfo, GetInfoResponse, OnchainPaymentInfo, OrderResponse, PaymentInfo,
+};
 use crate::lsps1::pricing::{self, Quote};
 use crate::lsps1::validate::{OrderRequest, TokenPolicy, validate_create_order};
-use crate::order::{EventSink, FailReason, OrderChanged, PaymentMethod, Phase, Transport, option_state};
+use crate::order::{
+    EventSink, FailReason, OrderChanged, PaymentMethod, Phase, Transport, onchain_option_state, option_state,
+};
 use crate::ports::{FeeEstimates, NodeApi, NodeError, RouteHop, WalletFunds};
-use crate::store::{Answers, Bolt11Record, InsertLimits, OrderRecord, Store, StoreError};
+use crate::store::{Answers, Bolt11Record, InsertLimits, OnchainRecord, OrderRecord, Store, StoreError};
 
 /// The LSPS numbers this service speaks, for `lsps0.list_protocols` (T-18: never 0).
 pub const PROTOCOLS: [u16; 1] = [1];
@@ -346,7 +350,11 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             return Ok(info.clone());
         }
         let reserved = self.store.read_reserved_sat().map_err(internal)?;
-        let info = GetInfoResponse::from(&self.effective_options(&market, reserved));
+        let mut info = GetInfoResponse::from(&self.effective_options(&market, reserved));
+        if self.cfg.onchain.enabled {
+            info.min_onchain_payment_confirmations = Some(self.cfg.onchain.min_confirmations);
+            info.min_onchain_payment_size_sat = Some(self.cfg.onchain.min_payment_size_sat);
+        }
         *self.info_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, info.clone()));
         Ok(info)
     }
@@ -427,7 +435,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         }
 
         let at = Moment { now_ms: now, deadline };
-        let record = self.new_order_record(client, transport, &req, &quote, at, &market.route_hints).await?;
+        let mut record = self.new_order_record(client, transport, &req, &quote, at, &market.route_hints).await?;
+        self.add_onchain_option(&mut record, &req, deadline).await;
         let limits = InsertLimits {
             fundable_sat: self.fundable_sat(&funds),
             max_unpaid_per_client: u64::from(self.cfg.max_unpaid_orders_per_peer),
@@ -464,6 +473,45 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             record.client_info.as_ref().map(|c| format!(", client_info {c}")).unwrap_or_default(),
         );
         Ok(order_response(&record))
+    }
+
+    /// The `payment.onchain` option (ruling 21): offered when the operator switched it on,
+    /// the client gave a refund address (validated already: our network, a standard
+    /// script), and the order is large enough to be worth a refund's fee. Priced apart: the
+    /// Lightning fee plus a surcharge, since the LSP later spends these coins. A node that
+    /// cannot give an address now leaves the order with Lightning only (bLIP-51 lets the LSP
+    /// omit any option).
+    async fn add_onchain_option(&self, record: &mut OrderRecord, req: &OrderRequest, deadline: tokio::time::Instant) {
+        let oc = &self.cfg.onchain;
+        if !oc.enabled || req.refund_onchain_address.is_none() {
+            return;
+        }
+        let Some(fee_total_sat) = record.fee_total_sat.checked_add(oc.surcharge_sat) else { return };
+        let Some(order_total_sat) = fee_total_sat.checked_add(record.client_balance_sat) else { return };
+        if order_total_sat < oc.min_payment_size_sat {
+            return;
+        }
+        let address = match within(deadline, "newaddr", self.node.new_address(oc.address_type.as_str())).await {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("Order {}: no on-chain address ({e}); offering Lightning only", record.order_id);
+                return;
+            }
+        };
+        let lifetime_ms = i64::try_from(oc.expiry_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
+        let expires_at_ms = record.created_at_ms.saturating_add(lifetime_ms);
+        // A payment mined in the grace blocks after the option expired still counts
+        // (ruling 23): the order waits that long before it expires.
+        let grace_ms = i64::from(oc.grace_blocks).saturating_mul(600_000);
+        record.expires_at_ms = record.expires_at_ms.max(expires_at_ms.saturating_add(grace_ms));
+        record.onchain = Some(OnchainRecord {
+            address,
+            expires_at_ms,
+            fee_total_sat,
+            order_total_sat,
+            min_confirmations: oc.min_confirmations,
+            surplus_sat: 0,
+        });
     }
 
     async fn check_large_channel(&self, client: PublicKey, deadline: tokio::time::Instant) -> Result<(), RpcError> {
@@ -568,6 +616,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                 order_total_sat: quote.order_total_sat,
             }),
             channel: None,
+            onchain: None,
+            reorg_flagged: false,
         })
     }
 
@@ -647,6 +697,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                     to: after.phase,
                     reason: Some(FailReason::PaymentExpired),
                     refunded_after_open: false,
+                    note: None,
                 });
             }
             after
@@ -736,6 +787,16 @@ pub fn order_response(r: &OrderRecord) -> OrderResponse {
                 fee_total_sat: b.fee_total_sat,
                 order_total_sat: b.order_total_sat,
                 invoice: b.invoice.clone(),
+            }),
+            onchain: r.onchain.as_ref().map(|q| OnchainPaymentInfo {
+                state: onchain_option_state(r.phase, r.paid_method),
+                expires_at: format_datetime(q.expires_at_ms),
+                fee_total_sat: q.fee_total_sat,
+                order_total_sat: q.order_total_sat,
+                address: q.address.clone(),
+                min_onchain_payment_confirmations: q.min_confirmations,
+                min_fee_for_0conf: None,
+                refund_onchain_address: r.refund_onchain_address.clone(),
             }),
         },
         channel: r.channel.as_ref().map(|c| ChannelInfo {

@@ -299,8 +299,9 @@ async fn get_info<N: NodeApi, C: Clock, E: Entropy>(State(state): State<Shared<N
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    body.insert("min_onchain_payment_confirmations".into(), Value::Null);
-    body.insert("min_onchain_payment_size_sat".into(), Value::Null);
+    // The REST document's legacy fields: the on-chain option's values, null when it is off.
+    body.entry("min_onchain_payment_confirmations").or_insert(Value::Null);
+    body.entry("min_onchain_payment_size_sat").or_insert(Value::Null);
     body.insert("uris".into(), json!(state.uris().await));
     match serde_json::to_vec(&Value::Object(body)) {
         Ok(bytes) => {

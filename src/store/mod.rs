@@ -9,10 +9,12 @@
 //! tokio's blocking pool.
 
 mod answers;
+mod chain;
 mod lifecycle;
 pub mod schema;
 
 pub use answers::Answers;
+pub use chain::{RefundKind, RefundRecord, RefundState, SeenOutput};
 pub use lifecycle::{HtlcKey, HtlcRecord, HtlcWrite, Lease, Resolution};
 
 use std::path::{Path, PathBuf};
@@ -77,6 +79,19 @@ pub struct Bolt11Record {
     pub order_total_sat: u64,
 }
 
+/// The on-chain payment option of an order (bLIP-51, payment 3.3; rulings 21–23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnchainRecord {
+    /// A fresh address of the node's wallet, this order's alone (ruling 23).
+    pub address: String,
+    pub expires_at_ms: i64,
+    pub fee_total_sat: u64,
+    pub order_total_sat: u64,
+    pub min_confirmations: u16,
+    /// Paid beyond the total and not yet sent back (ruling 23).
+    pub surplus_sat: u64,
+}
+
 /// The channel opened for an order (N-09).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRecord {
@@ -121,7 +136,10 @@ pub struct OrderRecord {
     /// The option the client paid through, once it did.
     pub paid_method: Option<PaymentMethod>,
     pub bolt11: Option<Bolt11Record>,
+    pub onchain: Option<OnchainRecord>,
     pub channel: Option<ChannelRecord>,
+    /// An on-chain payment of this order left the chain after the open (ruling 25).
+    pub reorg_flagged: bool,
 }
 
 /// One entry of the event log.
@@ -183,9 +201,11 @@ const ORDER_COLUMNS: &str = "o.order_id, o.created_at_ms, o.updated_at_ms, o.cli
     p.invoice, p.payment_hash, p.preimage, p.payment_secret, p.expires_at_ms, p.min_final_cltv, \
     p.fee_total_sat, p.order_total_sat, o.paid_method, \
     c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, c.expires_at_ms, c.lease_end_block, \
-    o.token_null, o.held_at_ms, o.refunded_after_open";
+    o.token_null, o.held_at_ms, o.refunded_after_open, \
+    q.address, q.expires_at_ms, q.fee_total_sat, q.order_total_sat, q.min_confirmations, o.reorg_flagged, q.surplus_sat";
 
 const ORDER_FROM: &str = "FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id AND p.method = 'bolt11' \
+    LEFT JOIN payments q ON q.order_id = o.order_id AND q.method = 'onchain' \
     LEFT JOIN channels c ON c.order_id = o.order_id";
 
 /// Phases whose orders hold wallet funds back: paid (held) and opening. Unpaid orders do
@@ -401,6 +421,20 @@ impl Store {
                 ],
             )?;
         }
+        if let Some(q) = &o.onchain {
+            tx.execute(
+                "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, address, \
+                 min_confirmations) VALUES (?1, 'onchain', ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    o.order_id,
+                    q.expires_at_ms,
+                    to_i64(q.fee_total_sat, "fee_total_sat")?,
+                    to_i64(q.order_total_sat, "order_total_sat")?,
+                    q.address,
+                    q.min_confirmations,
+                ],
+            )?;
+        }
         let detail = serde_json::json!({
             "transport": o.transport.as_str(),
             "client_node_id": o.client_node_id,
@@ -563,6 +597,19 @@ pub(crate) fn transition_in(
         _ => None,
     };
     let held_at = matches!(event, Event::PaymentHeld(_)).then_some(now_ms);
+    if event == Event::PaymentReorged {
+        // Waiting again: no option is paid (ruling 25).
+        let n = tx.execute(
+            "UPDATE orders SET phase = ?1, paid_method = NULL, held_at_ms = NULL, updated_at_ms = ?2 \
+             WHERE order_id = ?3 AND phase = ?4",
+            params![to.as_str(), now_ms, order_id, from.as_str()],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Conflict(order_id.to_string()));
+        }
+        insert_event(tx, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
+        return Ok(to);
+    }
     let n = tx.execute(
         "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), \
          paid_method = COALESCE(?3, paid_method), held_at_ms = COALESCE(?4, held_at_ms), updated_at_ms = ?5 \
@@ -648,6 +695,13 @@ struct RawRow {
     token_null: bool,
     held_at_ms: Option<i64>,
     refunded_after_open: bool,
+    address: Option<String>,
+    onchain_expires_at_ms: Option<i64>,
+    onchain_fee_total_sat: Option<i64>,
+    onchain_order_total_sat: Option<i64>,
+    min_confirmations: Option<i64>,
+    reorg_flagged: bool,
+    surplus_sat: Option<i64>,
 }
 
 impl RawRow {
@@ -692,6 +746,13 @@ impl RawRow {
             token_null: r.get(36)?,
             held_at_ms: r.get(37)?,
             refunded_after_open: r.get(38)?,
+            address: r.get(39)?,
+            onchain_expires_at_ms: r.get(40)?,
+            onchain_fee_total_sat: r.get(41)?,
+            onchain_order_total_sat: r.get(42)?,
+            min_confirmations: r.get(43)?,
+            reorg_flagged: r.get(44)?,
+            surplus_sat: r.get(45)?,
         })
     }
 
@@ -727,6 +788,23 @@ impl RawRow {
                     order_total_sat,
                 })
             }
+            _ => None,
+        };
+        let onchain = match (
+            self.address,
+            self.onchain_expires_at_ms,
+            self.onchain_fee_total_sat,
+            self.onchain_order_total_sat,
+        ) {
+            (Some(address), Some(expires_at_ms), Some(fee), Some(total)) => Some(OnchainRecord {
+                address,
+                expires_at_ms,
+                fee_total_sat: to_u64(fee, "fee_total_sat")?,
+                order_total_sat: to_u64(total, "order_total_sat")?,
+                min_confirmations: u16::try_from(self.min_confirmations.unwrap_or(1))
+                    .map_err(|_| StoreError::Range("min_confirmations"))?,
+                surplus_sat: to_u64(self.surplus_sat.unwrap_or(0), "surplus_sat")?,
+            }),
             _ => None,
         };
         let channel = match (self.funding_txid, self.funding_outnum, self.funded_at_ms, self.chan_expires_at_ms) {
@@ -768,7 +846,9 @@ impl RawRow {
             expires_at_ms: self.expires_at_ms,
             paid_method,
             bolt11,
+            onchain,
             channel,
+            reorg_flagged: self.reorg_flagged,
         })
     }
 }

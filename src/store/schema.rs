@@ -115,6 +115,55 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX orders_by_peer;
     CREATE INDEX orders_by_phase_created ON orders (phase, created_at_ms);
     "#,
+    // v4 (on-chain payments, rulings 21–26): the option's confirmations; every output seen
+    // at an order's address and what it is to the order; refunds, written before they are
+    // broadcast; recent block hashes, to tell a reorg; a flag for the operator.
+    r#"
+    ALTER TABLE payments ADD COLUMN min_confirmations INTEGER;
+    -- Paid beyond the total, still to go back once the channel opened (ruling 23).
+    ALTER TABLE payments ADD COLUMN surplus_sat INTEGER;
+    CREATE UNIQUE INDEX payments_by_address ON payments (address) WHERE address IS NOT NULL;
+    ALTER TABLE orders ADD COLUMN reorg_flagged INTEGER NOT NULL DEFAULT 0 CHECK (reorg_flagged IN (0, 1));
+    CREATE TABLE chain_outputs (
+        txid              TEXT NOT NULL,
+        vout              INTEGER NOT NULL,
+        order_id          TEXT NOT NULL REFERENCES orders (order_id),
+        amount_sat        INTEGER NOT NULL CHECK (amount_sat >= 0),
+        blockheight       INTEGER,
+        first_seen_ms     INTEGER NOT NULL,
+        role              TEXT NOT NULL
+            CHECK (role IN ('seen', 'payment', 'refunding', 'refunded', 'dust', 'kept')),
+        refund_txid       TEXT,
+        PRIMARY KEY (txid, vout)
+    );
+    CREATE INDEX chain_outputs_by_order ON chain_outputs (order_id);
+    -- The outputs that still call for work (the per-block pass reads only these).
+    CREATE INDEX chain_outputs_open ON chain_outputs (role) WHERE role IN ('seen', 'payment', 'refunding');
+    CREATE TABLE chain_refunds (
+        txid              TEXT PRIMARY KEY NOT NULL,
+        order_id          TEXT NOT NULL REFERENCES orders (order_id),
+        -- The signed PSBT: broadcast again as it is until it confirms.
+        psbt              TEXT NOT NULL,
+        inputs            TEXT NOT NULL,
+        destination       TEXT NOT NULL,
+        amount_sat        INTEGER NOT NULL,
+        fee_sat           INTEGER NOT NULL,
+        feerate_perkw     INTEGER NOT NULL,
+        created_height    INTEGER NOT NULL,
+        created_at_ms     INTEGER NOT NULL,
+        state             TEXT NOT NULL CHECK (state IN ('signed', 'broadcast', 'replaced', 'confirmed')),
+        replaces          TEXT,
+        -- whole: every input goes to the client; surplus: what was paid beyond the
+        -- total, the rest back to the wallet as change.
+        kind              TEXT NOT NULL DEFAULT 'whole' CHECK (kind IN ('whole', 'surplus'))
+    );
+    CREATE INDEX chain_refunds_by_order ON chain_refunds (order_id);
+    CREATE INDEX chain_refunds_open ON chain_refunds (state) WHERE state IN ('signed', 'broadcast');
+    CREATE TABLE chain_blocks (
+        height            INTEGER PRIMARY KEY NOT NULL,
+        hash              TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this code writes.

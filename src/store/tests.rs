@@ -38,6 +38,8 @@ pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
             order_total_sat: 20_000,
         }),
         channel: None,
+        onchain: None,
+        reorg_flagged: false,
     }
 }
 

@@ -6,6 +6,7 @@ mod interop;
 mod lifecycle;
 mod lsps1;
 mod manifest;
+mod onchain;
 mod rest;
 mod rest_fuzz;
 mod soak;

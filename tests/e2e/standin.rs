@@ -45,6 +45,9 @@
 
 #![allow(dead_code)]
 
+#[path = "standin_chain.rs"]
+pub mod chain;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -302,6 +305,10 @@ struct RpcState {
     /// The generation a planned kill hit (0: none): what that process sends afterwards is
     /// ignored, as if it had died at that very message.
     killed_generation: AtomicU64,
+    /// The on-chain wallet and its chain ([`chain`]).
+    wallet: Mutex<chain::Wallet>,
+    /// Bumped by every reorg, so that replaced blocks get new hashes.
+    fork: AtomicU32,
 }
 
 /// Every message the plugin sends, in order, while traced: `rpc:<method>` (a call on
@@ -352,6 +359,8 @@ impl RpcState {
             plugin_stopping: Mutex::new(Arc::new(AtomicBool::new(false))),
             trace: Mutex::new(None),
             killed_generation: AtomicU64::new(0),
+            wallet: Default::default(),
+            fork: AtomicU32::new(0),
         }
     }
 
@@ -1284,13 +1293,73 @@ impl StandIn {
         for _ in 0..n {
             let h = self.rpc.height.fetch_add(1, Ordering::SeqCst) + 1;
             let notes = self.rpc.on_block(h);
-            let hash = sha256::Hash::hash(format!("standin-block-{h}").as_bytes()).to_string();
+            self.rpc.wallet.lock().unwrap().on_block(h);
+            let fork = self.rpc.fork.load(Ordering::SeqCst);
+            let hash = sha256::Hash::hash(format!("standin-block-{h}-{fork}").as_bytes()).to_string();
             send_notification(&self.rpc, "block_added", json!({"hash": hash, "height": h})).await;
             for (t, p) in notes {
                 send_notification(&self.rpc, &t, p).await;
             }
             self.rpc.height_notify.notify_waiters();
         }
+    }
+
+    /// A payment from an outside wallet to `address` of this node: in the mempool, which
+    /// lightningd does not see, until [`StandIn::mine`] (`onchain/01-deposit-confirmations`).
+    /// Returns its outpoint, `txid:vout`.
+    pub fn pay_onchain(&self, address: &str, amount_sat: u64) -> String {
+        let op = self.rpc.wallet.lock().unwrap().receive(address, amount_sat);
+        format!("{}:{}", op.txid, op.vout)
+    }
+
+    /// A reorg of the last `depth` blocks: their deposits go back to unconfirmed (still
+    /// listed), and `depth + 1` new blocks with new hashes make the new chain longer, as
+    /// lightningd needs before it notices (`onchain/03-reorg`). `remine`: the deposits are
+    /// mined again in the first new block.
+    pub async fn reorg(&self, depth: u32, remine: bool) {
+        let tip = self.height();
+        let fork_at = tip.saturating_sub(depth);
+        self.rpc.wallet.lock().unwrap().reorg_above(fork_at, remine);
+        self.rpc.fork.fetch_add(1, Ordering::SeqCst);
+        self.rpc.height.store(fork_at, Ordering::SeqCst);
+        self.mine(depth + 1).await;
+    }
+
+    /// Keep our own broadcasts out of the next blocks (`true`), or let them be mined.
+    pub fn hold_mempool(&self, hold: bool) {
+        self.rpc.wallet.lock().unwrap().hold_mempool = hold;
+    }
+
+    /// Mine `outpoint` (reorged out) again in the next block.
+    pub fn remine(&self, outpoint: &str) {
+        let Some((t, v)) = outpoint.split_once(':') else { return };
+        if let (Ok(txid), Ok(vout)) = (bitcoin::Txid::from_str(t), v.parse()) {
+            self.rpc.wallet.lock().unwrap().remine(bitcoin::OutPoint { txid, vout });
+        }
+    }
+
+    /// The wallet's transactions paying `address` (refunds): txid, sat, mined height.
+    pub fn payments_to(&self, address: &str) -> Vec<(String, u64, Option<u32>)> {
+        self.rpc
+            .wallet
+            .lock()
+            .unwrap()
+            .payments_to(address)
+            .into_iter()
+            .map(|(t, s, h)| (t.to_string(), s, h))
+            .collect()
+    }
+
+    /// An output of the wallet: (sat, blockheight, reserved_to, spent by a pending tx).
+    pub fn coin(&self, outpoint: &str) -> Option<(u64, Option<u32>, Option<u32>, bool)> {
+        let (t, v) = outpoint.split_once(':')?;
+        let op = bitcoin::OutPoint { txid: bitcoin::Txid::from_str(t).ok()?, vout: v.parse().ok()? };
+        self.rpc
+            .wallet
+            .lock()
+            .unwrap()
+            .coin(&op)
+            .map(|c| (c.amount_sat, c.blockheight, c.reserved_to, c.spent_by.is_some()))
     }
 
     /// `listpeerchannels` (all channels), as the plugin would see it now.
@@ -2234,7 +2303,25 @@ fn default_reply(
                 json!({"code": -32602, "message": format!("'style' should be 'perkw' or 'perkb', not '{}'", other.map(|v| format!("\"{v}\"")).unwrap_or_default())}),
             ),
         },
-        "listfunds" => Ok(fixture_result("rpc/listfunds.ok.json")),
+        "listfunds" => {
+            let mut r = fixture_result("rpc/listfunds.ok.json");
+            let rows = rpc.wallet.lock().unwrap().listfunds_rows(rpc.height());
+            if let Some(outs) = r["outputs"].as_array_mut() {
+                outs.extend(rows);
+            }
+            Ok(r)
+        }
+        // The on-chain wallet (standin_chain.rs).
+        "newaddr" => {
+            let kind = param(params, "addresstype", 0).and_then(Value::as_str).unwrap_or("p2tr");
+            rpc.wallet.lock().unwrap().new_address(kind)
+        }
+        "reserveinputs" => rpc.wallet.lock().unwrap().reserve(params, rpc.height()),
+        "unreserveinputs" => rpc.wallet.lock().unwrap().unreserve(params, rpc.height()),
+        "utxopsbt" => rpc.wallet.lock().unwrap().utxopsbt(params, rpc.height()),
+        "addpsbtoutput" => chain::Wallet::addpsbtoutput(params),
+        "signpsbt" => chain::Wallet::signpsbt(params),
+        "sendpsbt" => rpc.wallet.lock().unwrap().sendpsbt(params),
         "sendcustommsg" => {
             let node = param(params, "node_id", 0).and_then(Value::as_str).unwrap_or("");
             let msg = param(params, "msg", 1).and_then(Value::as_str).unwrap_or("");

@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use super::*;
 use crate::clock::Clock;
 use crate::lifecycle::htlc::Failure;
-use crate::lifecycle::plan::{Observed, Step, next_step};
+use crate::lifecycle::plan::{Observed, Step, next_step, next_step_onchain};
 use crate::lsps0::ser::read_pubkey;
-use crate::order::{FailReason, Phase};
-use crate::ports::{ChannelApi, NodeApi, NodeError, OpenRequest, OpenedChannel, PeerChannel};
+use crate::order::{FailReason, PaymentMethod, Phase};
+use crate::ports::{ChannelApi, NodeApi, NodeError, OpenRequest, OpenedChannel, PeerChannel, WalletApi};
 use crate::store::{ChannelRecord, HtlcKey, HtlcRecord, OrderRecord, StoreError};
 
-impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
+impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     /// Make sure a driver runs for a paid order (at most one per order).
     pub fn drive(&self, order_id: String) {
         if !self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner()).insert(order_id.clone()) {
@@ -126,7 +126,13 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 htlcs_live: live,
                 funds_ok,
             };
-            match next_step(&order, &set, seen, self.inner.cfg.deadlines) {
+            let step = if order.paid_method == Some(PaymentMethod::Onchain) {
+                let deadline = i64::try_from(self.inner.cfg.onchain_open_deadline.as_millis()).unwrap_or(i64::MAX);
+                next_step_onchain(&order, seen, deadline)
+            } else {
+                next_step(&order, &set, seen, self.inner.cfg.deadlines)
+            };
+            match step {
                 Step::Done => return Ok(()),
                 Step::Refund(reason) => {
                     let detail = json!({ "height": seen.height, "earliest_cltv_expiry": crate::lifecycle::plan::earliest_expiry(&set) });
@@ -210,6 +216,12 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
         let keys = self.inner.store.call(move |s| s.fail_order(&id, from, reason, now, &detail)).await?;
         self.emit(order, from, Phase::Failed, Some(reason), false);
         self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
+        if order.onchain.is_some() {
+            // An on-chain payment (or anything that reached the address) goes back now,
+            // not at the next block (ruling 24).
+            let me = self.clone();
+            tokio::spawn(async move { me.chain_pass().await });
+        }
         Ok(keys.len())
     }
 
@@ -414,6 +426,15 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
     /// store says: if it cannot record it after a few tries, the HTLCs are settled anyway
     /// (the client has its channel) and the next start reconciles the record.
     pub(super) async fn complete(&self, order: &OrderRecord, ch: OpenedChannel, refunded_after_open: bool) {
+        self.complete_inner(order, ch, refunded_after_open).await;
+        if order.onchain.is_some() {
+            // A payment on-chain is the LSP's now, and outputs beyond it go back: at once.
+            let me = self.clone();
+            tokio::spawn(async move { me.chain_pass().await });
+        }
+    }
+
+    async fn complete_inner(&self, order: &OrderRecord, ch: OpenedChannel, refunded_after_open: bool) {
         if refunded_after_open {
             log::warn!(
                 "Order {}: a channel {}:{} was opened but the payment was failed back: the channel is a gift to {}",

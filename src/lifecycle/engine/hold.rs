@@ -11,10 +11,10 @@ use super::*;
 use crate::clock::Clock;
 use crate::lifecycle::htlc::{Failure, HtlcDecision, HtlcIn, decide};
 use crate::order::Phase;
-use crate::ports::{ChannelApi, NodeApi};
+use crate::ports::{ChannelApi, NodeApi, WalletApi};
 use crate::store::{HtlcKey, Resolution};
 
-impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
+impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     pub(super) fn is_live(&self, key: &HtlcKey) -> bool {
         self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner()).get(key).is_some_and(|v| !v.is_empty())
     }

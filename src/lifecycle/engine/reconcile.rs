@@ -11,10 +11,10 @@ use crate::clock::Clock;
 use crate::lifecycle::htlc::Failure;
 use crate::lsps0::ser::read_pubkey;
 use crate::order::{FailReason, Phase};
-use crate::ports::{ChannelApi, NodeApi};
+use crate::ports::{ChannelApi, NodeApi, WalletApi};
 use crate::store::{HtlcKey, StoreError};
 
-impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
+impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     /// Reconcile with the node before serving (ruling 17): orders caught in
     /// `PaymentHeld` or `Opening` by a stop, and unpaid orders holding parts, are matched
     /// against `listhtlcs` (still held → wait for lightningd's replay; gone → refunded) and
@@ -65,7 +65,9 @@ impl<N: NodeApi + ChannelApi, C: Clock> Engine<N, C> {
                 .filter(|h| !pending.contains(&(h.key.short_channel_id.clone(), h.key.id)))
                 .map(|h| h.key.clone())
                 .collect();
-            let still_held = !held.is_empty() && gone.is_empty();
+            // An on-chain payment holds no HTLCs: nothing of it can be lost while we were down.
+            let onchain = order.paid_method == Some(crate::order::PaymentMethod::Onchain);
+            let still_held = onchain || (!held.is_empty() && gone.is_empty());
             match order.phase {
                 Phase::AwaitingPayment => {
                     // Parts lightningd failed back while the plugin was down no longer count.

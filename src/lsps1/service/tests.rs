@@ -45,6 +45,8 @@ impl MockNode {
     }
 }
 
+impl crate::ports::WalletApi for MockNode {}
+
 impl NodeApi for MockNode {
     async fn send_custom_message(&self, peer: PublicKey, msg_hex: String) -> Result<(), NodeError> {
         self.sent.lock().unwrap().push((peer, msg_hex));

@@ -1,0 +1,165 @@
+//! What an order's on-chain payment does next (rulings 22–25; P-08, P-10, P-13, P-14), as a
+//! pure function of the order's phase, its option's terms, the outputs seen at its address
+//! and the chain tip. No I/O: the engine reads the wallet, asks here, and carries out the
+//! steps (`lifecycle/engine/chain.rs`).
+//!
+//! The on-chain payment is a state machine of its own, over the outputs of the order's
+//! address rather than over HTLCs:
+//!
+//! ```text
+//!  Seen ──deep enough, sum ≥ total, order waiting──▶ Payment ──order failed──▶ Refunding ──▶ Refunded
+//!   │                                                  │  └──reorged out before the open──▶ Seen
+//!   └──order paid (either way), failed or ended──────────────────────────────▶ Refunding / Dust
+//! ```
+
+use crate::order::chain::{ChainOutput, Outpoint, OutputRole};
+use crate::order::{PaymentMethod, Phase};
+
+/// bLIP-51: an on-chain payment MUST count after 6 confirmations, whatever else was asked.
+pub const MAX_CONFIRMATIONS: u16 = 6;
+
+/// The on-chain option's terms, fixed when the order was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnchainTerms {
+    pub order_total_sat: u64,
+    pub min_confirmations: u16,
+}
+
+/// What the order as a whole looks like to its on-chain payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderView {
+    pub phase: Phase,
+    pub paid_method: Option<PaymentMethod>,
+    /// The operator was already told that a payment of this order left the chain.
+    pub reorg_flagged: bool,
+    /// Paid beyond the total and not sent back yet.
+    pub surplus_sat: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainStep {
+    /// Confirmed outputs reach the order total: these are its payment (ruling 23).
+    Pay { outputs: Vec<Outpoint>, surplus_sat: u64 },
+    /// A payment left the chain before the open started: back to waiting (ruling 25).
+    Unpay,
+    /// A payment left the chain after the open: the channel stands, the operator is told.
+    Flag(Vec<Outpoint>),
+    /// Refund exactly these outputs to the client's refund address (ruling 24).
+    Refund(Vec<Outpoint>),
+    /// The channel opened on this payment: send what was paid beyond the total back from
+    /// these outputs, the rest to the wallet as change (ruling 23). Before [`ChainStep::Keep`].
+    RefundSurplus { from: Vec<Outpoint>, surplus_sat: u64 },
+    /// The channel opened on this payment: its outputs are the LSP's.
+    Keep(Vec<Outpoint>),
+}
+
+/// Confirmations of an output in block `height` with the chain at `tip`.
+pub fn confirmations(height: Option<u32>, tip: u32) -> u32 {
+    match height {
+        Some(h) if h <= tip => tip - h + 1,
+        _ => 0,
+    }
+}
+
+/// The confirmations an output needs to count: what the order asked, never more than six.
+pub fn needed(terms: OnchainTerms) -> u32 {
+    u32::from(terms.min_confirmations.clamp(1, MAX_CONFIRMATIONS))
+}
+
+/// Decide what the outputs of one order's address call for now. Steps are independent:
+/// the engine carries them out in order.
+pub fn next_steps(order: OrderView, terms: OnchainTerms, outputs: &[ChainOutput], tip: u32) -> Vec<ChainStep> {
+    let deep = |o: &ChainOutput| confirmations(o.blockheight, tip) >= needed(terms);
+    let confirmed = |o: &ChainOutput| o.blockheight.is_some_and(|h| h <= tip);
+    let of = |role: OutputRole| outputs.iter().filter(move |o| o.role == role);
+    let paid_here = order.paid_method == Some(PaymentMethod::Onchain);
+    let mut steps = vec![];
+    match order.phase {
+        Phase::AwaitingPayment => {
+            // Deep outputs in the order they were mined: the earliest that reach the total pay.
+            let mut candidates: Vec<&ChainOutput> = of(OutputRole::Seen).filter(|o| deep(o)).collect();
+            candidates.sort_by(|a, b| (a.blockheight, &a.outpoint).cmp(&(b.blockheight, &b.outpoint)));
+            let mut sum = 0u64;
+            let mut chosen = vec![];
+            for o in candidates {
+                if sum >= terms.order_total_sat {
+                    break;
+                }
+                sum = sum.saturating_add(o.amount_sat);
+                chosen.push(o.outpoint.clone());
+            }
+            if sum >= terms.order_total_sat && !chosen.is_empty() {
+                steps.push(ChainStep::Pay { outputs: chosen, surplus_sat: sum - terms.order_total_sat });
+            }
+        }
+        // Only before `fundchannel` starts: nothing was spent on the payment yet.
+        Phase::PaymentHeld if paid_here && of(OutputRole::Payment).any(|o| !deep(o)) => {
+            steps.push(ChainStep::Unpay);
+            return steps;
+        }
+        Phase::Opening | Phase::Completed if paid_here => {
+            let gone: Vec<Outpoint> =
+                of(OutputRole::Payment).filter(|o| !confirmed(o)).map(|o| o.outpoint.clone()).collect();
+            if !gone.is_empty() && !order.reorg_flagged {
+                steps.push(ChainStep::Flag(gone));
+            }
+            if order.phase == Phase::Completed {
+                let keep: Vec<Outpoint> =
+                    of(OutputRole::Payment).filter(|o| confirmed(o)).map(|o| o.outpoint.clone()).collect();
+                if !keep.is_empty() {
+                    if order.surplus_sat > 0 {
+                        steps.push(ChainStep::RefundSurplus { from: keep.clone(), surplus_sat: order.surplus_sat });
+                    }
+                    steps.push(ChainStep::Keep(keep));
+                }
+            }
+        }
+        _ => {}
+    }
+    // Whatever is not (or no longer) a payment goes back: outputs after the order was paid
+    // either way, after it failed, or beyond what paid it. Only confirmed ones can be spent.
+    let waiting = order.phase == Phase::AwaitingPayment;
+    let failed = order.phase == Phase::Failed;
+    let mut refund: Vec<Outpoint> = vec![];
+    if !waiting {
+        refund.extend(of(OutputRole::Seen).filter(|o| confirmed(o)).map(|o| o.outpoint.clone()));
+    }
+    if failed {
+        refund.extend(of(OutputRole::Payment).filter(|o| confirmed(o)).map(|o| o.outpoint.clone()));
+    }
+    if !refund.is_empty() {
+        refund.sort();
+        steps.push(ChainStep::Refund(refund));
+    }
+    steps
+}
+
+/// Weight of a refund with `inputs` inputs of the wallet (P2TR or P2WPKH, ≤ 68 vB each) and
+/// one output to `script_len` bytes of script: what its fee is computed on.
+pub fn refund_weight(inputs: usize, script_len: usize) -> u64 {
+    // version, locktime, counts, segwit marker: 42 WU; per input 41 bytes non-witness
+    // (164 WU) plus a witness of at most 109 WU (P2WPKH); the output: 8 + 1 + script.
+    let inputs = inputs as u64;
+    42 + inputs.saturating_mul(164 + 109) + 4 * (9 + script_len as u64)
+}
+
+/// What a surplus refund of `surplus_sat` from `inputs` outputs sends to a `script_len`
+/// script at `feerate_perkw`, the fee (with the change output back to the wallet, a P2TR
+/// output of 43 bytes) taken from the surplus; `None` when that leaves dust.
+pub fn surplus_amount(surplus_sat: u64, inputs: usize, script_len: usize, feerate_perkw: u32) -> Option<u64> {
+    refund_amount(surplus_sat, refund_weight(inputs, script_len) + 4 * 43, feerate_perkw)
+}
+
+/// Below this an output is not worth a transaction (Bitcoin Core's dust limit for P2TR/P2WSH
+/// outputs is 330 sat; 546 covers every standard script).
+pub const DUST_SAT: u64 = 546;
+
+/// What a refund of `amount_sat` leaves for the client at `feerate_perkw`, or `None` when the
+/// fee would eat it down to dust (kept and recorded, ruling 24).
+pub fn refund_amount(amount_sat: u64, weight: u64, feerate_perkw: u32) -> Option<u64> {
+    let fee = weight.saturating_mul(u64::from(feerate_perkw)).div_ceil(1000);
+    amount_sat.checked_sub(fee).filter(|left| *left >= DUST_SAT)
+}
+
+#[cfg(test)]
+mod tests;
