@@ -115,6 +115,8 @@ fn record(i: usize, now: i64) -> OrderRecord {
             order_total_sat: 2_000,
         }),
         channel: None,
+        onchain: None,
+        reorg_flagged: false,
     }
 }
 

@@ -215,6 +215,8 @@ fn order(payment_secret: String, order_total_sat: u64) -> OrderRecord {
             order_total_sat,
         }),
         channel: None,
+        onchain: None,
+        reorg_flagged: false,
     }
 }
 

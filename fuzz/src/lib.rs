@@ -386,6 +386,8 @@ fn check_order_response(r: &OrderRequest) {
             order_total_sat: u64::MAX,
         }),
         channel: None,
+        onchain: None,
+        reorg_flagged: false,
     };
     let bytes = jsonrpc::success_bytes(&WORST_ID, &order_response(&record)).expect("an order serializes");
     assert!(bytes.len() <= MAX_PAYLOAD_LEN, "C-21: order response of {} bytes", bytes.len());
