@@ -528,8 +528,8 @@ fn onchain_config(r: &Reader<'_>) -> Result<OnchainConfig, ConfigError> {
         return Err(err("lsps1-min-onchain-payment-confirmations", "must be 1 to 6"));
     }
     let expiry_secs = r.uint("lsps1-onchain-payment-expiry-secs", 30 * 24 * 3600)?;
-    if expiry_secs < 600 {
-        return Err(err("lsps1-onchain-payment-expiry-secs", "must be at least 600 seconds (a block or so)"));
+    if expiry_secs < 60 {
+        return Err(err("lsps1-onchain-payment-expiry-secs", "must be at least 60 seconds"));
     }
     let address_type = match r.string("lsps1-onchain-address-type")?.as_deref().map(str::trim) {
         None | Some("") | Some("p2tr") => AddressType::P2tr,
@@ -813,7 +813,7 @@ mod tests {
             (&[("lsps1-min-onchain-payment-confirmations", Int(7))], "lsps1-min-onchain-payment-confirmations"),
             (&[("lsps1-onchain-address-type", OptValue::Str("p2sh".into()))], "lsps1-onchain-address-type"),
             (&[("lsps1-onchain-max-feerate-perkw", Int(100))], "lsps1-onchain-max-feerate-perkw"),
-            (&[("lsps1-onchain-payment-expiry-secs", Int(60))], "lsps1-onchain-payment-expiry-secs"),
+            (&[("lsps1-onchain-payment-expiry-secs", Int(59))], "lsps1-onchain-payment-expiry-secs"),
         ];
         for (vals, option) in cases {
             let e = with(vals).expect_err(option);

@@ -216,3 +216,36 @@ async fn ldk_0_2_7_cannot_read_spec_error_data() {
     assert!(r["error"]["data"].is_object());
     assert!(serde_json::from_value::<LSPSResponseError>(r["error"].clone()).is_err());
 }
+
+/// With on-chain payments on (ruling 21): LDK's types read get_info with the option's extra
+/// fields, but not an order whose `payment.onchain` has `min_fee_for_0conf: null` (its type
+/// is a required integer, while bLIP-51 requires `null` when confirmations are needed); the
+/// same order with that one field set parses. The README says so; the option is off by
+/// default for this reason.
+#[tokio::test]
+async fn ldk_types_and_the_onchain_option() {
+    let s = StandIn::builder()
+        .option("lsps1-onchain-payments", json!(true))
+        .option("lsps1-min-onchain-payment-size-sat", json!(5_000))
+        .start()
+        .await;
+    let (_, client) = peer(22);
+    let wire = ldk_request("b7a2c39e0f1d4e5a8c6b2d3e4f5a6b7d", LSPS1Request::GetInfo(LSPS1GetInfoRequest {}));
+    let r = s.lsps_raw(&client, wire.as_bytes()).await;
+    let _: LSPS1GetInfoResponse = serde_json::from_value(r["result"].clone()).expect("LDK parses get_info");
+
+    let refund =
+        lightning::bitcoin::Address::from_str("bcrt1qufr4lmec5a8humz7anckxk092uel83r2eqr33s").unwrap().assume_checked();
+    let req = LSPS1CreateOrderRequest { order: ldk_order_params(500_000, 0), refund_onchain_address: Some(refund) };
+    let wire = ldk_request("c0ffee00c0ffee00c0ffee00c0ffee01", LSPS1Request::CreateOrder(req));
+    let r = s.lsps_raw(&client, wire.as_bytes()).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let mut result = r["result"].clone();
+    assert_eq!(result["payment"]["onchain"]["min_fee_for_0conf"], Value::Null, "P-11");
+    assert!(serde_json::from_value::<LSPS1CreateOrderResponse>(result.clone()).is_err(), "the known gap");
+    result["payment"]["onchain"]["min_fee_for_0conf"] = json!(253);
+    let order: LSPS1CreateOrderResponse = serde_json::from_value(result).expect("parses but for that field");
+    let oc = order.payment.onchain.expect("onchain option");
+    assert_eq!(oc.state, LSPS1PaymentState::ExpectPayment);
+    assert_eq!(oc.min_onchain_payment_confirmations, Some(1));
+}
