@@ -116,8 +116,8 @@ pub async fn run() -> Result<()> {
         .subscribe("channel_state_changed", hooks::on_channel_state_changed)
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-listorders", on_listorders)
-                .description("List LSPS1 orders, newest first, optionally by state (CREATED, COMPLETED, FAILED or a phase), peer, creation time and count")
-                .usage("[state] [peer_id] [since] [limit]"),
+                .description("List LSPS1 orders, newest first, optionally by state (CREATED, COMPLETED, FAILED or a phase), peer, creation time, count and payment (onchain, paid-onchain, refunds)")
+                .usage("[state] [peer_id] [since] [limit] [payment]"),
         )
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-getorder", on_getorder)
@@ -451,10 +451,12 @@ async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
 async fn on_block_added(plugin: Plugin<State>, v: Value) -> Result<(), anyhow::Error> {
     let state = plugin.state().clone();
     if let Some(h) = v.pointer("/block_added/height").and_then(Value::as_u64).and_then(|h| u32::try_from(h).ok()) {
-        state.engine.set_height(h);
-        // On-chain payments (rulings 22–25): the hash tells a reorg at the same height.
+        // On-chain payments first (rulings 22–25): new deposits at orders' addresses are
+        // reserved before the new height wakes any open. The hash tells a reorg at the same
+        // height.
         let hash = v.pointer("/block_added/hash").and_then(Value::as_str).map(str::to_owned);
         state.engine.on_block(h, hash).await;
+        state.engine.set_height(h);
     }
     housekeeping(&state.service, &state.engine).await;
     Ok(())

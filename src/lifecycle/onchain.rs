@@ -34,6 +34,8 @@ pub struct OrderView {
     pub reorg_flagged: bool,
     /// Paid beyond the total and not sent back yet.
     pub surplus_sat: u64,
+    /// A refund of this order is out and not yet confirmed.
+    pub refund_pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,11 +108,14 @@ pub fn next_steps(order: OrderView, terms: OnchainTerms, outputs: &[ChainOutput]
             if order.phase == Phase::Completed {
                 let keep: Vec<Outpoint> =
                     of(OutputRole::Payment).filter(|o| confirmed(o)).map(|o| o.outpoint.clone()).collect();
+                // The surplus first; the outputs become the LSP's (and are released to the
+                // wallet) only once no refund spending them is pending.
                 if !keep.is_empty() {
                     if order.surplus_sat > 0 {
-                        steps.push(ChainStep::RefundSurplus { from: keep.clone(), surplus_sat: order.surplus_sat });
+                        steps.push(ChainStep::RefundSurplus { from: keep, surplus_sat: order.surplus_sat });
+                    } else if !order.refund_pending {
+                        steps.push(ChainStep::Keep(keep));
                     }
-                    steps.push(ChainStep::Keep(keep));
                 }
             }
         }

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use crate::lsps0::ser::{format_datetime, parse_datetime};
 use crate::lsps1::service::order_response;
 use crate::order::chain::ChainOutput;
-use crate::order::{PaymentMethod, Phase, option_state};
-use crate::store::{EventRecord, HtlcRecord, OrderFilter, OrderRecord, RefundRecord, Resolution};
+use crate::order::{PaymentMethod, Phase, onchain_option_state, option_state};
+use crate::store::{EventRecord, HtlcRecord, OnchainFilter, OrderFilter, OrderRecord, RefundRecord, Resolution};
 
 /// A bad operator argument, shown by lightning-cli.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +39,7 @@ pub fn bind_params(params: &Value, names: &[&str]) -> Result<Vec<Option<Value>>,
     }
 }
 
-pub const LISTORDERS_PARAMS: [&str; 4] = ["state", "peer_id", "since", "limit"];
+pub const LISTORDERS_PARAMS: [&str; 5] = ["state", "peer_id", "since", "limit", "payment"];
 
 /// Orders `lsps1-listorders` returns when no `limit` is given: the newest first, so a store
 /// of a million orders never builds a million-entry answer by accident.
@@ -50,7 +50,7 @@ pub const LISTORDERS_DEFAULT_LIMIT: u32 = 1_000;
 /// `since` is unix seconds or an RFC 3339 datetime; `limit` defaults to
 /// [`LISTORDERS_DEFAULT_LIMIT`].
 pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
-    let [state, peer, since, limit]: [Option<Value>; 4] = bind_params(params, &LISTORDERS_PARAMS)?
+    let [state, peer, since, limit, payment]: [Option<Value>; 5] = bind_params(params, &LISTORDERS_PARAMS)?
         .try_into()
         .map_err(|_| ArgError("internal: parameter count".into()))?;
     let phases = match state {
@@ -90,7 +90,17 @@ pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
                 .ok_or_else(|| ArgError("limit must be a positive integer".into()))?,
         ),
     };
-    Ok(OrderFilter { phases, client_node_id, created_since_ms, limit })
+    let onchain = match payment {
+        None => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "onchain" => OnchainFilter::Offered,
+            "paid-onchain" => OnchainFilter::Paid,
+            "refunds" => OnchainFilter::Refunds,
+            _ => return Err(ArgError(format!("unknown payment filter '{s}': use onchain, paid-onchain or refunds"))),
+        }),
+        Some(_) => return Err(ArgError("payment must be a string".into())),
+    };
+    Ok(OrderFilter { phases, client_node_id, created_since_ms, limit, onchain })
 }
 
 fn phases_for(state: &str) -> Option<Vec<Phase>> {
@@ -119,13 +129,14 @@ pub fn summary(r: &OrderRecord) -> Value {
         "created_at": format_datetime(r.created_at_ms),
         "order_state": r.phase.order_state().as_str(),
         // The paid option's state (a channel opened on a refunded payment reads REFUNDED).
-        "payment_state": option_state(
-            r.phase,
-            r.paid_method,
-            r.paid_method.unwrap_or(PaymentMethod::Bolt11),
-            r.refunded_after_open,
-        )
+        "payment_state": match r.paid_method {
+            Some(PaymentMethod::Onchain) => onchain_option_state(r.phase, r.paid_method),
+            m => option_state(r.phase, m, m.unwrap_or(PaymentMethod::Bolt11), r.refunded_after_open),
+        }
         .as_str(),
+        "paid_method": r.paid_method.map(PaymentMethod::as_str),
+        "onchain_address": r.onchain.as_ref().map(|q| q.address.clone()),
+        "reorg_flagged": r.reorg_flagged,
         "phase": r.phase.as_str(),
         "lsp_balance_sat": r.lsp_balance_sat,
         "client_balance_sat": r.client_balance_sat,

@@ -56,9 +56,16 @@ impl OutputRole {
         OutputRole::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    /// Still owed to the client or to the order: nothing else may spend it.
+    /// Counted by the order, or owed to the client: a vanishing one is news.
     pub fn must_stay_reserved(self) -> bool {
         matches!(self, OutputRole::Seen | OutputRole::Payment)
+    }
+
+    /// Kept reserved while listed, so that nothing but the order's own payment or refund
+    /// can spend it: a refund's inputs too, until the refund is mined (its inputs leaving
+    /// the wallet's list is how it is known to be).
+    pub fn held_back(self) -> bool {
+        matches!(self, OutputRole::Seen | OutputRole::Payment | OutputRole::Refunding)
     }
 }
 

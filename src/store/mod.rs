@@ -165,6 +165,17 @@ pub struct InsertLimits {
     pub now_ms: i64,
 }
 
+/// `lsps1-listorders`' on-chain filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnchainFilter {
+    /// Orders that offer an on-chain option.
+    Offered,
+    /// Orders paid on-chain.
+    Paid,
+    /// Orders with an on-chain refund.
+    Refunds,
+}
+
 /// Filters of `lsps1-listorders`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OrderFilter {
@@ -172,6 +183,7 @@ pub struct OrderFilter {
     pub client_node_id: Option<String>,
     pub created_since_ms: Option<i64>,
     pub limit: Option<u32>,
+    pub onchain: Option<OnchainFilter>,
 }
 
 /// The order store. Cheap to clone.
@@ -498,6 +510,14 @@ impl Store {
         if let Some(since) = filter.created_since_ms {
             args.push(since.into());
             sql.push_str(&format!(" AND o.created_at_ms >= ?{}", args.len()));
+        }
+        match filter.onchain {
+            None => {}
+            Some(OnchainFilter::Offered) => sql.push_str(" AND q.address IS NOT NULL"),
+            Some(OnchainFilter::Paid) => sql.push_str(" AND o.paid_method = 'onchain'"),
+            Some(OnchainFilter::Refunds) => {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM chain_refunds r WHERE r.order_id = o.order_id)")
+            }
         }
         sql.push_str(" ORDER BY o.created_at_ms DESC, o.order_id");
         if let Some(limit) = filter.limit {

@@ -349,7 +349,11 @@ impl Wallet {
             - psbt.unsigned_tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>();
         let tx = psbt.extract_tx_unchecked_fee_rate();
         let txid = tx.compute_txid();
-        if self.mempool.contains_key(&txid) || self.mined.contains_key(&txid) {
+        if self.mempool.contains_key(&txid) {
+            // bitcoind takes a transaction it already has as sent.
+            return Ok(json!({"tx": bitcoin::consensus::encode::serialize_hex(&tx), "txid": txid.to_string()}));
+        }
+        if self.mined.contains_key(&txid) {
             return Err(err(
                 -1,
                 format!(

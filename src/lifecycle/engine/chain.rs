@@ -60,11 +60,18 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 log::warn!("Cannot record block {height}: {e}");
             }
         }
-        self.chain_pass().await;
+        // The new block counts at once, before the height is published to the drivers.
+        self.chain_pass_at(height.max(self.height())).await;
     }
 
-    /// One look at the chain: record outputs, settle refunds, decide and act per order.
+    /// One look at the chain at the current height.
     pub async fn chain_pass(&self) {
+        self.chain_pass_at(self.height()).await;
+    }
+
+    /// One look at the chain: reserve what is owed, settle refunds, decide and act per
+    /// order, with the chain's tip at `tip`.
+    async fn chain_pass_at(&self, tip: u32) {
         let _one = self.inner.chain_lock.lock().await;
         let addresses = match self.inner.store.call(|s| s.onchain_addresses()).await {
             Ok(a) => a,
@@ -84,7 +91,6 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             }
         };
         let now = self.inner.clock.now_ms();
-        let tip = self.height();
         let mut listed: HashMap<(String, u32), WalletOutput> = HashMap::new();
         let mut seen = vec![];
         for o in wallet {
@@ -108,7 +114,6 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 return;
             }
         };
-        self.settle_refunds(&listed, tip).await;
         let mut reserve = vec![];
         let mut orders: Vec<String> = vec![];
         for (order_id, o) in &open {
@@ -124,7 +129,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                     }
                 }
                 Some(w)
-                    if o.role.must_stay_reserved()
+                    if o.role.held_back()
                         && (!w.reserved
                             || w.reserved_to_block.unwrap_or(0) < tip.saturating_add(RESERVE_AGAIN_BELOW)) =>
                 {
@@ -136,11 +141,13 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 orders.push(order_id.clone());
             }
         }
+        // Reserved first of all: no open of another order and no withdraw may take them.
         if !reserve.is_empty()
             && let Err(e) = self.inner.node.reserve_outputs(reserve.clone(), RESERVE_BLOCKS).await
         {
             log::warn!("Cannot reserve {} on-chain payment output(s): {e}", reserve.len());
         }
+        self.settle_refunds(&listed, tip).await;
         for id in orders {
             self.chain_order(&id, tip).await;
         }
@@ -158,11 +165,20 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             }
         };
         let Some(q) = &order.onchain else { return };
+        let id = order.order_id.clone();
+        let refund_pending = match self.inner.store.call(move |s| s.refunds_of(&id)).await {
+            Ok(r) => r.iter().any(|r| matches!(r.state, RefundState::Signed | RefundState::Broadcast)),
+            Err(e) => {
+                log::warn!("Order {order_id}: cannot read its refunds ({e})");
+                return;
+            }
+        };
         let view = OrderView {
             phase: order.phase,
             paid_method: order.paid_method,
             reorg_flagged: order.reorg_flagged,
             surplus_sat: q.surplus_sat,
+            refund_pending,
         };
         let terms = OnchainTerms { order_total_sat: q.order_total_sat, min_confirmations: q.min_confirmations };
         let now = self.inner.clock.now_ms();
@@ -257,7 +273,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             return;
         };
         let feerate = self.refund_feerate().await;
-        self.sign_and_send(order, ops, dest, feerate, tip, None, plan).await;
+        let _ = self.sign_and_send(order, ops, dest, feerate, tip, None, plan).await;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -270,7 +286,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         tip: u32,
         replaces: Option<String>,
         plan: Plan,
-    ) {
+    ) -> bool {
         let now = self.inner.clock.now_ms();
         let keys: Vec<(String, u32)> = ops.iter().map(op_key).collect();
         let signed = match plan {
@@ -288,7 +304,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 if let Err(e) = self.inner.store.call(move |s| s.surplus_kept(&id, surplus, now)).await {
                     log::warn!("Order {}: cannot record a kept surplus: {e}", order.order_id);
                 }
-                return;
+                return false;
             }
             (Ok(None), Plan::Whole) if replaces.is_none() => {
                 let (id, o) = (order.order_id.clone(), ops.clone());
@@ -296,12 +312,12 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 if let Err(e) = self.inner.store.call(move |s| s.mark_dust(&id, &o, now)).await {
                     log::warn!("Order {}: cannot record dust: {e}", order.order_id);
                 }
-                return;
+                return false;
             }
-            (Ok(None), _) => return,
+            (Ok(None), _) => return false,
             (Err(e), _) => {
                 log::warn!("Order {}: cannot build its refund ({e}); trying again on the next block", order.order_id);
-                return;
+                return false;
             }
         };
         let record = RefundRecord {
@@ -326,7 +342,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         let r = record.clone();
         if let Err(e) = self.inner.store.call(move |s| s.record_refund(&r)).await {
             log::warn!("Order {}: cannot record its refund ({e}); not broadcast", order.order_id);
-            return;
+            return false;
         }
         log::info!(
             "Order {}: refund {} of {} sat ({} sat fee, {} perkw) to {}",
@@ -339,6 +355,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         );
         self.send_refund(&record).await;
         self.emit_note(order, if record.replaces.is_some() { "refund_replaced" } else { "refund_broadcast" });
+        true
     }
 
     async fn send_refund(&self, r: &RefundRecord) {
@@ -404,8 +421,10 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                         }
                     };
                     let (ins, dest) = (r.inputs.clone(), r.destination.clone());
-                    self.sign_and_send(&order, ins, dest, bumped, tip, Some(r.txid.clone()), plan).await;
-                    continue;
+                    if self.sign_and_send(&order, ins, dest, bumped, tip, Some(r.txid.clone()), plan).await {
+                        continue;
+                    }
+                    // No replacement could be made: the standing refund is sent again.
                 }
             }
             // lightningd never rebroadcasts a wallet spend after a restart: we do.

@@ -253,6 +253,9 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         // deadlines (try again after a poll).
         let lock = self.client_lock(&order.client_node_id);
         let Ok(_one_open_per_client) = lock.try_lock() else { return false };
+        // Deposits at orders' addresses reserved before fundchannel picks its inputs: an
+        // open never spends a client's on-chain payment or what is owed back (ruling 24).
+        self.chain_pass().await;
         let known: Vec<String> = match self.inner.node.peer_channels(client).await {
             Ok(chans) => chans.into_iter().filter_map(|c| c.channel_id).collect(),
             Err(e) => {

@@ -15,11 +15,16 @@ fn op(n: u8) -> Outpoint {
 }
 
 fn view(phase: Phase, paid: Option<PaymentMethod>) -> OrderView {
-    OrderView { phase, paid_method: paid, reorg_flagged: false, surplus_sat: 0 }
+    OrderView { phase, paid_method: paid, reorg_flagged: false, surplus_sat: 0, refund_pending: false }
 }
 
-const WAITING: OrderView =
-    OrderView { phase: Phase::AwaitingPayment, paid_method: None, reorg_flagged: false, surplus_sat: 0 };
+const WAITING: OrderView = OrderView {
+    phase: Phase::AwaitingPayment,
+    paid_method: None,
+    reorg_flagged: false,
+    surplus_sat: 0,
+    refund_pending: false,
+};
 
 #[test]
 fn p13_confirmed_outputs_that_reach_the_total_pay() {
@@ -130,8 +135,13 @@ fn ruling23_a_surplus_goes_back_once_the_channel_opened() {
     let done = OrderView { surplus_sat: 50_000, ..view(Phase::Completed, Some(PaymentMethod::Onchain)) };
     assert_eq!(
         next_steps(done, TERMS, &outs, 101),
-        vec![ChainStep::RefundSurplus { from: vec![op(1)], surplus_sat: 50_000 }, ChainStep::Keep(vec![op(1)])]
+        vec![ChainStep::RefundSurplus { from: vec![op(1)], surplus_sat: 50_000 }]
     );
+    // Kept (released to the wallet) only once the surplus refund is mined.
+    let sent = OrderView { surplus_sat: 0, refund_pending: true, ..done };
+    assert_eq!(next_steps(sent, TERMS, &outs, 102), vec![]);
+    let mined = OrderView { refund_pending: false, ..sent };
+    assert_eq!(next_steps(mined, TERMS, &outs, 103), vec![ChainStep::Keep(vec![op(1)])]);
     // Not before the open: a failed order refunds the whole outputs instead.
     let held = OrderView { surplus_sat: 50_000, ..view(Phase::PaymentHeld, Some(PaymentMethod::Onchain)) };
     assert_eq!(next_steps(held, TERMS, &outs, 101), vec![]);
