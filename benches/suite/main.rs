@@ -1,6 +1,6 @@
 //! The benchmark suite: one command, `cargo bench --bench suite`, prints every
 //! figure with its ratio to the floor measured in the same run, and a closing table
-//! (BENCHMARKS.md keeps it). `LSPS1_BENCH_ONLY=p2p,orders,hook,store,rest` picks sections;
+//! (BENCHMARKS.md keeps it). `LSPS1_BENCH_ONLY=p2p,orders,hook,store,rest,chain` picks sections;
 //! `LSPS1_BENCH_PERF=<dir>` records the plugin with `perf` during each measured row.
 //!
 //! Everything runs over loopback and the stand-in's stdio; the figures are never asserted.
@@ -9,6 +9,7 @@
 #[allow(unused_imports)]
 mod standin;
 
+mod chain;
 mod common;
 mod hook;
 mod orders;
@@ -41,6 +42,9 @@ fn main() {
         }
         if want("rest") {
             rest::run(&mut table).await;
+        }
+        if want("chain") {
+            chain::run(&mut table).await;
         }
     });
     table.print();

@@ -21,7 +21,7 @@ use cln_lsps1::lsps1::validate::{
     TokenPolicy, validate_create_order,
 };
 use cln_lsps1::order::Transport;
-use cln_lsps1::store::{Bolt11Record, OrderRecord};
+use cln_lsps1::store::{Bolt11Record, OnchainRecord, OrderRecord};
 use serde_json::{Map, Value, json};
 
 /// The network every target's LSP runs on.
@@ -386,7 +386,16 @@ fn check_order_response(r: &OrderRequest) {
             order_total_sat: u64::MAX,
         }),
         channel: None,
-        onchain: None,
+        // With on-chain payments on, an order with a refund address carries the option
+        // (ruling 21): a p2tr address of the node, the longest kind.
+        onchain: r.refund_onchain_address.as_ref().map(|_| OnchainRecord {
+            address: "bcrt1p".to_string() + &"q".repeat(58),
+            expires_at_ms: 1_718_087_791_542,
+            fee_total_sat: u64::MAX / 2,
+            order_total_sat: u64::MAX,
+            min_confirmations: 6,
+            surplus_sat: 0,
+        }),
         reorg_flagged: false,
     };
     let bytes = jsonrpc::success_bytes(&WORST_ID, &order_response(&record)).expect("an order serializes");
@@ -407,7 +416,16 @@ fn check_order_response(r: &OrderRequest) {
     assert_eq!(o["token"], token, "C-19: token mirrored, \"\" when omitted");
     assert_eq!(o["order_state"], json!("CREATED"), "C-17");
     assert_eq!(o["channel"], Value::Null, "C-17");
-    assert!(o["payment"].get("onchain").is_none(), "C-15");
+    match &r.refund_onchain_address {
+        None => assert!(o["payment"].get("onchain").is_none(), "C-15"),
+        Some(a) => {
+            let oc = &o["payment"]["onchain"];
+            assert_eq!(oc["state"], json!("EXPECT_PAYMENT"), "P-13");
+            assert_eq!(oc["min_fee_for_0conf"], Value::Null, "P-11");
+            assert_eq!(oc["refund_onchain_address"], json!(a), "P-12");
+            assert_eq!(oc["order_total_sat"], json!(u64::MAX.to_string()), "T-20");
+        }
+    }
 }
 
 /// Ruling 3: REST is more lenient than P2P, so a request P2P accepts is accepted over

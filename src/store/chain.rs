@@ -208,17 +208,22 @@ impl Store {
         chain_outputs_in(&self.lock(), order_id)
     }
 
-    /// Outputs that still call for work (seen, a payment, being refunded), by order.
-    pub fn open_chain_outputs(&self) -> Result<Vec<(String, ChainOutput)>, StoreError> {
+    /// Outputs that still call for work (seen, a payment, being refunded), with their
+    /// order's phase.
+    pub fn open_chain_outputs(&self) -> Result<Vec<(String, Phase, ChainOutput)>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT order_id, txid, vout, amount_sat, blockheight, role FROM chain_outputs \
-             WHERE role IN ('seen', 'payment', 'refunding')",
+            "SELECT c.order_id, c.txid, c.vout, c.amount_sat, c.blockheight, c.role, o.phase \
+             FROM chain_outputs c JOIN orders o ON o.order_id = c.order_id \
+             WHERE c.role IN ('seen', 'payment', 'refunding')",
         )?;
-        let rows = stmt.query_map([], output_row)?;
+        let rows = stmt.query_map([], |r| Ok((output_row(r)?, r.get::<_, String>(6)?)))?;
         let mut out = vec![];
         for r in rows {
-            out.push(to_output(r?)?);
+            let (row, phase) = r?;
+            let phase = Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(format!("phase {phase}")))?;
+            let (id, o) = to_output(row)?;
+            out.push((id, phase, o));
         }
         Ok(out)
     }
@@ -456,6 +461,12 @@ impl Store {
             tx.execute(
                 "UPDATE chain_outputs SET role = 'refunded' WHERE role = 'refunding' AND txid || ':' || vout IN \
                  (SELECT value FROM json_each((SELECT inputs FROM chain_refunds WHERE txid = ?1)))",
+                params![txid],
+            )?;
+            // A surplus refund spent the payment: the rest went to the wallet as change.
+            tx.execute(
+                "UPDATE chain_outputs SET role = 'kept' WHERE role = 'payment' AND txid || ':' || vout IN \
+                 (SELECT value FROM json_each((SELECT inputs FROM chain_refunds WHERE txid = ?1 AND kind = 'surplus')))",
                 params![txid],
             )?;
         }

@@ -9,9 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use super::*;
 use crate::clock::Clock;
+use crate::lifecycle::onchain::MAX_CONFIRMATIONS;
 use crate::lifecycle::onchain::{ChainStep, OnchainTerms, OrderView, next_steps, refund_weight, surplus_amount};
 use crate::order::Phase;
-use crate::order::chain::Outpoint;
+use crate::order::chain::{Outpoint, OutputRole};
 use crate::ports::{ChannelApi, NodeApi, WalletApi, WalletOutput};
 use crate::store::{RefundKind, RefundRecord, RefundState, SeenOutput};
 
@@ -103,10 +104,13 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             });
             listed.insert((o.txid.clone(), o.vout), o);
         }
-        if let Err(e) = self.inner.store.call(move |s| s.record_outputs(&seen, now)).await {
-            log::warn!("Cannot record on-chain outputs: {e}");
-            return;
-        }
+        let changed = match self.inner.store.call(move |s| s.record_outputs(&seen, now)).await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("Cannot record on-chain outputs: {e}");
+                return;
+            }
+        };
         let open = match self.inner.store.call(|s| s.open_chain_outputs()).await {
             Ok(o) => o,
             Err(e) => {
@@ -115,10 +119,13 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             }
         };
         let mut reserve = vec![];
-        let mut orders: Vec<String> = vec![];
-        for (order_id, o) in &open {
+        let mut picked: HashSet<String> = changed.iter().cloned().collect();
+        let mut orders: Vec<String> = changed;
+        for (order_id, phase, o) in &open {
             match listed.get(&op_key(&o.outpoint)) {
-                None if o.role.must_stay_reserved() && o.blockheight.is_some() => {
+                // A completed order's payment may leave the list spent by its own surplus
+                // refund: that is settled with the refund, not news.
+                None if o.role.must_stay_reserved() && o.blockheight.is_some() && *phase != Phase::Completed => {
                     // Not listed any more, not by a refund of ours: reorged out with its
                     // transaction, or spent by something else. Never counted again until
                     // the wallet lists it again.
@@ -137,7 +144,13 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 }
                 _ => {}
             }
-            if !orders.contains(order_id) {
+            // An order waiting for payment whose outputs did not move has nothing new to
+            // decide, unless an output just got deep enough: those (most of them, on a busy
+            // LSP) are left alone, so a block's work follows what happened, not history.
+            let idle = *phase == Phase::AwaitingPayment
+                && o.role == OutputRole::Seen
+                && o.blockheight.is_none_or(|h| tip.saturating_sub(h) > u32::from(MAX_CONFIRMATIONS));
+            if !idle && picked.insert(order_id.clone()) {
                 orders.push(order_id.clone());
             }
         }

@@ -1,0 +1,193 @@
+//! 6. On-chain payments: the plugin's work for one `block_added` (the chain pass: read the
+//! wallet, record outputs at orders' addresses, reserve, decide per order) with 1k and 10k
+//! open on-chain orders over a wallet of 100k outputs. In process, over the real store and
+//! the real engine; `listfunds` is answered from a JSON text of the wallet, parsed each pass
+//! as the plugin parses lightningd's answer, so its parse is in the figure. lightningd's own
+//! time to produce `listfunds` is not.
+
+use std::time::{Duration, Instant};
+
+use cln_lsps1::cln::wallet::parse_wallet_outputs;
+use cln_lsps1::clock::SystemClock;
+use cln_lsps1::lifecycle::{Engine, LifecycleConfig};
+use cln_lsps1::order::{Phase, Transport};
+use cln_lsps1::ports::{
+    ChannelApi, FeeEstimates, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel, WalletApi,
+    WalletFunds, WalletOutput,
+};
+use cln_lsps1::store::{Bolt11Record, InsertLimits, OnchainRecord, OrderRecord, Store};
+use serde_json::json;
+
+use crate::common::{Stats, Table, env_num, us};
+
+/// A node whose only live part is its wallet.
+struct BenchNode {
+    listfunds: String,
+}
+
+fn no(method: &'static str) -> NodeError {
+    NodeError::new(method, Some(-1), "not in this benchmark")
+}
+
+impl WalletApi for BenchNode {
+    async fn wallet_outputs(&self) -> Result<Vec<WalletOutput>, NodeError> {
+        let v: serde_json::Value = serde_json::from_str(&self.listfunds).map_err(|e| no_msg(e.to_string()))?;
+        parse_wallet_outputs(&v)
+    }
+    async fn reserve_outputs(&self, _o: Vec<(String, u32)>, _b: u32) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
+fn no_msg(m: String) -> NodeError {
+    NodeError::new("listfunds", None, m)
+}
+
+impl NodeApi for BenchNode {
+    async fn send_custom_message(&self, _p: bitcoin::secp256k1::PublicKey, _m: String) -> Result<(), NodeError> {
+        Err(no("sendcustommsg"))
+    }
+    async fn sign_invoice(&self, _i: String) -> Result<String, NodeError> {
+        Err(no("signinvoice"))
+    }
+    async fn peer_features(&self, _p: bitcoin::secp256k1::PublicKey) -> Result<Option<String>, NodeError> {
+        Ok(None)
+    }
+    async fn fee_estimates(&self) -> Result<FeeEstimates, NodeError> {
+        Ok(FeeEstimates { estimates: vec![(6, 2_500)], floor_perkw: 253, ..FeeEstimates::default() })
+    }
+    async fn wallet_funds(&self) -> Result<WalletFunds, NodeError> {
+        Ok(WalletFunds { confirmed_sat: 0 })
+    }
+}
+
+impl ChannelApi for BenchNode {
+    async fn fund_channel(&self, _r: OpenRequest) -> Result<OpenedChannel, NodeError> {
+        Err(no("fundchannel"))
+    }
+    async fn connect(&self, _p: bitcoin::secp256k1::PublicKey) -> Result<(), NodeError> {
+        Err(no("connect"))
+    }
+    async fn peer_connected(&self, _p: bitcoin::secp256k1::PublicKey) -> Result<bool, NodeError> {
+        Ok(false)
+    }
+    async fn peer_channels(&self, _p: bitcoin::secp256k1::PublicKey) -> Result<Vec<PeerChannel>, NodeError> {
+        Ok(vec![])
+    }
+    async fn list_htlcs(&self) -> Result<Vec<NodeHtlc>, NodeError> {
+        Ok(vec![])
+    }
+    async fn block_height(&self) -> Result<u32, NodeError> {
+        Ok(1000)
+    }
+}
+
+fn address(i: usize) -> String {
+    format!("bcrt1p{i:058}")
+}
+
+fn record(i: usize, now: i64) -> OrderRecord {
+    let id = format!("chain-{i:08}");
+    OrderRecord {
+        order_id: id.clone(),
+        created_at_ms: now,
+        updated_at_ms: now,
+        client_node_id: format!("02{:064x}", i),
+        transport: Transport::P2p,
+        lsp_balance_sat: 100_000,
+        client_balance_sat: 0,
+        required_channel_confirmations: 1,
+        funding_confirms_within_blocks: 6,
+        channel_expiry_blocks: 1000,
+        token: Some(String::new()),
+        refund_onchain_address: Some("bcrt1qjefm5vg3pshke552apccaxf92rkku89ucyj4hd".into()),
+        announce_channel: false,
+        client_info: None,
+        phase: Phase::AwaitingPayment,
+        held_at_ms: None,
+        refunded_after_open: false,
+        failure_reason: None,
+        fee_total_sat: 60_000,
+        order_total_sat: 60_000,
+        funding_feerate_perkw: 253,
+        reserved_sat: 0,
+        expires_at_ms: now + 86_400_000,
+        paid_method: None,
+        bolt11: Some(Bolt11Record {
+            invoice: format!("lnbcrt-{id}"),
+            payment_hash: format!("{i:064x}"),
+            preimage: "11".repeat(32),
+            payment_secret: "22".repeat(32),
+            expires_at_ms: now + 3_600_000,
+            min_final_cltv: 144,
+            fee_total_sat: 60_000,
+            order_total_sat: 60_000,
+        }),
+        onchain: Some(OnchainRecord {
+            address: address(i),
+            expires_at_ms: now + 86_400_000,
+            fee_total_sat: 61_000,
+            order_total_sat: 61_000,
+            min_confirmations: 1,
+            surplus_sat: 0,
+        }),
+        channel: None,
+        reorg_flagged: false,
+    }
+}
+
+/// `listfunds` of a wallet of `wallet` outputs, one output (paid short) at every tenth
+/// order's address, the rest the LSP's own.
+fn listfunds(orders: usize, wallet: usize) -> String {
+    let mut outs = Vec::with_capacity(wallet);
+    for i in 0..wallet {
+        let (addr, sat) =
+            if i < orders && i % 10 == 0 { (address(i), 30_000) } else { (format!("bcrt1q{i:038}"), 100_000) };
+        outs.push(json!({
+            "txid": format!("{i:064x}"), "output": 0, "amount_msat": sat * 1000,
+            "scriptpubkey": "5120".to_string() + &"ab".repeat(32), "address": addr,
+            "status": "confirmed", "blockheight": 900, "reserved": false,
+        }));
+    }
+    json!({"outputs": outs, "channels": []}).to_string()
+}
+
+pub async fn run(table: &mut Table) {
+    let wallet = env_num("LSPS1_BENCH_WALLET_OUTPUTS", 100_000);
+    let passes = env_num("LSPS1_BENCH_CHAIN_PASSES", 30);
+    println!("\n== 6. On-chain: one block's chain pass ({wallet} wallet outputs, {passes} passes per row)");
+    for orders in [1_000usize, 10_000] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+        let store = Store::open(&dir.path().join("chain.sqlite3")).expect("store");
+        let now = chrono::Utc::now().timestamp_millis();
+        let limits = InsertLimits { fundable_sat: u64::MAX, max_unpaid_per_client: u64::MAX, now_ms: now };
+        for i in 0..orders {
+            store.insert_order(&record(i, now), limits).expect("insert");
+        }
+        let node = BenchNode { listfunds: listfunds(orders, wallet) };
+        let engine = Engine::new(store, node, SystemClock, LifecycleConfig::default(), 1000, None);
+        let t = Instant::now();
+        engine.on_block(1000, None).await;
+        let first = t.elapsed();
+        let mut lat: Vec<Duration> = Vec::with_capacity(passes);
+        let start = Instant::now();
+        for h in 1001..1001 + passes as u32 {
+            let t = Instant::now();
+            engine.on_block(h, Some(format!("{h:064x}"))).await;
+            lat.push(t.elapsed());
+        }
+        let st = Stats::of(lat, start.elapsed());
+        table.add(
+            "chain",
+            format!("first pass, {orders} orders ({} paid short), {wallet} outputs", orders / 10),
+            format!("{:.1} ms", us(first) / 1000.0),
+        );
+        table
+            .add(
+                "chain",
+                format!("block_added pass, {orders} open orders, {wallet} outputs"),
+                format!("p50 {:.1} ms, p99 {:.1} ms", us(st.p50) / 1000.0, us(st.p99) / 1000.0),
+            )
+            .goal("p99 < 50 ms", st.p99 < Duration::from_millis(50));
+    }
+}
