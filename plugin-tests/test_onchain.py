@@ -11,6 +11,7 @@ this directory where lightningd, bitcoind or the plugin binary are missing.
 """
 from decimal import Decimal
 
+from test_lifecycle import ORDER
 from lsps_util import (
     assert_no_broken,
     connect,
@@ -28,15 +29,6 @@ LSP_FUNDS_SAT = 10**7
 ONCHAIN_OPTS = {
     "lsps1-onchain-payments": True,
     "lsps1-min-onchain-payment-size-sat": 5000,
-}
-ORDER = {
-    "lsp_balance_sat": "200000",
-    "client_balance_sat": "0",
-    "required_channel_confirmations": 1,
-    "funding_confirms_within_blocks": 6,
-    "channel_expiry_blocks": 1000,
-    "token": "",
-    "announce_channel": False,
 }
 
 

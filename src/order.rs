@@ -411,9 +411,15 @@ mod tests {
     #[test]
     fn every_other_transition_is_illegal() {
         type Event = fn(Phase) -> Result<Phase, TransitionError>;
-        let events: [(&str, Event); 3] =
-            [("held", Phase::payment_held), ("open", Phase::open_started), ("broadcast", Phase::funding_broadcast)];
-        let legal = [(AwaitingPayment, "held"), (PaymentHeld, "open"), (Opening, "broadcast")];
+        let events: [(&str, Event); 4] = [
+            ("held", Phase::payment_held),
+            ("open", Phase::open_started),
+            ("broadcast", Phase::funding_broadcast),
+            ("reorged", Phase::payment_reorged),
+        ];
+        // A payment reorged out goes back to waiting only before the open (ruling 25).
+        let legal =
+            [(AwaitingPayment, "held"), (PaymentHeld, "open"), (Opening, "broadcast"), (PaymentHeld, "reorged")];
         for p in Phase::ALL {
             for (name, ev) in events {
                 assert_eq!(ev(p).is_ok(), legal.contains(&(p, name)), "{p:?} {name}");

@@ -77,7 +77,7 @@ async fn rpc_once(path: &Path, method: &str, params: Value) -> Duration {
     t.elapsed()
 }
 
-fn record(i: usize, now: i64) -> OrderRecord {
+pub(crate) fn record(i: usize, now: i64) -> OrderRecord {
     let id = format!("bench-{i:08}");
     OrderRecord {
         order_id: id.clone(),

@@ -96,6 +96,68 @@ fn outpoint_strings(outpoints: &[(String, u32)]) -> Vec<String> {
     outpoints.iter().map(|(t, v)| format!("{t}:{v}")).collect()
 }
 
+impl ClnNode {
+    /// A signed refund of `outpoints` to `destination` (recipe A of the recordings, which
+    /// takes reserved inputs): everything less the fee (`amount_sat` `None`), or
+    /// `amount_sat` with the excess back to the wallet as change. `None` when the outputs
+    /// cannot pay the fee, or what is left is dust.
+    async fn refund_psbt(
+        &self,
+        outpoints: Vec<(String, u32)>,
+        destination: String,
+        amount_sat: Option<u64>,
+        feerate_perkw: u32,
+    ) -> Result<Option<SignedRefund>, NodeError> {
+        let script_len =
+            bitcoin::Address::from_str(&destination).map(|a| a.assume_checked().script_pubkey().len()).unwrap_or(34);
+        let built = self
+            .call(
+                "utxopsbt",
+                json!({
+                    "satoshi": amount_sat.map_or(json!("all"), |a| json!(a)),
+                    "feerate": format!("{feerate_perkw}perkw"),
+                    "startweight": start_weight(script_len),
+                    "utxos": outpoint_strings(&outpoints),
+                    "reservedok": true,
+                    "excess_as_change": amount_sat.is_some(),
+                }),
+            )
+            .await;
+        let built = match built {
+            Ok(v) => v,
+            // 301: the outputs cannot pay the fee at all (recorded: a 1,000 sat output).
+            Err(e) if e.code == Some(301) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let send_sat = match amount_sat {
+            Some(a) => a,
+            None => built.get("excess_msat").and_then(Value::as_u64).unwrap_or(0) / 1000,
+        };
+        if send_sat < crate::lifecycle::onchain::DUST_SAT {
+            return Ok(None);
+        }
+        let psbt = built
+            .get("psbt")
+            .and_then(Value::as_str)
+            .ok_or_else(|| NodeError::new("utxopsbt", None, "no psbt in the answer"))?;
+        let with_output = self
+            .call("addpsbtoutput", json!({ "satoshi": send_sat, "initialpsbt": psbt, "destination": destination }))
+            .await?;
+        let unsigned = with_output
+            .get("psbt")
+            .and_then(Value::as_str)
+            .ok_or_else(|| NodeError::new("addpsbtoutput", None, "no psbt in the answer"))?;
+        let signed = self.call("signpsbt", json!({ "psbt": unsigned })).await?;
+        let signed = signed
+            .get("signed_psbt")
+            .and_then(Value::as_str)
+            .ok_or_else(|| NodeError::new("signpsbt", None, "no signed_psbt in the answer"))?
+            .to_string();
+        let (txid, _paid, fee_sat) = signed_psbt_facts(&signed)?;
+        Ok(Some(SignedRefund { txid, psbt: signed, amount_sat: send_sat, fee_sat }))
+    }
+}
+
 impl WalletApi for ClnNode {
     async fn new_address(&self, kind: &'static str) -> Result<String, NodeError> {
         let v = self.call("newaddr", json!({ "addresstype": kind })).await?;
@@ -126,50 +188,7 @@ impl WalletApi for ClnNode {
         destination: String,
         feerate_perkw: u32,
     ) -> Result<Option<SignedRefund>, NodeError> {
-        let script_len =
-            bitcoin::Address::from_str(&destination).map(|a| a.assume_checked().script_pubkey().len()).unwrap_or(34);
-        let built = self
-            .call(
-                "utxopsbt",
-                json!({
-                    "satoshi": "all",
-                    "feerate": format!("{feerate_perkw}perkw"),
-                    "startweight": start_weight(script_len),
-                    "utxos": outpoint_strings(&outpoints),
-                    "reservedok": true,
-                    "excess_as_change": false,
-                }),
-            )
-            .await;
-        let built = match built {
-            Ok(v) => v,
-            // 301: the outputs cannot pay the fee at all (recorded: a 1,000 sat output).
-            Err(e) if e.code == Some(301) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let excess_sat = built.get("excess_msat").and_then(Value::as_u64).unwrap_or(0) / 1000;
-        if excess_sat < crate::lifecycle::onchain::DUST_SAT {
-            return Ok(None);
-        }
-        let psbt = built
-            .get("psbt")
-            .and_then(Value::as_str)
-            .ok_or_else(|| NodeError::new("utxopsbt", None, "no psbt in the answer"))?;
-        let with_output = self
-            .call("addpsbtoutput", json!({ "satoshi": excess_sat, "initialpsbt": psbt, "destination": destination }))
-            .await?;
-        let unsigned = with_output
-            .get("psbt")
-            .and_then(Value::as_str)
-            .ok_or_else(|| NodeError::new("addpsbtoutput", None, "no psbt in the answer"))?;
-        let signed = self.call("signpsbt", json!({ "psbt": unsigned })).await?;
-        let signed = signed
-            .get("signed_psbt")
-            .and_then(Value::as_str)
-            .ok_or_else(|| NodeError::new("signpsbt", None, "no signed_psbt in the answer"))?
-            .to_string();
-        let (txid, amount_sat, fee_sat) = signed_psbt_facts(&signed)?;
-        Ok(Some(SignedRefund { txid, psbt: signed, amount_sat, fee_sat }))
+        self.refund_psbt(outpoints, destination, None, feerate_perkw).await
     }
 
     async fn sign_partial_refund(
@@ -179,46 +198,7 @@ impl WalletApi for ClnNode {
         amount_sat: u64,
         feerate_perkw: u32,
     ) -> Result<Option<SignedRefund>, NodeError> {
-        let script_len =
-            bitcoin::Address::from_str(&destination).map(|a| a.assume_checked().script_pubkey().len()).unwrap_or(34);
-        // utxopsbt funds `satoshi` plus the fee and adds the excess as change to the wallet.
-        let built = self
-            .call(
-                "utxopsbt",
-                json!({
-                    "satoshi": amount_sat,
-                    "feerate": format!("{feerate_perkw}perkw"),
-                    "startweight": start_weight(script_len),
-                    "utxos": outpoint_strings(&outpoints),
-                    "reservedok": true,
-                    "excess_as_change": true,
-                }),
-            )
-            .await;
-        let built = match built {
-            Ok(v) => v,
-            Err(e) if e.code == Some(301) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let psbt = built
-            .get("psbt")
-            .and_then(Value::as_str)
-            .ok_or_else(|| NodeError::new("utxopsbt", None, "no psbt in the answer"))?;
-        let with_output = self
-            .call("addpsbtoutput", json!({ "satoshi": amount_sat, "initialpsbt": psbt, "destination": destination }))
-            .await?;
-        let unsigned = with_output
-            .get("psbt")
-            .and_then(Value::as_str)
-            .ok_or_else(|| NodeError::new("addpsbtoutput", None, "no psbt in the answer"))?;
-        let signed = self.call("signpsbt", json!({ "psbt": unsigned })).await?;
-        let signed = signed
-            .get("signed_psbt")
-            .and_then(Value::as_str)
-            .ok_or_else(|| NodeError::new("signpsbt", None, "no signed_psbt in the answer"))?
-            .to_string();
-        let (txid, _paid, fee_sat) = signed_psbt_facts(&signed)?;
-        Ok(Some(SignedRefund { txid, psbt: signed, amount_sat, fee_sat }))
+        self.refund_psbt(outpoints, destination, Some(amount_sat), feerate_perkw).await
     }
 
     async fn broadcast(&self, psbt: String) -> Result<String, NodeError> {
