@@ -260,6 +260,16 @@ pub trait WalletApi: Send + Sync + 'static {
         async { Err(NodeError::new("utxopsbt", None, "no on-chain wallet")) }
     }
 
+    /// Spend `outpoint` (an unconfirmed change output of ours) back to the wallet at
+    /// `feerate_perkw`, at once: a child that pays for its parent (CPFP, ruling 26).
+    fn bump_by_child(
+        &self,
+        _outpoint: (String, u32),
+        _feerate_perkw: u32,
+    ) -> impl Future<Output = Result<String, NodeError>> + Send {
+        async { Err(NodeError::new("withdraw", None, "no on-chain wallet")) }
+    }
+
     /// `sendpsbt`: broadcast a signed PSBT (again: a rebroadcast is harmless).
     fn broadcast(&self, _psbt: String) -> impl Future<Output = Result<String, NodeError>> + Send {
         async { Err(NodeError::new("sendpsbt", None, "no on-chain wallet")) }

@@ -119,7 +119,36 @@ fn listfunds(orders: usize, wallet: usize) -> String {
     json!({"outputs": outs, "channels": []}).to_string()
 }
 
+/// create_order with the on-chain option on: every order also gets an address (`newaddr`).
+async fn create_onchain(table: &mut Table) {
+    let n = env_num("LSPS1_BENCH_ORDERS_N", 4_000);
+    let s = std::sync::Arc::new(
+        crate::p2p::unlimited(crate::standin::StandIn::builder())
+            .option("lsps1-onchain-payments", json!(true))
+            .option("lsps1-min-onchain-payment-size-sat", json!(1_000))
+            .start()
+            .await,
+    );
+    let ps = crate::common::peers(n + 200);
+    let mut params = crate::orders::order_params(100_000);
+    params["refund_onchain_address"] = json!("bcrt1qjefm5vg3pshke552apccaxf92rkku89ucyj4hd");
+    let _warm = crate::orders::create_many_with(&s, &ps[..200], 16, params.clone()).await;
+    let (st, orders) = crate::orders::create_many_with(&s, &ps[200..], 16, params).await;
+    assert!(orders.iter().all(|o| o["result"]["payment"]["onchain"]["address"].is_string()), "on-chain option");
+    table
+        .add(
+            "chain",
+            "create_order with the on-chain option, 16 at once",
+            format!("{:.0} orders/s, p50 {:.0} µs, p99 {:.0} µs", st.per_sec, us(st.p50), us(st.p99)),
+        )
+        .goal("≥ 1,000 orders/s", st.per_sec >= 1000.0);
+    if let Ok(s) = std::sync::Arc::try_unwrap(s) {
+        s.shutdown().await;
+    }
+}
+
 pub async fn run(table: &mut Table) {
+    create_onchain(table).await;
     let wallet = env_num("LSPS1_BENCH_WALLET_OUTPUTS", 100_000);
     let passes = env_num("LSPS1_BENCH_CHAIN_PASSES", 30);
     println!("\n== 6. On-chain: one block's chain pass ({wallet} wallet outputs, {passes} passes per row)");

@@ -30,13 +30,24 @@ pub fn order_params(lsp_sat: u64) -> Value {
 /// `conc` lanes at once, each creating one order for each of its clients in turn: every
 /// order from a different client, as on a live LSP (the per-client quota never binds).
 async fn create_many(s: &Arc<StandIn>, clients: &[PublicKey], conc: usize) -> (Stats, Vec<Value>) {
+    create_many_with(s, clients, conc, order_params(100_000)).await
+}
+
+/// [`create_many`] with these create_order params.
+pub(crate) async fn create_many_with(
+    s: &Arc<StandIn>,
+    clients: &[PublicKey],
+    conc: usize,
+    params: Value,
+) -> (Stats, Vec<Value>) {
     let start = Instant::now();
     let mut tasks = vec![];
     for lane in clients.chunks(clients.len().div_ceil(conc)) {
         let s = s.clone();
         let lane: Vec<_> = lane.iter().map(|p| (*p, s.route_sent(p))).collect();
+        let params = params.clone();
         tasks.push(tokio::spawn(async move {
-            let body = req("c", "lsps1.create_order", order_params(100_000)).to_string().into_bytes();
+            let body = req("c", "lsps1.create_order", params).to_string().into_bytes();
             let mut out = Vec::with_capacity(lane.len());
             for (p, mut rx) in lane {
                 let t = Instant::now();

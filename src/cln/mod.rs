@@ -226,6 +226,7 @@ pub async fn run() -> Result<()> {
         zero_reserve: cfg.options.supports_zero_channel_reserve,
         onchain_open_deadline: Duration::from_secs(cfg.onchain.expiry_secs),
         onchain: cfg.onchain,
+        funding_weight: cfg.pricing.funding_weight,
         ..LifecycleConfig::default()
     };
     let engine = Engine::new(store.clone(), node.clone(), SystemClock, lifecycle_cfg, height, Some(events_tx.clone()));

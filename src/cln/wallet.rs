@@ -201,6 +201,28 @@ impl WalletApi for ClnNode {
         self.refund_psbt(outpoints, destination, Some(amount_sat), feerate_perkw).await
     }
 
+    async fn bump_by_child(&self, outpoint: (String, u32), feerate_perkw: u32) -> Result<String, NodeError> {
+        // The recorded CPFP child (`withdraw.ok-cpfp-child-of-unconfirmed-funding`):
+        // `withdraw` of exactly the change, minconf 0, to an address of our own.
+        let to = self.new_address("p2tr").await?;
+        let v = self
+            .call(
+                "withdraw",
+                json!({
+                    "destination": to,
+                    "satoshi": "all",
+                    "feerate": format!("{feerate_perkw}perkw"),
+                    "minconf": 0,
+                    "utxos": [format!("{}:{}", outpoint.0, outpoint.1)],
+                }),
+            )
+            .await?;
+        v.get("txid")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| NodeError::new("withdraw", None, "no txid in the answer"))
+    }
+
     async fn broadcast(&self, psbt: String) -> Result<String, NodeError> {
         let v = self.call("sendpsbt", json!({ "psbt": psbt })).await?;
         v.get("txid")

@@ -51,6 +51,8 @@ pub struct LifecycleConfig {
     pub onchain_open_deadline: Duration,
     /// On-chain payments (rulings 21–26).
     pub onchain: crate::config::OnchainConfig,
+    /// Weight of a funding transaction, as priced (the funding promise sizes a bump on it).
+    pub funding_weight: u64,
 }
 
 impl Default for LifecycleConfig {
@@ -66,6 +68,7 @@ impl Default for LifecycleConfig {
             reconnect_every: Duration::from_secs(30),
             onchain_open_deadline: Duration::from_secs(86_400),
             onchain: crate::config::OnchainConfig::default(),
+            funding_weight: 702,
         }
     }
 }

@@ -168,3 +168,98 @@ pub fn refund_amount(amount_sat: u64, weight: u64, feerate_perkw: u32) -> Option
 
 #[cfg(test)]
 mod tests;
+
+/// What the funding promise of an order asks (ruling 26): its funding transaction confirms
+/// within `funding_confirms_within_blocks` of the payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FundingWatch {
+    /// The block by which the funding transaction must be mined.
+    pub deadline: u32,
+    /// The fee rate the funding transaction pays (what the order was opened at).
+    pub feerate_perkw: u32,
+    /// Its weight, as priced.
+    pub weight: u64,
+    /// A child was already sent.
+    pub bumped: bool,
+}
+
+/// The funding transaction's change output, as the wallet lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub amount_sat: u64,
+    pub confirmed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FundingStep {
+    /// Mined: the promise is kept.
+    Confirmed,
+    Wait,
+    /// Spend the change to ourselves at this rate: parent and child together pay the
+    /// target rate (CPFP). `capped`: the cap held it below what the target needs.
+    Bump {
+        child_feerate_perkw: u32,
+        capped: bool,
+    },
+    /// The promise is at risk and cannot be helped by a bump: tell the operator, once.
+    Warn(&'static str),
+}
+
+/// Weight of the CPFP child: one wallet input, one output to the wallet (the recorded
+/// child: 111 vB).
+pub const CHILD_WEIGHT: u64 = 444;
+
+/// Blocks before the deadline at which an unconfirmed funding transaction is bumped.
+pub const BUMP_LEAD_BLOCKS: u32 = 2;
+
+/// Decide for one funding transaction at `tip`, with the fee market asking `target_perkw`
+/// to be mined soon and the operator's cap `cap_perkw` (ruling 26). `change` is `None`
+/// when the wallet lists no change output of it (none, or already spent).
+///
+/// `child` is the bump's own output once one was sent: mined with its parent, it says the
+/// parent is mined too (the change it spent is no longer listed then).
+pub fn funding_step(
+    w: FundingWatch,
+    change: Option<Change>,
+    child: Option<Change>,
+    tip: u32,
+    target_perkw: u32,
+    cap_perkw: u32,
+) -> FundingStep {
+    let near = tip.saturating_add(BUMP_LEAD_BLOCKS) >= w.deadline;
+    if child.is_some_and(|c| c.confirmed) {
+        return FundingStep::Confirmed;
+    }
+    if w.bumped {
+        return match change {
+            Some(Change { confirmed: true, .. }) => FundingStep::Confirmed,
+            _ if tip > w.deadline.saturating_add(BUMP_LEAD_BLOCKS) => {
+                FundingStep::Warn("the funding transaction is still unconfirmed after its bump")
+            }
+            _ => FundingStep::Wait,
+        };
+    }
+    match change {
+        Some(Change { confirmed: true, .. }) => FundingStep::Confirmed,
+        None if near => FundingStep::Warn("the funding transaction has no change output to bump"),
+        None => FundingStep::Wait,
+        Some(_) if !near => FundingStep::Wait,
+        Some(c) => {
+            if target_perkw <= w.feerate_perkw {
+                // It pays what the market asks: a child would not make it any likelier.
+                return FundingStep::Wait;
+            }
+            // The package (parent + child) at the target rate, less what the parent pays.
+            let package = u64::from(target_perkw).saturating_mul(w.weight + CHILD_WEIGHT).div_ceil(1000);
+            let parent = u64::from(w.feerate_perkw).saturating_mul(w.weight) / 1000;
+            let child_fee = package.saturating_sub(parent);
+            let want = u32::try_from(child_fee.saturating_mul(1000).div_ceil(CHILD_WEIGHT)).unwrap_or(u32::MAX);
+            let rate = want.min(cap_perkw);
+            let fee_at_rate = u64::from(rate).saturating_mul(CHILD_WEIGHT).div_ceil(1000);
+            if c.amount_sat.saturating_sub(fee_at_rate) < DUST_SAT {
+                return FundingStep::Warn("the funding transaction's change is too small to pay for a bump");
+            }
+            FundingStep::Bump { child_feerate_perkw: rate, capped: want > cap_perkw }
+        }
+    }
+}

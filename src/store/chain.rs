@@ -537,6 +537,79 @@ impl Store {
     }
 }
 
+/// A funding transaction watched for the funding promise (ruling 26).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedFunding {
+    pub order_id: String,
+    pub funding_txid: String,
+    pub funding_outnum: u32,
+    /// The block by which it must be mined: the block it was recorded at plus the order's
+    /// `funding_confirms_within_blocks`.
+    pub deadline: u32,
+    pub feerate_perkw: u32,
+    /// The child that bumped it, once one was sent.
+    pub child: Option<String>,
+}
+
+impl Store {
+    /// Funding transactions of completed orders not yet known to be mined.
+    pub fn watched_fundings(&self) -> Result<Vec<WatchedFunding>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT c.order_id, c.funding_txid, c.funding_outnum, c.lease_end_block, o.channel_expiry_blocks, \
+             o.funding_confirms_within_blocks, o.funding_feerate_perkw, c.funding_child \
+             FROM channels c JOIN orders o ON o.order_id = c.order_id \
+             WHERE (c.funding_state IS NULL OR c.funding_state = 'bumped') AND c.lease_end_block IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for r in rows {
+            let (order_id, funding_txid, outnum, lease_end, expiry, within, rate, child) = r?;
+            let funded = lease_end.saturating_sub(expiry);
+            out.push(WatchedFunding {
+                order_id,
+                funding_txid,
+                funding_outnum: u32::try_from(outnum).map_err(|_| StoreError::Range("funding_outnum"))?,
+                deadline: u32::try_from(funded.saturating_add(within)).map_err(|_| StoreError::Range("deadline"))?,
+                feerate_perkw: u32::try_from(rate).map_err(|_| StoreError::Range("funding_feerate_perkw"))?,
+                child,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Where an order's funding promise stands now, with its event.
+    pub fn set_funding_state(
+        &self,
+        order_id: &str,
+        state: &'static str,
+        child: Option<&str>,
+        now_ms: i64,
+        detail: &Value,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE channels SET funding_state = ?1, funding_child = COALESCE(?2, funding_child) WHERE order_id = ?3",
+            params![state, child, order_id],
+        )?;
+        insert_event(&tx, order_id, now_ms, &format!("funding_{state}"), None, None, Some(detail))?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
 pub(crate) fn chain_outputs_in(conn: &Connection, order_id: &str) -> Result<Vec<ChainOutput>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT order_id, txid, vout, amount_sat, blockheight, role FROM chain_outputs WHERE order_id = ?1 \

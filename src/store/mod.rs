@@ -14,7 +14,7 @@ mod lifecycle;
 pub mod schema;
 
 pub use answers::Answers;
-pub use chain::{RefundKind, RefundRecord, RefundState, SeenOutput};
+pub use chain::{RefundKind, RefundRecord, RefundState, SeenOutput, WatchedFunding};
 pub use lifecycle::{HtlcKey, HtlcRecord, HtlcWrite, Lease, Resolution};
 
 use std::path::{Path, PathBuf};

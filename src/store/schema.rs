@@ -159,6 +159,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX chain_refunds_by_order ON chain_refunds (order_id);
     CREATE INDEX chain_refunds_open ON chain_refunds (state) WHERE state IN ('signed', 'broadcast');
+    -- The funding promise (ruling 26): NULL while the funding transaction is watched;
+    -- channels recorded before this version are not.
+    ALTER TABLE channels ADD COLUMN funding_state TEXT
+        CHECK (funding_state IN ('confirmed', 'bumped', 'flagged', 'unwatched'));
+    ALTER TABLE channels ADD COLUMN funding_child TEXT;
+    UPDATE channels SET funding_state = 'unwatched';
+    CREATE INDEX channels_funding_watched ON channels (order_id) WHERE funding_state IS NULL OR funding_state = 'bumped';
     CREATE TABLE chain_blocks (
         height            INTEGER PRIMARY KEY NOT NULL,
         hash              TEXT NOT NULL

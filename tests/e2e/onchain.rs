@@ -511,3 +511,46 @@ async fn killed_at_every_message_of_an_onchain_purchase() {
 async fn killed_at_every_message_of_an_onchain_refund() {
     onchain_sweep(Path::Refund).await;
 }
+
+#[tokio::test]
+async fn ruling26_a_funding_near_its_deadline_is_bumped_by_a_child_paying_for_the_package() {
+    // Any order, however paid: here one paid by Lightning.
+    let s = StandIn::builder().start().await;
+    let (_, client) = peer(50);
+    s.peer_connects(&client).await;
+    let order = create(&s, &client, params(200_000, 0, 1)).await;
+    let id = order["order_id"].as_str().unwrap().to_string();
+    s.hold_fundings(true);
+    let pay = pay_of(&order);
+    let h = s.send_htlc(part(&s, &pay, pay.amount_msat, "103x1x0")).await;
+    assert!(h.outcome(WAIT).await.is_settled());
+    let funded_at = s.height();
+    let funding = s.calls("fundchannel");
+    assert_eq!(funding.len(), 1);
+    // funding_confirms_within_blocks 6: the deadline is 6 blocks on; nothing before the
+    // last two.
+    s.mine(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.calls("withdraw").is_empty(), "no bump 3 blocks before the deadline");
+    s.mine(1).await;
+    let v = wait_for(&s, &id, "a bump", |v| v["events"].to_string().contains("funding_bumped")).await;
+    let w = s.calls("withdraw");
+    assert_eq!(w.len(), 1, "{w:?}");
+    let outpoint = v["order"]["channel"]["funding_outpoint"].as_str().unwrap().to_string();
+    let (txid, _) = outpoint.split_once(':').unwrap();
+    assert_eq!(w[0]["utxos"], json!([format!("{txid}:1")]), "the funding's change");
+    assert_eq!(w[0]["minconf"], json!(0));
+    // The fixture's 2-block estimate (15,000 perkw) for parent and child together: the child
+    // pays more than the package rate.
+    let rate: u32 = w[0]["feerate"].as_str().unwrap().trim_end_matches("perkw").parse().unwrap();
+    assert!(rate > 15_000, "{rate}");
+    assert_eq!(s.height(), funded_at + 4);
+    // Mined: watched no more, bumped once.
+    s.hold_fundings(false);
+    s.mine(1).await;
+    wait_for(&s, &id, "confirmed", |v| v["events"].to_string().contains("funding_confirmed")).await;
+    s.mine(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.calls("withdraw").len(), 1);
+    s.assert_no_fatal();
+}

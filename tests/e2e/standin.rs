@@ -467,8 +467,11 @@ impl RpcState {
         notes
     }
 
-    /// A block was mined: fundings not yet mined get into it.
+    /// A block was mined: fundings not yet mined get into it (unless held out).
     fn on_block(&self, height: u32) -> Vec<(String, Value)> {
+        if self.wallet.lock().unwrap().hold_fundings {
+            return self.advance_channels();
+        }
         let mut tx_index = 0;
         for ch in self.channels.lock().unwrap().iter_mut().filter(|c| c.confirmed.is_none()) {
             tx_index += 1;
@@ -1323,6 +1326,12 @@ impl StandIn {
         self.rpc.fork.fetch_add(1, Ordering::SeqCst);
         self.rpc.height.store(fork_at, Ordering::SeqCst);
         self.mine(depth + 1).await;
+    }
+
+    /// Keep channel fundings (and their change) out of the next blocks (`true`), or let
+    /// them be mined.
+    pub fn hold_fundings(&self, hold: bool) {
+        self.rpc.wallet.lock().unwrap().hold_fundings = hold;
     }
 
     /// Keep our own broadcasts out of the next blocks (`true`), or let them be mined.
@@ -2191,6 +2200,9 @@ fn fundchannel(rpc: &RpcState, params: &Value, notes: &mut Vec<(String, Value)>)
     };
     let txid = tx.compute_txid();
     let outnum = 0u32;
+    // The wallet's change, listed at once, unconfirmed (onchain/05-fundchannel-cpfp): the
+    // output a child can spend to pay for its parent.
+    rpc.wallet.lock().unwrap().add_change(bitcoin::OutPoint { txid, vout: outnum + 1 }, 1_000_000);
     // derive_channel_id: the txid's bytes (internal order), last two XORed with the outnum.
     let mut cid = txid.to_byte_array();
     cid[30] ^= (outnum >> 8) as u8;
@@ -2322,6 +2334,7 @@ fn default_reply(
         "addpsbtoutput" => chain::Wallet::addpsbtoutput(params),
         "signpsbt" => chain::Wallet::signpsbt(params),
         "sendpsbt" => rpc.wallet.lock().unwrap().sendpsbt(params),
+        "withdraw" => rpc.wallet.lock().unwrap().withdraw(params),
         "sendcustommsg" => {
             let node = param(params, "node_id", 0).and_then(Value::as_str).unwrap_or("");
             let msg = param(params, "msg", 1).and_then(Value::as_str).unwrap_or("");

@@ -57,6 +57,10 @@ pub struct Wallet {
     pub mined: HashMap<Txid, (Transaction, u32)>,
     /// Our broadcasts stay out of blocks (a fee market that ignores them).
     pub hold_mempool: bool,
+    /// Channel fundings and their change stay out of blocks.
+    pub hold_fundings: bool,
+    /// Change outputs of fundings, not mined yet.
+    changes: Vec<OutPoint>,
 }
 
 fn err(code: i64, msg: impl Into<String>) -> Value {
@@ -123,8 +127,81 @@ impl Wallet {
         outpoint
     }
 
+    /// The change of a funding transaction we broadcast: listed at once, unconfirmed.
+    pub fn add_change(&mut self, outpoint: OutPoint, amount_sat: u64) {
+        let script = Address::p2wsh(&ScriptBuf::new(), Network::Regtest);
+        self.coins.push(Coin {
+            outpoint,
+            amount_sat,
+            address: script.to_string(),
+            script: script.script_pubkey(),
+            blockheight: None,
+            listed: true,
+            reserved_to: None,
+            spent_by: None,
+        });
+        self.changes.push(outpoint);
+    }
+
+    /// `withdraw` of chosen outputs, all of them, to `destination` (the recorded CPFP child).
+    pub fn withdraw(&mut self, params: &Value) -> Result<Value, Value> {
+        let feerate = feerate_perkw(params.get("feerate"))?;
+        let ops: Vec<OutPoint> = params["utxos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().and_then(parse_outpoint))
+            .collect();
+        let coins: Vec<Coin> = self.coins.iter().filter(|c| ops.contains(&c.outpoint) && c.listed).cloned().collect();
+        if coins.len() != ops.len() || coins.is_empty() {
+            return Err(err(-32602, "Unknown UTXO"));
+        }
+        let total: u64 = coins.iter().map(|c| c.amount_sat).sum();
+        let fee = (444 * coins.len() as u64 * feerate).div_ceil(1000);
+        let dest = params["destination"]
+            .as_str()
+            .and_then(|a| Address::from_str(a).ok())
+            .ok_or_else(|| err(-32602, "destination: should be a valid address"))?
+            .assume_checked();
+        let tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: coins.iter().map(|c| TxIn { previous_output: c.outpoint, ..Default::default() }).collect(),
+            output: vec![TxOut {
+                value: Amount::from_sat(total.saturating_sub(fee)),
+                script_pubkey: dest.script_pubkey(),
+            }],
+        };
+        let txid = tx.compute_txid();
+        for c in self.coins.iter_mut().filter(|c| ops.contains(&c.outpoint)) {
+            c.spent_by = Some(txid);
+        }
+        // Its output is the wallet's: listed at once, unconfirmed, mined with the tx.
+        if self.addresses.contains_key(&dest.to_string()) {
+            self.coins.push(Coin {
+                outpoint: OutPoint { txid, vout: 0 },
+                amount_sat: total.saturating_sub(fee),
+                address: dest.to_string(),
+                script: dest.script_pubkey(),
+                blockheight: None,
+                listed: true,
+                reserved_to: None,
+                spent_by: None,
+            });
+        }
+        self.mempool.insert(txid, Pending { tx: tx.clone(), fee_sat: fee });
+        Ok(json!({"tx": bitcoin::consensus::encode::serialize_hex(&tx), "txid": txid.to_string(), "psbt": ""}))
+    }
+
     /// A block at `height`: incoming deposits and our broadcasts are mined.
     pub fn on_block(&mut self, height: u32) {
+        if !self.hold_fundings {
+            for op in std::mem::take(&mut self.changes) {
+                if let Some(c) = self.coins.iter_mut().find(|c| c.outpoint == op) {
+                    c.blockheight = Some(height);
+                }
+            }
+        }
         for op in std::mem::take(&mut self.incoming) {
             if let Some(c) = self.coins.iter_mut().find(|c| c.outpoint == op) {
                 c.blockheight = Some(height);
@@ -137,6 +214,9 @@ impl Wallet {
         for (txid, p) in std::mem::take(&mut self.mempool) {
             let spent: Vec<OutPoint> = p.tx.input.iter().map(|i| i.previous_output).collect();
             self.coins.retain(|c| !spent.contains(&c.outpoint));
+            for c in self.coins.iter_mut().filter(|c| c.outpoint.txid == txid) {
+                c.blockheight = Some(height);
+            }
             self.mined.insert(txid, (p.tx, height));
         }
     }

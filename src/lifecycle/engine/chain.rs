@@ -7,10 +7,15 @@
 
 use std::collections::{HashMap, HashSet};
 
+use serde_json::json;
+
 use super::*;
 use crate::clock::Clock;
 use crate::lifecycle::onchain::MAX_CONFIRMATIONS;
-use crate::lifecycle::onchain::{ChainStep, OnchainTerms, OrderView, next_steps, refund_weight, surplus_amount};
+use crate::lifecycle::onchain::{
+    ChainStep, Change, FundingStep, FundingWatch, OnchainTerms, OrderView, funding_step, next_steps, refund_weight,
+    surplus_amount,
+};
 use crate::order::Phase;
 use crate::order::chain::{Outpoint, OutputRole};
 use crate::ports::{ChannelApi, NodeApi, WalletApi, WalletOutput};
@@ -62,7 +67,105 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             }
         }
         // The new block counts at once, before the height is published to the drivers.
-        self.chain_pass_at(height.max(self.height())).await;
+        let tip = height.max(self.height());
+        self.chain_pass_at(tip).await;
+        self.funding_pass(tip).await;
+    }
+
+    /// The funding promise of every order, however paid (ruling 26): a funding transaction
+    /// still unconfirmed as its deadline nears is bumped by a child spending its change,
+    /// sized for the package; what cannot be bumped is told to the operator.
+    pub async fn funding_pass(&self, tip: u32) {
+        let watched = match self.inner.store.call(|s| s.watched_fundings()).await {
+            Ok(w) if w.is_empty() => return,
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("Cannot read the funding transactions to watch: {e}");
+                return;
+            }
+        };
+        let wallet = match self.inner.node.wallet_outputs().await {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("Cannot read the wallet for the funding promise ({e}); next block");
+                return;
+            }
+        };
+        let target = match self.inner.node.fee_estimates().await {
+            Ok(f) => crate::lsps1::pricing::feerate_for_target(&f, 2).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let cap = self.inner.cfg.onchain.max_feerate_perkw;
+        let now = self.inner.clock.now_ms();
+        for w in watched {
+            let change = wallet.iter().find(|o| o.txid == w.funding_txid && o.vout != w.funding_outnum);
+            let watch = FundingWatch {
+                deadline: w.deadline,
+                feerate_perkw: w.feerate_perkw,
+                weight: self.inner.cfg.funding_weight,
+                bumped: w.child.is_some(),
+            };
+            let seen = change.map(|c| Change { amount_sat: c.amount_sat, confirmed: c.blockheight.is_some() });
+            let child = w
+                .child
+                .as_ref()
+                .and_then(|t| wallet.iter().find(|o| o.txid == *t))
+                .map(|c| Change { amount_sat: c.amount_sat, confirmed: c.blockheight.is_some() });
+            let step = funding_step(watch, seen, child, tip, target, cap);
+            let id = w.order_id.clone();
+            match step {
+                FundingStep::Wait => {}
+                FundingStep::Confirmed => {
+                    let d = json!({"txid": w.funding_txid, "height": tip, "deadline": w.deadline});
+                    if let Err(e) =
+                        self.inner.store.call(move |s| s.set_funding_state(&id, "confirmed", None, now, &d)).await
+                    {
+                        log::warn!("Order {}: cannot record its funding as mined: {e}", w.order_id);
+                    }
+                }
+                FundingStep::Bump { child_feerate_perkw, capped } => {
+                    let Some(c) = change else { continue };
+                    match self.inner.node.bump_by_child((c.txid.clone(), c.vout), child_feerate_perkw).await {
+                        Ok(child) => {
+                            log::info!(
+                                "Order {}: funding {} unconfirmed {} block(s) before its deadline; child {child} at {child_feerate_perkw} perkw{}",
+                                w.order_id,
+                                w.funding_txid,
+                                w.deadline.saturating_sub(tip),
+                                if capped { " (held to the fee cap)" } else { "" }
+                            );
+                            let d = json!({"txid": w.funding_txid, "child": child, "feerate_perkw": child_feerate_perkw,
+                                "capped": capped, "deadline": w.deadline});
+                            let store_child = child.clone();
+                            if let Err(e) = self
+                                .inner
+                                .store
+                                .call(move |s| s.set_funding_state(&id, "bumped", Some(&store_child), now, &d))
+                                .await
+                            {
+                                log::warn!("Order {}: cannot record its funding bump: {e}", w.order_id);
+                            }
+                        }
+                        Err(e) => log::warn!("Order {}: cannot bump its funding ({e}); next block", w.order_id),
+                    }
+                }
+                FundingStep::Warn(why) => {
+                    log::warn!(
+                        "Order {}: funding {} may miss its deadline (block {}): {why}",
+                        w.order_id,
+                        w.funding_txid,
+                        w.deadline
+                    );
+                    let d = json!({"txid": w.funding_txid, "deadline": w.deadline, "why": why});
+                    if let Ok(()) =
+                        self.inner.store.call(move |s| s.set_funding_state(&id, "flagged", None, now, &d)).await
+                        && let Ok(Some((order, _))) = self.load(&w.order_id).await
+                    {
+                        self.emit_note(&order, "funding_deadline_at_risk");
+                    }
+                }
+            }
+        }
     }
 
     /// One look at the chain at the current height.

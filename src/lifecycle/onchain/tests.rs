@@ -149,3 +149,34 @@ fn ruling23_a_surplus_goes_back_once_the_channel_opened() {
     assert_eq!(surplus_amount(50_000, 1, 22, 1_000), Some(50_000 - (w * 1_000).div_ceil(1000)));
     assert_eq!(surplus_amount(700, 1, 22, 1_000), None);
 }
+
+const WATCH: FundingWatch = FundingWatch { deadline: 106, feerate_perkw: 11_000, weight: 702, bumped: false };
+
+#[test]
+fn ruling26_a_funding_near_its_deadline_is_bumped_for_the_whole_package() {
+    let change = Some(Change { amount_sat: 1_000_000, confirmed: false });
+    assert_eq!(funding_step(WATCH, change, None, 100, 15_000, 50_000), FundingStep::Wait, "not near yet");
+    // Package at 15,000 perkw: 15,000 x 1,146 / 1000 = 17,190 sat, less the parent's
+    // 11,000 x 702 / 1000 = 7,722: 9,468 sat on the child's 444 WU.
+    assert_eq!(
+        funding_step(WATCH, change, None, 104, 15_000, 50_000),
+        FundingStep::Bump { child_feerate_perkw: 21_325, capped: false }
+    );
+    assert_eq!(
+        funding_step(WATCH, change, None, 104, 15_000, 20_000),
+        FundingStep::Bump { child_feerate_perkw: 20_000, capped: true }
+    );
+    assert_eq!(funding_step(WATCH, change, None, 104, 10_000, 50_000), FundingStep::Wait, "already pays the market");
+    let bumped = FundingWatch { bumped: true, ..WATCH };
+    assert_eq!(funding_step(bumped, change, None, 105, 15_000, 50_000), FundingStep::Wait);
+    let mined = Some(Change { amount_sat: 1_000_000, confirmed: true });
+    assert_eq!(funding_step(WATCH, mined, None, 104, 15_000, 50_000), FundingStep::Confirmed);
+    assert!(matches!(funding_step(WATCH, None, None, 104, 15_000, 50_000), FundingStep::Warn(_)), "no change");
+    let small = Some(Change { amount_sat: 5_000, confirmed: false });
+    assert!(matches!(funding_step(WATCH, small, None, 104, 15_000, 50_000), FundingStep::Warn(_)), "change too small");
+    // Bumped: the child's output mined says the parent is; still nothing past the lead: told.
+    let child = Some(Change { amount_sat: 990_000, confirmed: true });
+    assert_eq!(funding_step(bumped, None, child, 107, 15_000, 50_000), FundingStep::Confirmed);
+    assert_eq!(funding_step(bumped, None, None, 108, 15_000, 50_000), FundingStep::Wait);
+    assert!(matches!(funding_step(bumped, change, None, 109, 15_000, 50_000), FundingStep::Warn(_)));
+}
