@@ -248,6 +248,13 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
 
     /// A new block (`block_added`): deadlines are measured against it.
     pub fn set_height(&self, h: u32) {
+        self.note_height(h);
+        self.inner.wake.notify_waiters();
+    }
+
+    /// Take `h` as the tip without waking the drivers (the chain pass of a new block runs
+    /// first, so that every confirmation count, an open's own pass included, uses it).
+    pub(crate) fn note_height(&self, h: u32) {
         self.inner.height.send_if_modified(|cur| {
             let changed = h > *cur;
             if changed {
@@ -255,7 +262,6 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             }
             changed
         });
-        self.inner.wake.notify_waiters();
     }
 
     /// A peer connected (`connect` notification): waiting opens look again (N-02).

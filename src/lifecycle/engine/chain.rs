@@ -66,8 +66,10 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 log::warn!("Cannot record block {height}: {e}");
             }
         }
-        // The new block counts at once, before the height is published to the drivers.
-        let tip = height.max(self.height());
+        // The new block counts at once, for every pass (an open's own included), before the
+        // drivers are woken by `set_height`.
+        self.note_height(height);
+        let tip = self.height();
         self.chain_pass_at(tip).await;
         self.funding_pass(tip).await;
     }
