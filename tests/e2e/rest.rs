@@ -1423,3 +1423,44 @@ async fn a_stalled_body_is_answered_408_in_the_error_body() {
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     openapi().check("POST", "/api/v1/create_order", &r).unwrap();
 }
+
+/// On-chain payments over REST (rulings 21–23): get_info's legacy fields carry the option's
+/// values, the order carries `payment.onchain` (checked against docs/openapi.json like every
+/// answer), and an order paid on-chain opens to its `public_key` node.
+#[tokio::test]
+async fn rest_order_paid_on_chain_opens_its_channel() {
+    let (s, api) = start(
+        builder()
+            .option("lsps1-onchain-payments", json!(true))
+            .option("lsps1-min-onchain-payment-size-sat", json!(1_000)),
+    )
+    .await;
+    let info = api.get("/api/v1/get_info").await.json();
+    assert_eq!(info["min_onchain_payment_confirmations"], json!(1), "{info}");
+    assert_eq!(info["min_onchain_payment_size_sat"], json!("1000"), "{info}");
+    let (_, client) = peer(53);
+    s.peer_connects(&client).await;
+    let mut body = zeus_body(&client);
+    body["refund_onchain_address"] = json!("bcrt1qjefm5vg3pshke552apccaxf92rkku89ucyj4hd");
+    let r = api.create_order(&body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let order = r.json();
+    let id = order["order_id"].as_str().unwrap().to_string();
+    let oc = &order["payment"]["onchain"];
+    assert_eq!(oc["state"], "EXPECT_PAYMENT", "{order}");
+    let total: u64 = oc["order_total_sat"].as_str().unwrap().parse().unwrap();
+    s.pay_onchain(oc["address"].as_str().unwrap(), total);
+    s.mine(1).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let o = api.get(&format!("/api/v1/get_order?order_id={id}")).await.json();
+        if o["order_state"] == "COMPLETED" {
+            assert_eq!(o["payment"]["onchain"]["state"], "PAID", "{o}");
+            assert_eq!(o["payment"]["bolt11"]["state"], "REFUNDED", "{o}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never completed: {o}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.calls("fundchannel")[0]["id"], json!(client.to_string()), "to public_key");
+}
