@@ -167,3 +167,43 @@ def test_reorg_before_the_open(node_factory, bitcoind, lsps1_bin, client_plugin)
     wait_for(lambda: operator_order(l1, oid)["order"]["order_state"] == "COMPLETED")
     assert len(peer_channels(l1, l2)) == 1
     assert_no_broken(l1)
+
+
+def test_refund_replaced(node_factory, bitcoind, lsps1_bin, client_plugin):
+    """A refund still unconfirmed 36 blocks later is replaced with a higher fee
+    (the recorded recipe: utxopsbt reservedok, addpsbtoutput, signpsbt, sendpsbt):
+    bitcoind drops the original for it, and the replacement is what is mined.
+
+    P-15, ruling 24."""
+    l1, l2 = make_pair(node_factory, lsps1_bin, client_plugin)
+    order, refund_to = onchain_order(l1, l2, bitcoind)
+    oid = order["order_id"]
+    paid = int(order["payment"]["onchain"]["order_total_sat"]) - 2000
+    bitcoind.rpc.sendtoaddress(order["payment"]["onchain"]["address"], btc(paid))
+    bitcoind.generate_block(1, wait_for_mempool=1)
+    sync_blockheight(bitcoind, [l1])
+    wait_for(lambda: len(operator_order(l1, oid)["onchain"]["outputs"]) == 1)
+    l1.rpc.call("lsps1-cancelorder", {"order_id": oid})
+    wait_for(lambda: [r["state"] for r in operator_order(l1, oid)["onchain"]["refunds"]] == ["broadcast"])
+    first = operator_order(l1, oid)["onchain"]["refunds"][0]
+    assert first["txid"] in bitcoind.rpc.getrawmempool(), first
+    # 36 blocks that leave the refund out (as a fee market that ignores it would).
+    addr = bitcoind.rpc.getnewaddress()
+    for _ in range(36):
+        bitcoind.rpc.generateblock(addr, [])
+    sync_blockheight(bitcoind, [l1])
+    wait_for(lambda: len(operator_order(l1, oid)["onchain"]["refunds"]) == 2)
+    refunds = operator_order(l1, oid)["onchain"]["refunds"]
+    second = refunds[1]
+    assert refunds[0]["state"] == "replaced" and second["replaces"] == first["txid"], refunds
+    assert second["feerate_perkw"] > first["feerate_perkw"], refunds
+    assert second["inputs"] == first["inputs"], refunds
+    wait_for(lambda: second["txid"] in bitcoind.rpc.getrawmempool())
+    assert first["txid"] not in bitcoind.rpc.getrawmempool()
+    bitcoind.generate_block(1, wait_for_mempool=[second["txid"]])
+    received = bitcoind.rpc.getreceivedbyaddress(refund_to, 1)
+    assert int(received * 10**8) == second["amount_sat"], (received, second)
+    sync_blockheight(bitcoind, [l1])
+    bitcoind.generate_block(1)
+    wait_for(lambda: operator_order(l1, oid)["onchain"]["refunds"][1]["state"] == "confirmed")
+    assert_no_broken(l1)
