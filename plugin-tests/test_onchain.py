@@ -62,6 +62,17 @@ def onchain_order(l1, l2, bitcoind):
     return order, refund_to
 
 
+def pay_short(l1, bitcoind, order):
+    """bitcoind pays 2,000 sat less than the on-chain total, mined: the LSP sees the output
+    (an underpaid order keeps waiting). Returns the sat paid."""
+    paid = int(order["payment"]["onchain"]["order_total_sat"]) - 2000
+    bitcoind.rpc.sendtoaddress(order["payment"]["onchain"]["address"], btc(paid))
+    bitcoind.generate_block(1, wait_for_mempool=1)
+    sync_blockheight(bitcoind, [l1])
+    wait_for(lambda: len(operator_order(l1, order["order_id"])["onchain"]["outputs"]) == 1)
+    return paid
+
+
 def onchain_state(l1, order_id):
     return operator_order(l1, order_id)["order"]["payment"]["onchain"]["state"]
 
@@ -110,11 +121,7 @@ def test_underpaid_refunded(node_factory, bitcoind, lsps1_bin, client_plugin):
     )
     order, refund_to = onchain_order(l1, l2, bitcoind)
     oid = order["order_id"]
-    paid = int(order["payment"]["onchain"]["order_total_sat"]) - 2000
-    bitcoind.rpc.sendtoaddress(order["payment"]["onchain"]["address"], btc(paid))
-    bitcoind.generate_block(1, wait_for_mempool=1)
-    sync_blockheight(bitcoind, [l1])
-    wait_for(lambda: len(operator_order(l1, oid)["onchain"]["outputs"]) == 1)
+    paid = pay_short(l1, bitcoind, order)
     assert onchain_state(l1, oid) == "EXPECT_PAYMENT"
     # The order expires (60 s), then the next block refunds what came.
     wait_for(lambda: operator_order(l1, oid)["phase"] == "failed", timeout=120)
@@ -178,11 +185,7 @@ def test_refund_replaced(node_factory, bitcoind, lsps1_bin, client_plugin):
     l1, l2 = make_pair(node_factory, lsps1_bin, client_plugin)
     order, refund_to = onchain_order(l1, l2, bitcoind)
     oid = order["order_id"]
-    paid = int(order["payment"]["onchain"]["order_total_sat"]) - 2000
-    bitcoind.rpc.sendtoaddress(order["payment"]["onchain"]["address"], btc(paid))
-    bitcoind.generate_block(1, wait_for_mempool=1)
-    sync_blockheight(bitcoind, [l1])
-    wait_for(lambda: len(operator_order(l1, oid)["onchain"]["outputs"]) == 1)
+    paid = pay_short(l1, bitcoind, order)
     l1.rpc.call("lsps1-cancelorder", {"order_id": oid})
     wait_for(lambda: [r["state"] for r in operator_order(l1, oid)["onchain"]["refunds"]] == ["broadcast"])
     first = operator_order(l1, oid)["onchain"]["refunds"][0]

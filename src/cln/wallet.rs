@@ -108,8 +108,7 @@ impl ClnNode {
         amount_sat: Option<u64>,
         feerate_perkw: u32,
     ) -> Result<Option<SignedRefund>, NodeError> {
-        let script_len =
-            bitcoin::Address::from_str(&destination).map(|a| a.assume_checked().script_pubkey().len()).unwrap_or(34);
+        let script_len = crate::lifecycle::onchain::script_len(&destination);
         let built = self
             .call(
                 "utxopsbt",

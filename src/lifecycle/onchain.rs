@@ -12,7 +12,7 @@
 //!   └──order paid (either way), failed or ended──────────────────────────────▶ Refunding / Dust
 //! ```
 
-use crate::order::chain::{ChainOutput, Outpoint, OutputRole};
+use crate::order::chain::{ChainOutput, Outpoint, OutputRole, confirmations};
 use crate::order::{PaymentMethod, Phase};
 
 /// bLIP-51: an on-chain payment MUST count after 6 confirmations, whatever else was asked.
@@ -53,14 +53,6 @@ pub enum ChainStep {
     RefundSurplus { from: Vec<Outpoint>, surplus_sat: u64 },
     /// The channel opened on this payment: its outputs are the LSP's.
     Keep(Vec<Outpoint>),
-}
-
-/// Confirmations of an output in block `height` with the chain at `tip`.
-pub fn confirmations(height: Option<u32>, tip: u32) -> u32 {
-    match height {
-        Some(h) if h <= tip => tip - h + 1,
-        _ => 0,
-    }
 }
 
 /// The confirmations an output needs to count: what the order asked, never more than six.
@@ -152,7 +144,19 @@ pub fn refund_weight(inputs: usize, script_len: usize) -> u64 {
 /// script at `feerate_perkw`, the fee (with the change output back to the wallet, a P2TR
 /// output of 43 bytes) taken from the surplus; `None` when that leaves dust.
 pub fn surplus_amount(surplus_sat: u64, inputs: usize, script_len: usize, feerate_perkw: u32) -> Option<u64> {
-    refund_amount(surplus_sat, refund_weight(inputs, script_len) + 4 * 43, feerate_perkw)
+    refund_amount(surplus_sat, surplus_weight(inputs, script_len), feerate_perkw)
+}
+
+/// Weight of a surplus refund: a whole refund's, plus the change output back to the wallet.
+pub fn surplus_weight(inputs: usize, script_len: usize) -> u64 {
+    refund_weight(inputs, script_len) + 4 * 43
+}
+
+/// The length of `address`'s output script, what a refund's weight depends on (34, a P2TR or
+/// P2WSH script, for anything unreadable: the longest standard one).
+pub fn script_len(address: &str) -> usize {
+    use std::str::FromStr;
+    bitcoin::Address::from_str(address).map_or(34, |a| a.assume_checked().script_pubkey().len())
 }
 
 /// Below this an output is not worth a transaction (Bitcoin Core's dust limit for P2TR/P2WSH

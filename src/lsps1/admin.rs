@@ -209,7 +209,7 @@ pub fn add_onchain(v: &mut Value, outputs: &[ChainOutput], refunds: &[RefundReco
             "outpoint": o.outpoint.to_string(),
             "amount_sat": o.amount_sat,
             "blockheight": o.blockheight,
-            "confirmations": o.blockheight.map_or(0, |h| tip.saturating_add(1).saturating_sub(h)),
+            "confirmations": crate::order::chain::confirmations(o.blockheight, tip),
             "role": o.role.as_str(),
         })).collect::<Vec<_>>(),
         "refunds": refunds.iter().map(|r| json!({

@@ -78,3 +78,11 @@ pub struct ChainOutput {
     pub blockheight: Option<u32>,
     pub role: OutputRole,
 }
+
+/// Confirmations of an output in block `height` with the chain at `tip`.
+pub fn confirmations(height: Option<u32>, tip: u32) -> u32 {
+    match height {
+        Some(h) if h <= tip => tip - h + 1,
+        _ => 0,
+    }
+}

@@ -13,8 +13,8 @@ use super::*;
 use crate::clock::Clock;
 use crate::lifecycle::onchain::MAX_CONFIRMATIONS;
 use crate::lifecycle::onchain::{
-    ChainStep, Change, FundingStep, FundingWatch, OnchainTerms, OrderView, funding_step, next_steps, refund_weight,
-    surplus_amount,
+    ChainStep, Change, FundingStep, FundingWatch, OnchainTerms, OrderView, funding_step, next_steps, script_len,
+    surplus_amount, surplus_weight,
 };
 use crate::order::Phase;
 use crate::order::chain::{Outpoint, OutputRole};
@@ -31,12 +31,6 @@ const REFUND_TARGET_BLOCKS: u32 = 6;
 
 fn op_key(o: &Outpoint) -> (String, u32) {
     (o.txid.clone(), o.vout)
-}
-
-/// The length of `address`'s output script (what a refund's weight depends on).
-fn script_len(address: &str) -> usize {
-    use std::str::FromStr;
-    bitcoin::Address::from_str(address).map(|a| a.assume_checked().script_pubkey().len()).unwrap_or(34)
 }
 
 /// What a refund sends: every input, or a surplus of so many sat.
@@ -70,14 +64,16 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         // drivers are woken by `set_height`.
         self.note_height(height);
         let tip = self.height();
-        self.chain_pass_at(tip).await;
-        self.funding_pass(tip).await;
+        // One read of the wallet serves both passes: on a large wallet it is most of a
+        // block's work.
+        let wallet = self.chain_pass_at(tip).await;
+        self.funding_pass(tip, wallet.as_deref()).await;
     }
 
     /// The funding promise of every order, however paid (ruling 26): a funding transaction
     /// still unconfirmed as its deadline nears is bumped by a child spending its change,
     /// sized for the package; what cannot be bumped is told to the operator.
-    pub async fn funding_pass(&self, tip: u32) {
+    pub async fn funding_pass(&self, tip: u32, wallet: Option<&[WalletOutput]>) {
         let watched = match self.inner.store.call(|s| s.watched_fundings()).await {
             Ok(w) if w.is_empty() => return,
             Ok(w) => w,
@@ -86,12 +82,19 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 return;
             }
         };
-        let wallet = match self.inner.node.wallet_outputs().await {
-            Ok(w) => w,
-            Err(e) => {
-                log::warn!("Cannot read the wallet for the funding promise ({e}); next block");
-                return;
-            }
+        let read;
+        let wallet = match wallet {
+            Some(w) => w,
+            None => match self.inner.node.wallet_outputs().await {
+                Ok(w) => {
+                    read = w;
+                    &read[..]
+                }
+                Err(e) => {
+                    log::warn!("Cannot read the wallet for the funding promise ({e}); next block");
+                    return;
+                }
+            },
         };
         let target = match self.inner.node.fee_estimates().await {
             Ok(f) => crate::lsps1::pricing::feerate_for_target(&f, 2).unwrap_or(0),
@@ -170,36 +173,45 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         }
     }
 
+    /// A chain pass now, in the background, for an order with an on-chain option whose
+    /// phase just ended (its outputs are kept or go back without waiting for a block).
+    pub(super) fn chain_pass_soon(&self, order: &OrderRecord) {
+        if order.onchain.is_some() {
+            let me = self.clone();
+            tokio::spawn(async move { me.chain_pass().await });
+        }
+    }
+
     /// One look at the chain at the current height.
     pub async fn chain_pass(&self) {
-        self.chain_pass_at(self.height()).await;
+        let _ = self.chain_pass_at(self.height()).await;
     }
 
     /// One look at the chain: reserve what is owed, settle refunds, decide and act per
-    /// order, with the chain's tip at `tip`.
-    async fn chain_pass_at(&self, tip: u32) {
+    /// order, with the chain's tip at `tip`. Returns the wallet's outputs when it read them.
+    async fn chain_pass_at(&self, tip: u32) -> Option<Vec<WalletOutput>> {
         let _one = self.inner.chain_lock.lock().await;
         let addresses = match self.inner.store.call(|s| s.onchain_addresses()).await {
             Ok(a) => a,
             Err(e) => {
                 log::warn!("Cannot read on-chain addresses: {e}");
-                return;
+                return None;
             }
         };
         if addresses.is_empty() {
-            return;
+            return None;
         }
         let wallet = match self.inner.node.wallet_outputs().await {
             Ok(w) => w,
             Err(e) => {
                 log::warn!("Cannot read the wallet's outputs ({e}); on-chain payments wait for the next block");
-                return;
+                return None;
             }
         };
         let now = self.inner.clock.now_ms();
-        let mut listed: HashMap<(String, u32), WalletOutput> = HashMap::new();
+        let mut listed: HashMap<(String, u32), &WalletOutput> = HashMap::new();
         let mut seen = vec![];
-        for o in wallet {
+        for o in &wallet {
             let Some(order_id) = o.address.as_ref().and_then(|a| addresses.get(a)) else { continue };
             seen.push(SeenOutput {
                 order_id: order_id.clone(),
@@ -213,14 +225,14 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("Cannot record on-chain outputs: {e}");
-                return;
+                return None;
             }
         };
         let open = match self.inner.store.call(|s| s.open_chain_outputs()).await {
             Ok(o) => o,
             Err(e) => {
                 log::warn!("Cannot read on-chain outputs: {e}");
-                return;
+                return None;
             }
         };
         let mut reserve = vec![];
@@ -269,6 +281,8 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         for id in orders {
             self.chain_order(&id, tip).await;
         }
+        drop(listed);
+        Some(wallet)
     }
 
     /// Decide and act for one order.
@@ -496,7 +510,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     /// Refunds not known to be confirmed: done when the wallet no longer lists their inputs
     /// (spent and mined); else sent again, and replaced with a higher fee once they waited
     /// `rbf_after_blocks` (P-15), up to the fee cap.
-    async fn settle_refunds(&self, listed: &HashMap<(String, u32), WalletOutput>, tip: u32) {
+    async fn settle_refunds(&self, listed: &HashMap<(String, u32), &WalletOutput>, tip: u32) {
         let open = match self.inner.store.call(|s| s.open_refunds()).await {
             Ok(r) => r,
             Err(e) => {
@@ -504,16 +518,11 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 return;
             }
         };
-        let mut done: HashSet<String> = HashSet::new();
         for r in open {
-            if done.contains(&r.order_id) && r.replaces.is_some() {
-                continue;
-            }
             if r.inputs.iter().all(|o| !listed.contains_key(&op_key(o))) {
                 let txid = r.txid.clone();
                 if self.inner.store.call(move |s| s.set_refund_state(&txid, RefundState::Confirmed)).await.is_ok() {
                     log::info!("Order {}: refund {} confirmed", r.order_id, r.txid);
-                    done.insert(r.order_id.clone());
                 }
                 continue;
             }
@@ -534,7 +543,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                         RefundKind::Whole => Plan::Whole,
                         // The surplus it was made for: its amount plus the fee it was allowed.
                         RefundKind::Surplus => {
-                            let w = refund_weight(r.inputs.len(), script_len(&r.destination)) + 4 * 43;
+                            let w = surplus_weight(r.inputs.len(), script_len(&r.destination));
                             Plan::Surplus(r.amount_sat + (w * u64::from(r.feerate_perkw)).div_ceil(1000))
                         }
                     };

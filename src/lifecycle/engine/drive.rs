@@ -216,12 +216,9 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         let keys = self.inner.store.call(move |s| s.fail_order(&id, from, reason, now, &detail)).await?;
         self.emit(order, from, Phase::Failed, Some(reason), false);
         self.answer(&keys, &Outcome::Fail(Failure::IncorrectOrUnknown));
-        if order.onchain.is_some() {
-            // An on-chain payment (or anything that reached the address) goes back now,
-            // not at the next block (ruling 24).
-            let me = self.clone();
-            tokio::spawn(async move { me.chain_pass().await });
-        }
+        // An on-chain payment (or anything that reached the address) goes back now, not at
+        // the next block (ruling 24).
+        self.chain_pass_soon(order);
         Ok(keys.len())
     }
 
@@ -430,11 +427,8 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     /// (the client has its channel) and the next start reconciles the record.
     pub(super) async fn complete(&self, order: &OrderRecord, ch: OpenedChannel, refunded_after_open: bool) {
         self.complete_inner(order, ch, refunded_after_open).await;
-        if order.onchain.is_some() {
-            // A payment on-chain is the LSP's now, and outputs beyond it go back: at once.
-            let me = self.clone();
-            tokio::spawn(async move { me.chain_pass().await });
-        }
+        // A payment on-chain is the LSP's now, and outputs beyond it go back: at once.
+        self.chain_pass_soon(order);
     }
 
     async fn complete_inner(&self, order: &OrderRecord, ch: OpenedChannel, refunded_after_open: bool) {
