@@ -106,6 +106,42 @@ pub struct Config {
     pub rest: RestConfig,
     /// The `payment.onchain` option (rulings 21–26); off by default.
     pub onchain: OnchainConfig,
+    /// The operator's console (`lsps1-admin-*`); off when `bind` is unset.
+    pub admin: AdminConfig,
+    /// What happens to a channel whose lease ended (`lsps1-lease-*`).
+    pub lease_policy: LeasePolicy,
+}
+
+/// The operator's console listener: the page, its JSON API and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminConfig {
+    pub bind: Option<std::net::SocketAddr>,
+    /// PEM certificate chain and private key: serve HTTPS (needed off loopback).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Host names the page may be reached by besides the bind address and `localhost`.
+    pub hosts: Vec<String>,
+    /// Serve `/metrics` without a rune to clients on loopback.
+    pub metrics_open_on_loopback: bool,
+}
+
+/// What happens to a sold channel once its lease ended (the lease-end policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasePolicy {
+    /// Keep every channel open after its lease (the default).
+    Keep,
+    /// Close a channel whose lease ended once no payment went through it (in or out) for
+    /// `idle_blocks`; lightningd waits `force_close_after_secs` for a mutual close before it
+    /// closes unilaterally (0: never unilaterally).
+    CloseIdle { idle_blocks: u32, force_close_after_secs: u64 },
+}
+
+impl LeasePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeasePolicy::Keep => "keep",
+            LeasePolicy::CloseIdle { .. } => "close-idle",
+        }
+    }
 }
 
 /// Which kind of address `newaddr` makes for on-chain payments. Explicit, because
@@ -224,6 +260,8 @@ impl Default for Config {
             mpp_timeout_secs: 60,
             rest: RestConfig::default(),
             onchain: OnchainConfig::default(),
+            admin: AdminConfig::default(),
+            lease_policy: LeasePolicy::Keep,
         }
     }
 }
@@ -422,6 +460,46 @@ pub const OPTIONS: &[OptionSpec] = &[
         50_000,
         "Highest fee rate (sat per 1000 weight) a refund or a fee bump pays"
     ),
+    OptionSpec {
+        name: "lsps1-admin-bind",
+        kind: OptKind::Str,
+        description: "Serve the operator's page, its API and /metrics on this address:port (off when unset; loopback only unless lsps1-admin-tls-cert is set)",
+    },
+    OptionSpec {
+        name: "lsps1-admin-tls-cert",
+        kind: OptKind::Str,
+        description: "PEM certificate chain for the operator's listener (HTTPS); needs lsps1-admin-tls-key",
+    },
+    OptionSpec {
+        name: "lsps1-admin-tls-key",
+        kind: OptKind::Str,
+        description: "PEM private key for lsps1-admin-tls-cert",
+    },
+    OptionSpec {
+        name: "lsps1-admin-host",
+        kind: OptKind::Multi,
+        description: "A host name the operator's page is reached by, besides its address and localhost (repeatable; the Host header is checked)",
+    },
+    OptionSpec {
+        name: "lsps1-metrics-open-on-loopback",
+        kind: OptKind::Bool(false),
+        description: "Serve /metrics without a rune to scrapers on loopback",
+    },
+    OptionSpec {
+        name: "lsps1-lease-end-policy",
+        kind: OptKind::Str,
+        description: "What happens to a channel whose lease ended: keep (default) or close-idle (closed once idle for lsps1-lease-idle-blocks)",
+    },
+    int_opt!(
+        "lsps1-lease-idle-blocks",
+        1_008,
+        "close-idle: blocks without a payment through the channel, after its lease ended, before it is closed"
+    ),
+    int_opt!(
+        "lsps1-lease-force-close-after-secs",
+        172_800,
+        "close-idle: seconds to wait for a mutual close before closing unilaterally (0: never unilaterally)"
+    ),
 ];
 
 impl Config {
@@ -499,6 +577,15 @@ impl Config {
             ..d.peer_limits
         };
         let onchain = onchain_config(&r)?;
+        let admin = admin_config(&r)?;
+        let lease_policy = match r.string("lsps1-lease-end-policy")?.as_deref().map(str::trim) {
+            None | Some("") | Some("keep") => LeasePolicy::Keep,
+            Some("close-idle") => LeasePolicy::CloseIdle {
+                idle_blocks: r.uint("lsps1-lease-idle-blocks", 1_000_000)? as u32,
+                force_close_after_secs: r.uint("lsps1-lease-force-close-after-secs", 365 * 86_400)?,
+            },
+            Some(other) => return Err(err("lsps1-lease-end-policy", format!("'{other}' is not keep or close-idle"))),
+        };
         Ok(Config {
             options: o,
             pricing,
@@ -516,8 +603,42 @@ impl Config {
             mpp_timeout_secs,
             rest,
             onchain,
+            admin,
+            lease_policy,
         })
     }
+}
+
+fn admin_config(r: &Reader<'_>) -> Result<AdminConfig, ConfigError> {
+    let bind = match r.string("lsps1-admin-bind")?.filter(|s| !s.trim().is_empty()) {
+        None => None,
+        Some(b) => Some(b.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            err("lsps1-admin-bind", format!("'{b}' is not address:port (IPv6 as [::1]:3011)"))
+        })?),
+    };
+    let cert = r.string("lsps1-admin-tls-cert")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let key = r.string("lsps1-admin-tls-key")?.filter(|s| !s.is_empty()).map(PathBuf::from);
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err(err("lsps1-admin-tls-key", "is needed with lsps1-admin-tls-cert")),
+        (None, Some(_)) => return Err(err("lsps1-admin-tls-cert", "is needed with lsps1-admin-tls-key")),
+    };
+    if let Some(b) = bind
+        && !b.ip().is_loopback()
+        && tls.is_none()
+    {
+        // Runes would cross the network in clear text.
+        return Err(err(
+            "lsps1-admin-bind",
+            format!("{b} is not a loopback address: set lsps1-admin-tls-cert and lsps1-admin-tls-key to serve it off loopback"),
+        ));
+    }
+    let hosts = r.list("lsps1-admin-host")?.into_iter().map(|h| h.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+    if let Some(h) = hosts.iter().find(|h| h.is_empty() || h.contains(['/', ' ', '@'])) {
+        return Err(err("lsps1-admin-host", format!("'{h}' is not a host name")));
+    }
+    Ok(AdminConfig { bind, tls, hosts, metrics_open_on_loopback: r.bool("lsps1-metrics-open-on-loopback")? })
 }
 
 fn onchain_config(r: &Reader<'_>) -> Result<OnchainConfig, ConfigError> {

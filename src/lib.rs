@@ -11,6 +11,7 @@
 pub mod cln;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod lifecycle;
 pub mod limits;
 pub mod lsps0;
@@ -19,3 +20,4 @@ pub mod order;
 pub mod ports;
 pub mod rest;
 pub mod store;
+pub mod telemetry;

@@ -45,6 +45,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A short name for counting (the operator's metrics).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate_limited",
+            Refusal::TooManyInFlight => "in_flight",
+            Refusal::Overloaded => "overloaded",
+        }
+    }
+
     pub fn describe(&self) -> &'static str {
         match self {
             Refusal::RateLimited => "rate limit exceeded: too many requests from this peer, retry later",

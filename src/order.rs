@@ -355,7 +355,7 @@ impl Phase {
 }
 
 impl FailReason {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             FailReason::PaymentExpired => "payment_expired",
             FailReason::OpenFailed => "open_failed",

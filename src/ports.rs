@@ -148,6 +148,58 @@ impl NodeHtlc {
     }
 }
 
+/// A channel as `listpeerchannels` shows it, for the lease-end policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelActivity {
+    pub channel_id: String,
+    pub state: String,
+    /// `in_payments_fulfilled + out_payments_fulfilled`: forwards count like any payment.
+    pub payments_fulfilled: u64,
+    pub peer_connected: bool,
+}
+
+impl ChannelActivity {
+    /// Open and usable: the only state a close is asked in.
+    pub fn normal(&self) -> bool {
+        self.state == "CHANNELD_NORMAL"
+    }
+
+    /// Closing or closed, by anyone.
+    pub fn closing(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "CHANNELD_SHUTTING_DOWN"
+                | "CLOSINGD_SIGEXCHANGE"
+                | "CLOSINGD_COMPLETE"
+                | "AWAITING_UNILATERAL"
+                | "FUNDING_SPEND_SEEN"
+                | "ONCHAIN"
+                | "CLOSED"
+        )
+    }
+}
+
+/// What `checkrune` said of a rune for one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuneVerdict {
+    Valid,
+    /// Not a rune of this node, malformed, or blacklisted (1501, 1503, -32602).
+    Invalid(String),
+    /// A rune of this node whose restrictions refuse the command (1502).
+    NotPermitted(String),
+}
+
+/// lightningd's rune check (`checkrune`), for the operator's console.
+pub trait RuneApi: Send + Sync + 'static {
+    /// Whether `rune` allows `method` with `params` on this node.
+    fn check_rune(
+        &self,
+        rune: String,
+        method: &'static str,
+        params: serde_json::Value,
+    ) -> impl Future<Output = Result<RuneVerdict, NodeError>> + Send;
+}
+
 /// What the order lifecycle needs from the node besides [`NodeApi`].
 pub trait ChannelApi: Send + Sync + 'static {
     /// `fundchannel`; returns once the funding transaction is broadcast. An error with a
@@ -183,6 +235,22 @@ pub trait ChannelApi: Send + Sync + 'static {
 
     /// `getinfo.blockheight`.
     fn block_height(&self) -> impl Future<Output = Result<u32, NodeError>> + Send;
+
+    /// Every channel of the node with its activity (`listpeerchannels`), for the lease-end
+    /// policy. A fake without channels to show refuses.
+    fn channel_activity(&self) -> impl Future<Output = Result<Vec<ChannelActivity>, NodeError>> + Send {
+        async { Err(NodeError::new("listpeerchannels", None, "not supported")) }
+    }
+
+    /// `close` a channel: mutually, unilaterally after `unilateral_timeout_secs` (0: never).
+    /// Returns the close's `type` (`mutual`, `unilateral`).
+    fn close_channel(
+        &self,
+        _channel_id: String,
+        _unilateral_timeout_secs: u64,
+    ) -> impl Future<Output = Result<String, NodeError>> + Send {
+        async { Err(NodeError::new("close", None, "not supported")) }
+    }
 }
 
 /// An output of the node's wallet, as `listfunds` lists it.

@@ -2,6 +2,7 @@
 //! and the operator's RPC methods. The only module that knows cln-plugin.
 
 pub mod hooks;
+mod operator;
 pub mod rpc;
 pub mod stdio;
 pub mod wallet;
@@ -27,10 +28,10 @@ use crate::limits::{Cost, PeerLimiter};
 use crate::lsps0::frame::{self, Inbound, LSPS_FEATURE_BIT, LSPS0_MESSAGE_TYPE};
 use crate::lsps0::jsonrpc::RpcError;
 use crate::lsps0::ser::{network_from_cln, read_pubkey};
-use crate::lsps1::admin;
 use crate::lsps1::service::{NodeInfo, Service};
 use crate::ports::NodeApi;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use rpc::ClnNode;
 
 pub type Lsps1Service = Service<ClnNode, SystemClock, OsEntropy>;
@@ -42,6 +43,8 @@ pub struct State {
     engine: Lifecycle,
     limiter: PeerLimiter,
     close_guard: hooks::CloseGuard,
+    /// The operator's running counts (`/metrics`, `lsps1-status`).
+    telemetry: Arc<Telemetry>,
     /// Benchmark only (`LSPS1_HTLC_HOOK_FLOOR=1`, benches/suite/hook.rs): the hook answers
     /// `continue` to everything, to measure the plugin protocol's own round trip.
     htlc_floor: bool,
@@ -75,6 +78,9 @@ pub const HTLC_FLOOR_ENV: &str = "LSPS1_HTLC_HOOK_FLOOR";
 
 /// The custom notification on every order transition.
 pub const ORDER_TOPIC: &str = "lsps1_order_state_changed";
+
+/// The custom notification when a sold channel's lease ends (its protection is lifted).
+pub const LEASE_TOPIC: &str = "lsps1_lease_ended";
 
 /// How often fee estimates and wallet funds are refreshed, and expired orders swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
@@ -114,15 +120,31 @@ pub async fn run() -> Result<()> {
         .subscribe("block_added", on_block_added)
         .subscribe("connect", hooks::on_connect)
         .subscribe("channel_state_changed", hooks::on_channel_state_changed)
+        .notification(cln_plugin::messages::NotificationTopic::new(LEASE_TOPIC))
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new("lsps1-status", on_status)
+                .description("The LSP at a glance: orders by state, payments held now, revenue, capacity sold, leases, refunds, refused requests, wallet funds, recent errors; with days, that many days of daily totals")
+                .usage("[days]"),
+        )
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-listorders", on_listorders)
-                .description("List LSPS1 orders, newest first, optionally by state (CREATED, COMPLETED, FAILED or a phase), peer, creation time, count and payment (onchain, paid-onchain, refunds)")
-                .usage("[state] [peer_id] [since] [limit] [payment]"),
+                .description("List LSPS1 orders, newest first, optionally by state (CREATED, COMPLETED, FAILED or a phase), peer, creation time (since, until), count, offset and payment (onchain, paid-onchain, refunds)")
+                .usage("[state] [peer_id] [since] [limit] [payment] [until] [offset]"),
         )
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-getorder", on_getorder)
-                .description("Show one LSPS1 order in full, with its event log")
+                .description("Show one LSPS1 order in full, with its event log, its lease and what can be done with it")
                 .usage("order_id"),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new("lsps1-listheld", on_listheld)
+                .description("List the orders whose payment is held right now, earliest CLTV expiry first, with the blocks left before each is refunded")
+                .usage(""),
+        )
+        .rpcmethod_from_builder(
+            RpcMethodBuilder::new("lsps1-listleases", on_listleases)
+                .description("List leases ending within within_blocks (default 4320, a month) and those ended, with what the lease-end policy does with each and why; nothing is closed by listing")
+                .usage("[within_blocks]"),
         )
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-cancelorder", on_cancelorder)
@@ -213,6 +235,8 @@ pub async fn run() -> Result<()> {
     }
 
     let limiter = PeerLimiter::new(cfg.peer_limits);
+    let telemetry = Arc::new(Telemetry::new(crate::clock::Clock::now_ms(&SystemClock)));
+    let admin_cfg = cfg.admin.clone();
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
     let lifecycle_cfg = LifecycleConfig {
         rules: HoldRules { safety_margin_blocks: cfg.cltv_safety_margin, open_allowance_blocks: OPEN_ALLOWANCE_BLOCKS },
@@ -227,9 +251,11 @@ pub async fn run() -> Result<()> {
         onchain_open_deadline: Duration::from_secs(cfg.onchain.expiry_secs),
         onchain: cfg.onchain,
         funding_weight: cfg.pricing.funding_weight,
+        lease_policy: cfg.lease_policy,
         ..LifecycleConfig::default()
     };
     let engine = Engine::new(store.clone(), node.clone(), SystemClock, lifecycle_cfg, height, Some(events_tx.clone()));
+    engine.attach_telemetry(telemetry.clone());
     // Ruling 17: settle what a stop left half done before lightningd replays anything.
     if let Err(e) = engine.reconcile_at_start().await {
         // The drivers look again once running; serving must not wait on it.
@@ -244,7 +270,8 @@ pub async fn run() -> Result<()> {
             SystemClock,
             OsEntropy,
         )
-        .with_events(events_tx),
+        .with_events(events_tx)
+        .with_telemetry(telemetry.clone()),
     );
     if let Err(e) = service.refresh_market().await {
         log::warn!("Cannot read fee estimates or wallet funds yet: {e}");
@@ -260,10 +287,11 @@ pub async fn run() -> Result<()> {
         engine: engine.clone(),
         limiter,
         close_guard: hooks::CloseGuard::default(),
+        telemetry: telemetry.clone(),
         htlc_floor,
         peer_keys: Arc::default(),
     };
-    let plugin = cp.start(state).await?;
+    let plugin = cp.start(state.clone()).await?;
     {
         let plugin = plugin.clone();
         tokio::spawn(async move {
@@ -281,11 +309,16 @@ pub async fn run() -> Result<()> {
     // The REST API, off unless lsps1-rest-bind is set.
     let rest_cfg = service.config().rest.clone();
     if !rest_cfg.binds.is_empty() {
-        let rest_state = Arc::new(crate::rest::RestState::new(service.clone(), rest_cfg));
+        let rest_state =
+            Arc::new(crate::rest::RestState::new(service.clone(), rest_cfg).with_telemetry(telemetry.clone()));
         let bound = crate::rest::spawn(rest_state).await;
         if bound.is_empty() {
             log::warn!("REST API not available: no address could be bound; LSPS1 over custom messages is unaffected");
         }
+    }
+    // The operator's console, off unless lsps1-admin-bind is set.
+    if admin_cfg.bind.is_some() && crate::console::spawn(Arc::new(state.clone()), admin_cfg).await.is_none() {
+        log::warn!("Operator console not available; lightning-cli lsps1-status and the other commands still work");
     }
     log::info!(
         "cln-lsps1 serving LSPS1 on {} for node {node_id} (store {}, feature bit 729 {})",
@@ -426,6 +459,7 @@ async fn serve(state: State, peer: PublicKey, bytes: Vec<u8>) {
     let (reply, _inflight) = match state.limiter.admit_costing(peer, Instant::now(), Cost::of_payload(&bytes)) {
         Ok(inflight) => (state.service.handle_payload(peer, &bytes).await, Some(inflight)),
         Err((refusal, notify)) => {
+            state.telemetry.refused("p2p", refusal.label());
             if !notify {
                 log::debug!("Dropped a request from {peer}: {}", refusal.describe());
                 return;
@@ -458,76 +492,61 @@ async fn on_block_added(plugin: Plugin<State>, v: Value) -> Result<(), anyhow::E
         let hash = v.pointer("/block_added/hash").and_then(Value::as_str).map(str::to_owned);
         state.engine.on_block(h, hash).await;
         state.engine.set_height(h);
+        // Leases that end at this height: protection is already lifted (the close guard
+        // reads the same height); the operator hears of it.
+        for lease in state.engine.lease_pass().await {
+            let note = json!({
+                "order_id": lease.order_id,
+                "peer_id": lease.client_node_id,
+                "channel_id": lease.channel_id,
+                "lease_end_block": lease.lease_end_block,
+                "blockheight": h,
+                "policy": state.engine.config().lease_policy.as_str(),
+            });
+            if let Err(e) = plugin.send_custom_notification(LEASE_TOPIC.to_string(), note).await {
+                log::debug!("Cannot send {LEASE_TOPIC}: {e}");
+            }
+        }
     }
     housekeeping(&state.service, &state.engine).await;
     Ok(())
 }
 
-async fn on_cancelorder(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
-    let id = admin::parse_getorder(&params).map_err(|e| rpc_err(-32602, e))?;
-    plugin.state().engine.cancel(&id).await.map_err(|e| rpc_err(-32600, e))
-}
-
-async fn on_allowclose(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
-    let id = admin::parse_getorder(&params).map_err(|e| rpc_err(-32602, e))?;
-    let state = plugin.state().clone();
-    let height = state.engine.height();
-    let leases = state.engine.store().call(move |s| s.active_leases(height)).await.map_err(|e| rpc_err(-32603, e))?;
-    let Some(lease) = leases.iter().find(|l| l.order_id == id) else {
-        return Err(rpc_err(-32600, format!("order {id} has no active lease")));
-    };
-    state.close_guard.allow(&id);
-    log::warn!(
-        "Operator allowed closing the leased channel of order {id} (lease until block {})",
-        lease.channel.lease_end_block.unwrap_or(0)
-    );
-    Ok(json!({
-        "order_id": id,
-        "channel_id": lease.channel.channel_id,
-        "lease_end_block": lease.channel.lease_end_block,
-        "allowed_for_secs": hooks::ALLOW_CLOSE_FOR.as_secs(),
-    }))
-}
-
 /// An RPC error with a code lightning-cli shows (cln-plugin maps JSON text to the object).
-fn rpc_err(code: i64, message: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!(json!({ "code": code, "message": message.to_string() }).to_string())
+fn rpc_err(e: crate::console::CommandError) -> anyhow::Error {
+    anyhow::anyhow!(json!({ "code": e.code, "message": e.message }).to_string())
+}
+
+async fn command(plugin: Plugin<State>, method: &'static str, params: Value) -> Result<Value, anyhow::Error> {
+    operator::run(plugin.state(), method, params).await.map_err(rpc_err)
+}
+
+async fn on_status(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    command(plugin, "lsps1-status", params).await
 }
 
 async fn on_listorders(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
-    let filter = admin::parse_listorders(&params).map_err(|e| rpc_err(-32602, e))?;
-    let orders =
-        plugin.state().service.store().call(move |s| s.list_orders(&filter)).await.map_err(|e| rpc_err(-32603, e))?;
-    Ok(json!({ "orders": orders.iter().map(admin::summary).collect::<Vec<_>>() }))
+    command(plugin, "lsps1-listorders", params).await
 }
 
 async fn on_getorder(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
-    let id = admin::parse_getorder(&params).map_err(|e| rpc_err(-32602, e))?;
-    let lookup = id.clone();
-    let found = plugin
-        .state()
-        .service
-        .store()
-        .call(move |s| {
-            Ok(s.order_with_htlcs(&lookup)?.map(|(o, h)| {
-                let chain = s.chain_outputs(&lookup).and_then(|c| Ok((c, s.refunds_of(&lookup)?)));
-                (s.events(&lookup), o, h, chain)
-            }))
-        })
-        .await
-        .map_err(|e| rpc_err(-32603, e))?;
-    match found {
-        Some((events, order, htlcs, chain)) => {
-            let mut v = admin::detail(&order, &events.map_err(|e| rpc_err(-32603, e))?);
-            admin::add_htlcs(&mut v, &htlcs);
-            if order.onchain.is_some() {
-                let (outputs, refunds) = chain.map_err(|e| rpc_err(-32603, e))?;
-                admin::add_onchain(&mut v, &outputs, &refunds, plugin.state().engine.height());
-            }
-            Ok(v)
-        }
-        None => Err(rpc_err(crate::lsps0::codes::NOT_FOUND, format!("no order {id}"))),
-    }
+    command(plugin, "lsps1-getorder", params).await
+}
+
+async fn on_listheld(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    command(plugin, "lsps1-listheld", params).await
+}
+
+async fn on_listleases(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    command(plugin, "lsps1-listleases", params).await
+}
+
+async fn on_cancelorder(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    command(plugin, "lsps1-cancelorder", params).await
+}
+
+async fn on_allowclose(plugin: Plugin<State>, params: Value) -> Result<Value, anyhow::Error> {
+    command(plugin, "lsps1-allowclose", params).await
 }
 
 #[cfg(test)]

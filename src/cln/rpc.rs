@@ -17,8 +17,8 @@ use cln_rpc::ClnRpc;
 use serde_json::{Value, json};
 
 use crate::ports::{
-    ChannelApi, FeeEstimates, NodeAddress, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel, PeerChannel,
-    RouteHop, WalletFunds,
+    ChannelActivity, ChannelApi, FeeEstimates, NodeAddress, NodeApi, NodeError, NodeHtlc, OpenRequest, OpenedChannel,
+    PeerChannel, RouteHop, RuneApi, RuneVerdict, WalletFunds,
 };
 
 /// Time allowed for one ordinary RPC call.
@@ -310,6 +310,48 @@ pub fn fundchannel_params(r: &OpenRequest) -> Value {
 }
 
 /// Read `listpeerchannels` (fixture `listpeerchannels.ok-awaiting-lockin`).
+/// Every channel's state and fulfilled payments, from `listpeerchannels`
+/// (fixtures `listpeerchannels.ok-routed-*`).
+pub fn parse_channel_activity(v: &Value) -> Vec<ChannelActivity> {
+    v.get("channels")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| {
+                    let count = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    Some(ChannelActivity {
+                        channel_id: c.get("channel_id")?.as_str()?.to_string(),
+                        state: c.get("state").and_then(Value::as_str).unwrap_or("").to_string(),
+                        payments_fulfilled: count("in_payments_fulfilled").saturating_add(count("out_payments_fulfilled")),
+                        peer_connected: c.get("peer_connected").and_then(Value::as_bool).unwrap_or(false),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `checkrune`'s answer as a verdict (fixtures `checkrune.*`): 1501 and 1503 (not this
+/// node's, blacklisted) and -32602 (not a rune) are invalid runes; 1502 is a valid rune that
+/// does not allow the command.
+pub fn rune_verdict(r: Result<Value, NodeError>) -> Result<RuneVerdict, NodeError> {
+    match r {
+        Ok(v) if v.get("valid").and_then(Value::as_bool) == Some(true) => Ok(RuneVerdict::Valid),
+        Ok(v) => Ok(RuneVerdict::Invalid(format!("checkrune did not say valid: {v}"))),
+        Err(e) => match e.code {
+            Some(1502) => Ok(RuneVerdict::NotPermitted(e.message)),
+            Some(1501 | 1503 | -32602) => Ok(RuneVerdict::Invalid(e.message)),
+            _ => Err(e),
+        },
+    }
+}
+
+impl RuneApi for ClnNode {
+    async fn check_rune(&self, rune: String, method: &'static str, params: Value) -> Result<RuneVerdict, NodeError> {
+        rune_verdict(self.call("checkrune", json!({ "rune": rune, "method": method, "params": params })).await)
+    }
+}
+
 pub fn parse_peer_channels(v: &Value) -> Vec<PeerChannel> {
     let str_of = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
     v.get("channels")
@@ -408,6 +450,20 @@ impl ChannelApi for ClnNode {
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| NodeError::new("getinfo", None, "no blockheight"))
+    }
+
+    async fn channel_activity(&self) -> Result<Vec<ChannelActivity>, NodeError> {
+        Ok(parse_channel_activity(&self.call_within("listpeerchannels", json!({}), LONG_CALL_TIMEOUT).await?))
+    }
+
+    async fn close_channel(&self, channel_id: String, unilateral_timeout_secs: u64) -> Result<String, NodeError> {
+        // `close` returns once the closing transaction is broadcast; mutual at once with the
+        // peer online, after the timeout without it (fixtures `close.ok-unilateraltimeout-*`).
+        let wait = Duration::from_secs(unilateral_timeout_secs.saturating_add(60)).max(LONG_CALL_TIMEOUT);
+        let v = self
+            .call_within("close", json!({ "id": channel_id, "unilateraltimeout": unilateral_timeout_secs }), wait)
+            .await?;
+        Ok(v.get("type").and_then(Value::as_str).unwrap_or("unknown").to_string())
     }
 }
 

@@ -23,10 +23,13 @@ use crate::lsps1::invoice::payment_hash_of;
 use crate::order::{EventSink, FailReason, OrderChanged, Phase};
 use crate::ports::{ChannelApi, NodeApi, NodeHtlc, OpenedChannel, WalletApi};
 use crate::store::{HtlcKey, HtlcRecord, OrderRecord, Store, StoreError};
+use crate::telemetry::Telemetry;
 
 mod chain;
 mod drive;
 mod hold;
+mod lease;
+pub use lease::LeasePlan;
 mod reconcile;
 
 /// The lifecycle's settings, from the options.
@@ -53,6 +56,8 @@ pub struct LifecycleConfig {
     pub onchain: crate::config::OnchainConfig,
     /// Weight of a funding transaction, as priced (the funding promise sizes a bump on it).
     pub funding_weight: u64,
+    /// What happens to a channel whose lease ended.
+    pub lease_policy: crate::config::LeasePolicy,
 }
 
 impl Default for LifecycleConfig {
@@ -69,6 +74,7 @@ impl Default for LifecycleConfig {
             onchain_open_deadline: Duration::from_secs(86_400),
             onchain: crate::config::OnchainConfig::default(),
             funding_weight: 702,
+            lease_policy: crate::config::LeasePolicy::Keep,
         }
     }
 }
@@ -167,6 +173,10 @@ struct Inner<N, C> {
     /// Woken on `connect` notifications and new blocks.
     wake: Notify,
     events: Option<EventSink>,
+    /// The operator's running counts (payment to open, errors), once attached.
+    telemetry: std::sync::OnceLock<Arc<Telemetry>>,
+    /// One lease pass at a time.
+    lease_lock: tokio::sync::Mutex<()>,
 }
 
 /// The order lifecycle. Cheap to clone.
@@ -234,12 +244,31 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 chain_lock: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
                 events,
+                telemetry: std::sync::OnceLock::new(),
+                lease_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Count into `t` from now on (payment to open, errors shown to the operator).
+    pub fn attach_telemetry(&self, t: Arc<Telemetry>) {
+        let _ = self.inner.telemetry.set(t);
+    }
+
+    /// The lifecycle's settings.
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.inner.cfg
+    }
+
+    /// Show `message` to the operator among the recent errors.
+    pub(crate) fn note_error(&self, message: String) {
+        if let Some(t) = self.inner.telemetry.get() {
+            t.error(self.inner.clock.now_ms(), message);
+        }
     }
 
     pub fn height(&self) -> u32 {
@@ -279,6 +308,11 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             refunded_after_open: refunded,
             note: None,
         };
+        if let Some(r) = reason
+            && !matches!(r, FailReason::PaymentExpired | FailReason::Cancelled)
+        {
+            self.note_error(format!("Order {}: {} -> {}: {}", order.order_id, from.as_str(), to.as_str(), r.describe()));
+        }
         match reason {
             Some(r) => log::info!(
                 "Order {}: {} -> {} ({}); held HTLCs failed back",

@@ -16,6 +16,7 @@
 
 pub mod engine;
 pub mod htlc;
+pub mod lease;
 pub mod onchain;
 pub mod plan;
 

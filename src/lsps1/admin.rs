@@ -39,7 +39,7 @@ pub fn bind_params(params: &Value, names: &[&str]) -> Result<Vec<Option<Value>>,
     }
 }
 
-pub const LISTORDERS_PARAMS: [&str; 5] = ["state", "peer_id", "since", "limit", "payment"];
+pub const LISTORDERS_PARAMS: [&str; 7] = ["state", "peer_id", "since", "limit", "payment", "until", "offset"];
 
 /// Orders `lsps1-listorders` returns when no `limit` is given: the newest first, so a store
 /// of a million orders never builds a million-entry answer by accident.
@@ -50,7 +50,7 @@ pub const LISTORDERS_DEFAULT_LIMIT: u32 = 1_000;
 /// `since` is unix seconds or an RFC 3339 datetime; `limit` defaults to
 /// [`LISTORDERS_DEFAULT_LIMIT`].
 pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
-    let [state, peer, since, limit, payment]: [Option<Value>; 5] = bind_params(params, &LISTORDERS_PARAMS)?
+    let [state, peer, since, limit, payment, until, offset]: [Option<Value>; 7] = bind_params(params, &LISTORDERS_PARAMS)?
         .try_into()
         .map_err(|_| ArgError("internal: parameter count".into()))?;
     let phases = match state {
@@ -67,19 +67,17 @@ pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
         }
         Some(_) => return Err(ArgError("peer_id must be a node id".into())),
     };
-    let created_since_ms = match since {
+    let created_since_ms = time_param(since, "since", 0)?;
+    // A date alone means the whole of that day.
+    let created_before_ms = time_param(until, "until", 86_400_000)?;
+    let offset = match offset {
         None => None,
-        Some(Value::Number(n)) => Some(
-            n.as_i64()
-                .and_then(|s| s.checked_mul(1000))
-                .ok_or_else(|| ArgError("since must be unix seconds".into()))?,
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ArgError("offset must be a non-negative integer".into()))?,
         ),
-        Some(Value::String(s)) => Some(match s.parse::<i64>() {
-            Ok(secs) => secs.checked_mul(1000).ok_or_else(|| ArgError("since is out of range".into()))?,
-            Err(_) => parse_datetime(&s)
-                .ok_or_else(|| ArgError("since must be unix seconds or an RFC 3339 datetime".into()))?,
-        }),
-        Some(_) => return Err(ArgError("since must be unix seconds or an RFC 3339 datetime".into())),
     };
     let limit = match limit {
         None => Some(LISTORDERS_DEFAULT_LIMIT),
@@ -100,7 +98,28 @@ pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
         }),
         Some(_) => return Err(ArgError("payment must be a string".into())),
     };
-    Ok(OrderFilter { phases, client_node_id, created_since_ms, limit, onchain })
+    Ok(OrderFilter { phases, client_node_id, created_since_ms, created_before_ms, limit, offset, onchain })
+}
+
+/// A time parameter: unix seconds, an RFC 3339 datetime, or a date (`YYYY-MM-DD`, UTC
+/// midnight, plus `date_extra_ms`).
+fn time_param(v: Option<Value>, name: &str, date_extra_ms: i64) -> Result<Option<i64>, ArgError> {
+    let bad = || ArgError(format!("{name} must be unix seconds, an RFC 3339 datetime or a date (YYYY-MM-DD)"));
+    Ok(match v {
+        None => None,
+        Some(Value::Number(n)) => Some(n.as_i64().and_then(|s| s.checked_mul(1000)).ok_or_else(bad)?),
+        Some(Value::String(s)) => Some(match s.parse::<i64>() {
+            Ok(secs) => secs.checked_mul(1000).ok_or_else(bad)?,
+            Err(_) => match parse_datetime(&s) {
+                Some(ms) => ms,
+                None if s.len() == 10 => {
+                    parse_datetime(&format!("{s}T00:00:00Z")).map(|ms| ms + date_extra_ms).ok_or_else(bad)?
+                }
+                None => return Err(bad()),
+            },
+        }),
+        Some(_) => return Err(bad()),
+    })
 }
 
 fn phases_for(state: &str) -> Option<Vec<Phase>> {
@@ -242,7 +261,11 @@ mod tests {
         assert!(parse_listorders(&json!({"bogus": 1})).is_err());
         assert!(parse_listorders(&json!(["NOPE"])).is_err());
         assert!(parse_listorders(&json!([null, "02xx"])).is_err());
-        assert!(parse_listorders(&json!([1, 2, 3, 4, 5])).is_err());
+        assert!(parse_listorders(&json!([1, 2, 3, 4, 5, 6, 7, 8])).is_err());
+        let f = parse_listorders(&json!({"since": "2024-06-10", "until": "2024-06-10", "offset": "50"})).unwrap();
+        assert_eq!((f.created_since_ms, f.created_before_ms), (Some(1_717_977_600_000), Some(1_718_064_000_000)));
+        assert_eq!(f.offset, Some(50));
+        assert!(parse_listorders(&json!({"until": "yesterday"})).is_err());
         // No limit given: the newest LISTORDERS_DEFAULT_LIMIT (a million-order
         // store never answers with a million entries by accident).
         assert_eq!(

@@ -2,7 +2,7 @@
 //! `lsps1.create_order`, `lsps1.get_order`) and the operator's commands. Generic over the
 //! node ([`NodeApi`]), the clock and the randomness, so it runs in tests without a node.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bitcoin::secp256k1::PublicKey;
@@ -24,6 +24,7 @@ use crate::order::{
 };
 use crate::ports::{FeeEstimates, NodeApi, NodeError, RouteHop, WalletFunds};
 use crate::store::{Answers, Bolt11Record, InsertLimits, OnchainRecord, OrderRecord, Store, StoreError};
+use crate::telemetry::{Telemetry, method_label};
 
 /// The LSPS numbers this service speaks, for `lsps0.list_protocols` (T-18: never 0).
 pub const PROTOCOLS: [u16; 1] = [1];
@@ -79,6 +80,8 @@ pub struct Service<N, C, E> {
     refresh_wanted: tokio::sync::Notify,
     /// Where transitions made here (lazy expiry) are reported.
     events: Option<EventSink>,
+    /// The operator's running counts of P2P requests, when attached.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 type InfoCacheEntry = ((u64, u64), GetInfoResponse);
@@ -108,6 +111,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             order_answers: Answers::default(),
             refresh_wanted: tokio::sync::Notify::new(),
             events: None,
+            telemetry: None,
         }
     }
 
@@ -115,6 +119,16 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
     pub fn with_events(mut self, sink: EventSink) -> Self {
         self.events = Some(sink);
         self
+    }
+
+    /// Count P2P requests and their latency into `t`.
+    pub fn with_telemetry(mut self, t: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(t);
+        self
+    }
+
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
     }
 
     pub fn node_info(&self) -> &NodeInfo {
@@ -254,7 +268,15 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                 let id = req.id.clone();
                 let outcome = match refusal {
                     Some(e) => Err(e),
-                    None => self.dispatch(peer, req).await,
+                    None => {
+                        let start = std::time::Instant::now();
+                        let method = method_label(&req.method);
+                        let outcome = self.dispatch(peer, req).await;
+                        if let Some(t) = &self.telemetry {
+                            t.request("p2p", method, outcome.is_ok(), start.elapsed());
+                        }
+                        outcome
+                    }
                 };
                 (Some(id), outcome)
             }

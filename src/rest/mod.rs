@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use errors::{error_response, status_of};
-pub use server::spawn;
+pub use server::{listen, spawn};
 
 use crate::clock::{Clock, Entropy};
 use crate::config::RestConfig;
@@ -36,6 +36,7 @@ use crate::lsps1::service::Service;
 use crate::order::Transport;
 use crate::ports::{NodeAddress, NodeApi};
 use crate::store::Answers;
+use crate::telemetry::{Telemetry, method_label};
 
 /// The OpenAPI 3.1 document of this API, committed as `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -65,6 +66,8 @@ pub struct RestState<N, C, E> {
     info_body: Mutex<Option<(Instant, Bytes)>>,
     /// get_order bodies as last served, by order id (the service's answers, serialized).
     order_bodies: Answers<Bytes>,
+    /// The operator's running counts, when attached.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// How long a get_info body is served again. The answer moves with the wallet and the fee
@@ -87,7 +90,14 @@ impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
             uris: Mutex::new(None),
             info_body: Mutex::new(None),
             order_bodies: Answers::default(),
+            telemetry: None,
         }
+    }
+
+    /// Count requests, their latency and refusals into `t`.
+    pub fn with_telemetry(mut self, t: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(t);
+        self
     }
 
     /// The client's IP: the peer's, or the last `X-Forwarded-For` hop when the peer is the
@@ -196,7 +206,7 @@ pub fn router<N: NodeApi, C: Clock, E: Entropy>(state: Shared<N, C, E>) -> Route
         .layer(middleware::from_fn_with_state(state.clone(), admit::<N, C, E>))
         .layer(middleware::from_fn(time_limit))
         .layer(cors)
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request::<N, C, E>))
         .with_state(state)
 }
 
@@ -218,12 +228,25 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
 }
 
 /// One debug line per request: method, path (never the query: an order id is a bearer
-/// capability), status, duration.
-async fn log_request(req: Request, next: Next) -> Response {
+/// capability), status, duration; and the request's count and latency for the operator.
+async fn log_request<N: NodeApi, C: Clock, E: Entropy>(
+    State(state): State<Shared<N, C, E>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let start = Instant::now();
     let resp = next.run(req).await;
-    log::debug!("REST {method} {path} {} {} µs", resp.status().as_u16(), start.elapsed().as_micros());
+    let took = start.elapsed();
+    log::debug!("REST {method} {path} {} {} µs", resp.status().as_u16(), took.as_micros());
+    // Refusals are counted by `admit`; preflights are not requests.
+    if let Some(t) = &state.telemetry
+        && method != Method::OPTIONS
+        && resp.status() != StatusCode::TOO_MANY_REQUESTS
+    {
+        let name = method_label(path.strip_prefix("/api/v1/").unwrap_or("other"));
+        t.request("rest", name, resp.status().is_success(), took);
+    }
     resp
 }
 
@@ -257,6 +280,9 @@ async fn admit<N: NodeApi, C: Clock, E: Entropy>(
             next.run(req).await
         }
         Err((refusal, _)) => {
+            if let Some(t) = &state.telemetry {
+                t.refused("rest", refusal.label());
+            }
             // 429 with Retry-After for every refusal: rate, in-flight and overload alike.
             let mut resp = error_response(&RpcError::client_rejected(refusal.describe()));
             *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;

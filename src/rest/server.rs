@@ -49,29 +49,47 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 /// Start the listener on every configured address. Returns the addresses actually bound
 /// (port 0 resolved), after logging each failure.
 pub async fn spawn<N: NodeApi, C: Clock, E: Entropy>(state: Arc<RestState<N, C, E>>) -> Vec<SocketAddr> {
-    let tls = match &state.cfg.tls {
+    let app = router(state.clone());
+    let bound =
+        listen(app, &state.cfg.binds, state.cfg.tls.as_ref(), state.cfg.max_connections as usize, "REST API").await;
+    for local in &bound {
+        let scheme = if state.cfg.tls.is_some() { "https" } else { "http" };
+        log::info!("REST API listening on {scheme}://{local}/api/v1/");
+    }
+    bound
+}
+
+/// Serve `app` on every address of `binds`, plain or with TLS from `tls` (PEM chain, key),
+/// at most `max_connections` at once. Each request carries the client's [`ClientAddr`].
+/// Returns the addresses bound; a failure is logged under `what` and leaves the rest running.
+pub async fn listen(
+    app: axum::Router,
+    binds: &[SocketAddr],
+    tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    max_connections: usize,
+    what: &'static str,
+) -> Vec<SocketAddr> {
+    let tls = match tls {
         None => None,
         Some((cert, key)) => match tls_acceptor(cert, key) {
             Ok(a) => Some(a),
             Err(e) => {
-                log::warn!("REST listener disabled: TLS: {e}");
+                log::warn!("{what} listener disabled: TLS: {e}");
                 return vec![];
             }
         },
     };
-    let app = router(state.clone());
-    let permits = Arc::new(Semaphore::new(state.cfg.max_connections as usize));
+    let permits = Arc::new(Semaphore::new(max_connections));
     let mut bound = vec![];
-    for addr in state.cfg.binds.clone() {
+    for addr in binds.iter().copied() {
         let listener = match TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
-                log::warn!("REST listener disabled on {addr}: {e}; the peer-to-peer service keeps running");
+                log::warn!("{what} listener disabled on {addr}: {e}; the peer-to-peer service keeps running");
                 continue;
             }
         };
         let local = listener.local_addr().unwrap_or(addr);
-        log::info!("REST API listening on {}://{local}/api/v1/", if tls.is_some() { "https" } else { "http" });
         bound.push(local);
         let (app, tls, permits) = (app.clone(), tls.clone(), permits.clone());
         tokio::spawn(async move {
@@ -79,14 +97,14 @@ pub async fn spawn<N: NodeApi, C: Clock, E: Entropy>(state: Arc<RestState<N, C, 
                 let (tcp, peer) = match listener.accept().await {
                     Ok(x) => x,
                     Err(e) => {
-                        log::debug!("REST accept on {local}: {e}");
+                        log::debug!("{what} accept on {local}: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 // Over the connection bound: close at once rather than queue.
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    log::debug!("REST: refusing a connection from {peer}: too many open");
+                    log::debug!("{what}: refusing a connection from {peer}: too many open");
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
@@ -108,7 +126,7 @@ pub async fn spawn<N: NodeApi, C: Clock, E: Entropy>(state: Arc<RestState<N, C, 
                         None => builder.serve_connection(TokioIo::new(tcp), hyper_svc).await,
                     };
                     if let Err(e) = res {
-                        log::debug!("REST connection from {peer}: {e}");
+                        log::debug!("{what} connection from {peer}: {e}");
                     }
                 });
             }

@@ -12,10 +12,15 @@ mod answers;
 mod chain;
 mod lifecycle;
 pub mod schema;
+mod status;
 
 pub use answers::Answers;
 pub use chain::{RefundKind, RefundRecord, RefundState, SeenOutput, WatchedFunding};
 pub use lifecycle::{HtlcKey, HtlcRecord, HtlcWrite, Lease, Resolution};
+pub use status::{
+    BLOCKS_1D, BLOCKS_1M, BLOCKS_1W, DAY_MS, DayFigures, HeldFigures, HeldOrder, LeaseFigures, LeaseRow, LeaseState,
+    StoreFigures,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,7 +187,11 @@ pub struct OrderFilter {
     pub phases: Option<Vec<Phase>>,
     pub client_node_id: Option<String>,
     pub created_since_ms: Option<i64>,
+    /// Created before this time (exclusive).
+    pub created_before_ms: Option<i64>,
     pub limit: Option<u32>,
+    /// Orders skipped first (paging, newest first).
+    pub offset: Option<u32>,
     pub onchain: Option<OnchainFilter>,
 }
 
@@ -511,6 +520,10 @@ impl Store {
             args.push(since.into());
             sql.push_str(&format!(" AND o.created_at_ms >= ?{}", args.len()));
         }
+        if let Some(before) = filter.created_before_ms {
+            args.push(before.into());
+            sql.push_str(&format!(" AND o.created_at_ms < ?{}", args.len()));
+        }
         match filter.onchain {
             None => {}
             Some(OnchainFilter::Offered) => sql.push_str(" AND q.address IS NOT NULL"),
@@ -520,8 +533,11 @@ impl Store {
             }
         }
         sql.push_str(" ORDER BY o.created_at_ms DESC, o.order_id");
-        if let Some(limit) = filter.limit {
-            sql.push_str(&format!(" LIMIT {limit}"));
+        match (filter.limit, filter.offset) {
+            (Some(limit), Some(offset)) => sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}")),
+            (Some(limit), None) => sql.push_str(&format!(" LIMIT {limit}")),
+            (None, Some(offset)) => sql.push_str(&format!(" LIMIT -1 OFFSET {offset}")),
+            (None, None) => {}
         }
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), RawRow::read)?;

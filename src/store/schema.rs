@@ -171,7 +171,106 @@ pub const MIGRATIONS: &[&str] = &[
         hash              TEXT NOT NULL
     );
     "#,
+    // v5 (the operator's console): running totals kept by triggers in the same transaction
+    // as the change they count, so the status figures read a few dozen rows at any store
+    // size; lease ends by block; a lease's end, its channel's activity and its close
+    // (the lease-end policy); the HTLCs held now, by expiry.
+    r#"
+    CREATE TABLE stats_phase (
+        phase             TEXT PRIMARY KEY NOT NULL,
+        orders            INTEGER NOT NULL
+    );
+    -- Days are UTC days since the epoch (at_ms / 86400000).
+    CREATE TABLE stats_daily (
+        day               INTEGER PRIMARY KEY NOT NULL,
+        created           INTEGER NOT NULL DEFAULT 0,
+        completed         INTEGER NOT NULL DEFAULT 0,
+        failed            INTEGER NOT NULL DEFAULT 0,
+        revenue_sat       INTEGER NOT NULL DEFAULT 0,
+        capacity_sat      INTEGER NOT NULL DEFAULT 0
+    );
+    -- Refunds by cause: a failed order whose payment had been held, by its failure reason;
+    -- on-chain refund transactions by kind ('onchain_whole', 'onchain_surplus').
+    CREATE TABLE stats_refunds (
+        cause             TEXT PRIMARY KEY NOT NULL,
+        refunds           INTEGER NOT NULL
+    );
+    CREATE TABLE stats_lease_ends (
+        block             INTEGER PRIMARY KEY NOT NULL,
+        channels          INTEGER NOT NULL,
+        leased_sat        INTEGER NOT NULL
+    );
+
+    CREATE TRIGGER stats_order_insert AFTER INSERT ON orders BEGIN
+        INSERT INTO stats_phase (phase, orders) VALUES (NEW.phase, 1)
+            ON CONFLICT (phase) DO UPDATE SET orders = orders + 1;
+        INSERT INTO stats_daily (day, created) VALUES (NEW.created_at_ms / 86400000, 1)
+            ON CONFLICT (day) DO UPDATE SET created = created + 1;
+    END;
+    CREATE TRIGGER stats_order_phase AFTER UPDATE OF phase ON orders WHEN NEW.phase <> OLD.phase BEGIN
+        UPDATE stats_phase SET orders = orders - 1 WHERE phase = OLD.phase;
+        INSERT INTO stats_phase (phase, orders) VALUES (NEW.phase, 1)
+            ON CONFLICT (phase) DO UPDATE SET orders = orders + 1;
+        INSERT INTO stats_daily (day, completed, revenue_sat, capacity_sat)
+            SELECT NEW.updated_at_ms / 86400000, 1, NEW.fee_total_sat, NEW.lsp_balance_sat WHERE NEW.phase = 'completed'
+            ON CONFLICT (day) DO UPDATE SET completed = completed + 1,
+                revenue_sat = revenue_sat + excluded.revenue_sat, capacity_sat = capacity_sat + excluded.capacity_sat;
+        INSERT INTO stats_daily (day, failed)
+            SELECT NEW.updated_at_ms / 86400000, 1 WHERE NEW.phase = 'failed'
+            ON CONFLICT (day) DO UPDATE SET failed = failed + 1;
+        INSERT INTO stats_refunds (cause, refunds)
+            SELECT COALESCE(NEW.failure_reason, 'unknown'), 1 WHERE NEW.phase = 'failed' AND OLD.phase IN ('payment_held', 'opening')
+            ON CONFLICT (cause) DO UPDATE SET refunds = refunds + 1;
+    END;
+    CREATE TRIGGER stats_chain_refund AFTER INSERT ON chain_refunds WHEN NEW.replaces IS NULL BEGIN
+        INSERT INTO stats_refunds (cause, refunds) VALUES ('onchain_' || NEW.kind, 1)
+            ON CONFLICT (cause) DO UPDATE SET refunds = refunds + 1;
+    END;
+    CREATE TRIGGER stats_lease_insert AFTER INSERT ON channels WHEN NEW.lease_end_block IS NOT NULL BEGIN
+        INSERT INTO stats_lease_ends (block, channels, leased_sat)
+            SELECT NEW.lease_end_block, 1, lsp_balance_sat FROM orders WHERE order_id = NEW.order_id
+            ON CONFLICT (block) DO UPDATE SET channels = channels + 1, leased_sat = leased_sat + excluded.leased_sat;
+    END;
+    CREATE TRIGGER stats_lease_delete AFTER DELETE ON channels WHEN OLD.lease_end_block IS NOT NULL BEGIN
+        UPDATE stats_lease_ends SET channels = channels - 1,
+            leased_sat = leased_sat - (SELECT lsp_balance_sat FROM orders WHERE order_id = OLD.order_id)
+            WHERE block = OLD.lease_end_block;
+    END;
+
+    INSERT INTO stats_phase (phase, orders) SELECT phase, COUNT(*) FROM orders GROUP BY phase;
+    INSERT INTO stats_daily (day, created) SELECT created_at_ms / 86400000, COUNT(*) FROM orders GROUP BY 1;
+    INSERT INTO stats_daily (day, completed, revenue_sat, capacity_sat)
+        SELECT updated_at_ms / 86400000, COUNT(*), SUM(fee_total_sat), SUM(lsp_balance_sat)
+        FROM orders WHERE phase = 'completed' GROUP BY 1 ORDER BY 1
+        ON CONFLICT (day) DO UPDATE SET completed = excluded.completed,
+            revenue_sat = excluded.revenue_sat, capacity_sat = excluded.capacity_sat;
+    INSERT INTO stats_daily (day, failed)
+        SELECT updated_at_ms / 86400000, COUNT(*) FROM orders WHERE phase = 'failed' GROUP BY 1 ORDER BY 1
+        ON CONFLICT (day) DO UPDATE SET failed = excluded.failed;
+    INSERT INTO stats_refunds (cause, refunds)
+        SELECT COALESCE(failure_reason, 'unknown'), COUNT(*) FROM orders
+        WHERE phase = 'failed' AND held_at_ms IS NOT NULL GROUP BY 1;
+    INSERT INTO stats_refunds (cause, refunds)
+        SELECT 'onchain_' || kind, COUNT(*) FROM chain_refunds WHERE replaces IS NULL GROUP BY 1 ORDER BY 1
+        ON CONFLICT (cause) DO UPDATE SET refunds = refunds + excluded.refunds;
+    INSERT INTO stats_lease_ends (block, channels, leased_sat)
+        SELECT c.lease_end_block, COUNT(*), SUM(o.lsp_balance_sat) FROM channels c JOIN orders o ON o.order_id = c.order_id
+        WHERE c.lease_end_block IS NOT NULL GROUP BY 1;
+
+    CREATE INDEX htlcs_unresolved ON htlcs (cltv_expiry) WHERE resolution IS NULL;
+    CREATE INDEX channels_by_lease_end ON channels (lease_end_block) WHERE lease_end_block IS NOT NULL;
+    -- The lease-end policy: NULL while the lease runs; 'ended' once its end block passed
+    -- (protection lifted, the operator told); 'closing' once the policy asked for a close;
+    -- 'closed' once the channel is gone. The channel's fulfilled payments as last seen,
+    -- and the block at which that count last moved (idle since).
+    ALTER TABLE channels ADD COLUMN lease_state TEXT CHECK (lease_state IN ('ended', 'closing', 'closed'));
+    ALTER TABLE channels ADD COLUMN activity_count INTEGER;
+    ALTER TABLE channels ADD COLUMN active_height INTEGER;
+    CREATE INDEX channels_lease_open ON channels (lease_end_block)
+        WHERE lease_end_block IS NOT NULL AND (lease_state IS NULL OR lease_state IN ('ended', 'closing'));
+    "#,
 ];
+
 
 /// The schema version this code writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

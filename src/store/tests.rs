@@ -401,3 +401,142 @@ fn one_funding_outpoint_never_serves_two_orders() {
     let (b, set) = s.order_with_htlcs("b").unwrap().unwrap();
     assert_eq!((b.phase, set[0].resolution), (Phase::Opening, None), "nothing of b moved");
 }
+
+/// A history over several days: orders completed (with leases), failed while held
+/// (refunds), expired unpaid, and one still held.
+fn status_history(s: &Store) {
+    let day = DAY_MS;
+    for i in 0..12u32 {
+        let id = format!("o{i}");
+        let created = i64::from(i) * day / 3;
+        let o = OrderRecord {
+            lsp_balance_sat: 100_000 * u64::from(i + 1),
+            fee_total_sat: 1_000 + u64::from(i),
+            ..record(&id, &format!("p{}", i % 3), created)
+        };
+        s.insert_order(&o, roomy(created)).unwrap();
+        if i % 4 == 3 {
+            continue; // left unpaid
+        }
+        let h = HtlcRecord {
+            key: HtlcKey { short_channel_id: id.clone(), id: 0 },
+            cltv_expiry: 500 + i,
+            ..htlc(0, 20_000_000 + u64::from(i), &o, created + 1)
+        };
+        s.apply_htlc(&h, created + 1, hold_until_full(&h)).unwrap();
+        match i % 4 {
+            0 => {
+                s.start_open(&id, created + 2, &serde_json::json!({})).unwrap();
+                let ch = ChannelRecord {
+                    channel_id: Some(format!("{:0>64}", i)),
+                    funding_txid: format!("{:0>64}", i + 100),
+                    funding_outnum: 0,
+                    funded_at_ms: created + 3,
+                    expires_at_ms: created + 4,
+                    lease_end_block: Some(100 + 100 * i),
+                };
+                s.complete_order(&id, &ch, created + 3, false, &serde_json::json!({})).unwrap();
+            }
+            1 => {
+                s.fail_order(&id, Phase::PaymentHeld, FailReason::CltvDeadline, created + 2, &serde_json::json!({}))
+                    .unwrap();
+            }
+            _ => {} // still held
+        }
+    }
+}
+
+#[test]
+fn status_figures_match_the_order_book() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let s = Store::open(&path).unwrap();
+    status_history(&s);
+    let now = 4 * DAY_MS + 5;
+    let f = s.status_figures(now, 450, 7).unwrap();
+
+    // The same figures, counted the slow way from the tables themselves.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| -> u64 { c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64 };
+    for (phase, n) in &f.by_phase {
+        assert_eq!(*n, count(&format!("SELECT COUNT(*) FROM orders WHERE phase = '{phase}'")), "{phase}");
+    }
+    assert_eq!(f.by_phase.iter().map(|(_, n)| n).sum::<u64>(), 12);
+    assert_eq!(f.revenue_all_sat, count("SELECT SUM(fee_total_sat) FROM orders WHERE phase = 'completed'"));
+    assert_eq!(f.capacity_all_sat, count("SELECT SUM(lsp_balance_sat) FROM orders WHERE phase = 'completed'"));
+    assert_eq!(f.held.htlcs, count("SELECT COUNT(*) FROM htlcs WHERE resolution IS NULL"));
+    assert_eq!(f.held.htlc_msat, count("SELECT SUM(amount_msat) FROM htlcs WHERE resolution IS NULL"));
+    assert_eq!(f.held.earliest_cltv_expiry, Some(502));
+    assert_eq!(f.refunds, vec![("cltv_deadline".to_string(), 3)]);
+    // Today (day 4) holds o12? No: orders 0..12 span days 0..3; completions on their own day.
+    let completed_today = count(&format!(
+        "SELECT COUNT(*) FROM orders WHERE phase = 'completed' AND updated_at_ms / {DAY_MS} = 4"
+    ));
+    assert_eq!(f.days.last().unwrap().completed, completed_today);
+    assert_eq!(f.days.len(), 7);
+    assert_eq!(f.revenue_windows[2], f.revenue_all_sat, "everything happened within 30 days");
+    assert_eq!(f.days.iter().map(|d| d.created).sum::<u64>(), 12);
+    // Leases end at 100, 500, 900 (orders 0, 4, 8); at height 450 two run, one within a day.
+    assert_eq!((f.leases.active, f.leases.ending_within_1_day), (2, 1));
+    assert_eq!(f.leases.leased_sat, 500_000 + 900_000);
+    let held = s.held_orders().unwrap();
+    assert_eq!(held.iter().map(|h| h.order_id.as_str()).collect::<Vec<_>>(), ["o2", "o6", "o10"]);
+    assert_eq!(held[0].earliest_cltv_expiry, Some(502));
+}
+
+#[test]
+fn version_4_stores_get_their_totals_on_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.sqlite3");
+    let s = Store::open(&live).unwrap();
+    status_history(&s);
+    let want = s.status_figures(4 * DAY_MS, 450, 30).unwrap();
+    drop(s);
+    // The same rows in a store at version 4, then opened (migrated) by this version.
+    let old = dir.path().join("v4.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&old).unwrap();
+        for step in &schema::MIGRATIONS[..4] {
+            c.execute_batch(step).unwrap();
+        }
+        c.pragma_update(None, "user_version", 4).unwrap();
+        c.execute("ATTACH DATABASE ?1 AS live", [live.to_str().unwrap()]).unwrap();
+        for table in ["orders", "payments", "htlcs", "channels", "events", "chain_outputs", "chain_refunds"] {
+            let cols: Vec<String> = c
+                .prepare(&format!("PRAGMA main.table_info({table})"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(1))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let cols = cols.join(", ");
+            c.execute_batch(&format!("INSERT INTO main.{table} ({cols}) SELECT {cols} FROM live.{table}")).unwrap();
+        }
+    }
+    let s = Store::open(&old).unwrap();
+    assert_eq!(s.status_figures(4 * DAY_MS, 450, 30).unwrap(), want);
+}
+
+#[test]
+fn leases_end_once_and_move_by_compare_and_set() {
+    let s = Store::open_in_memory().unwrap();
+    status_history(&s);
+    assert!(s.end_leases(99, 1).unwrap().is_empty());
+    let ended = s.end_leases(500, 1).unwrap();
+    assert_eq!(ended.iter().map(|l| l.order_id.as_str()).collect::<Vec<_>>(), ["o0", "o4"]);
+    assert!(s.end_leases(500, 2).unwrap().is_empty(), "once");
+    assert_eq!(s.lease_state("o0").unwrap(), Some(LeaseState::Ended));
+    let l = s.lease_of("o4").unwrap().unwrap();
+    assert_eq!((l.active_height, l.activity_count), (Some(500), None));
+    s.note_activity("o4", 7, 520).unwrap();
+    s.note_activity("o4", 7, 530).unwrap();
+    let l = s.lease_of("o4").unwrap().unwrap();
+    assert_eq!((l.active_height, l.activity_count), (Some(520), Some(7)), "moves only when the count moves");
+    let d = serde_json::json!({});
+    assert!(s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap());
+    assert!(!s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap(), "compare-and-set");
+    assert_eq!(s.leases_until(10_000).unwrap().len(), 3, "ended, closing and the one still running");
+    assert!(s.set_lease_state("o4", LeaseState::Closing, LeaseState::Closed, 4, &d).unwrap());
+    assert_eq!(s.leases_until(10_000).unwrap().len(), 2);
+    assert!(s.events("o4").unwrap().iter().any(|e| e.kind == "lease_closing"));
+}

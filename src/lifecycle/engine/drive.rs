@@ -466,6 +466,9 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             match self.inner.store.call(move |s| s.complete_order(&id, &rec, now, refunded_after_open, &d)).await {
                 Ok(keys) => {
                     self.emit(order, Phase::Opening, Phase::Completed, None, refunded_after_open);
+                    if let (Some(t), Some(held)) = (self.inner.telemetry.get(), order.held_at_ms) {
+                        t.payment_to_open(Duration::from_millis(u64::try_from(now.saturating_sub(held)).unwrap_or(0)));
+                    }
                     log::info!(
                         "Order {}: channel {}:{} funded, lease until block {}",
                         order.order_id,
