@@ -612,9 +612,11 @@ impl Config {
 fn admin_config(r: &Reader<'_>) -> Result<AdminConfig, ConfigError> {
     let bind = match r.string("lsps1-admin-bind")?.filter(|s| !s.trim().is_empty()) {
         None => None,
-        Some(b) => Some(b.trim().parse::<std::net::SocketAddr>().map_err(|_| {
-            err("lsps1-admin-bind", format!("'{b}' is not address:port (IPv6 as [::1]:3011)"))
-        })?),
+        Some(b) => Some(
+            b.trim()
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| err("lsps1-admin-bind", format!("'{b}' is not address:port (IPv6 as [::1]:3011)")))?,
+        ),
     };
     let cert = r.string("lsps1-admin-tls-cert")?.filter(|s| !s.is_empty()).map(PathBuf::from);
     let key = r.string("lsps1-admin-tls-key")?.filter(|s| !s.is_empty()).map(PathBuf::from);
@@ -631,7 +633,9 @@ fn admin_config(r: &Reader<'_>) -> Result<AdminConfig, ConfigError> {
         // Runes would cross the network in clear text.
         return Err(err(
             "lsps1-admin-bind",
-            format!("{b} is not a loopback address: set lsps1-admin-tls-cert and lsps1-admin-tls-key to serve it off loopback"),
+            format!(
+                "{b} is not a loopback address: set lsps1-admin-tls-cert and lsps1-admin-tls-key to serve it off loopback"
+            ),
         ));
     }
     let hosts = r.list("lsps1-admin-host")?.into_iter().map(|h| h.trim().to_ascii_lowercase()).collect::<Vec<_>>();

@@ -117,7 +117,11 @@ impl Telemetry {
         let refused = Family::<MethodLabels, Counter>::default();
         let errors = Counter::default();
         let payment_to_open = open_buckets();
-        registry.register("lsps1_requests", "LSPS requests answered, by transport, method and outcome", requests.clone());
+        registry.register(
+            "lsps1_requests",
+            "LSPS requests answered, by transport, method and outcome",
+            requests.clone(),
+        );
         registry.register(
             "lsps1_request_duration_seconds",
             "Time to answer an LSPS request, by transport and method",

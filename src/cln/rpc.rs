@@ -322,7 +322,8 @@ pub fn parse_channel_activity(v: &Value) -> Vec<ChannelActivity> {
                     Some(ChannelActivity {
                         channel_id: c.get("channel_id")?.as_str()?.to_string(),
                         state: c.get("state").and_then(Value::as_str).unwrap_or("").to_string(),
-                        payments_fulfilled: count("in_payments_fulfilled").saturating_add(count("out_payments_fulfilled")),
+                        payments_fulfilled: count("in_payments_fulfilled")
+                            .saturating_add(count("out_payments_fulfilled")),
                         peer_connected: c.get("peer_connected").and_then(Value::as_bool).unwrap_or(false),
                     })
                 })

@@ -172,7 +172,11 @@ impl Status {
             ]
         };
         let mut out = vec![
-            GaugeFamily::single("lsps1_blockheight", "The chain tip the plugin measures against", i64::from(self.height)),
+            GaugeFamily::single(
+                "lsps1_blockheight",
+                "The chain tip the plugin measures against",
+                i64::from(self.height),
+            ),
             GaugeFamily {
                 name: "lsps1_orders",
                 help: "Orders by phase",
@@ -198,7 +202,11 @@ impl Status {
                 samples: windows(s.capacity_windows, s.capacity_all_sat),
             },
             GaugeFamily::single("lsps1_leases_active", "Leases not yet ended", n(s.leases.active)),
-            GaugeFamily::single("lsps1_leased_sat", "LSP-side balance of the leases not yet ended", n(s.leases.leased_sat)),
+            GaugeFamily::single(
+                "lsps1_leased_sat",
+                "LSP-side balance of the leases not yet ended",
+                n(s.leases.leased_sat),
+            ),
             GaugeFamily {
                 name: "lsps1_leases_ending",
                 help: "Leases ending within a day, a week and a month (144 blocks a day)",
@@ -218,7 +226,11 @@ impl Status {
                 "The largest channel offered (lsps1-max-channel-balance-sat)",
                 n(self.max_channel_balance_sat),
             ),
-            GaugeFamily::single("lsps1_reserved_sat", "Wallet funds held back for paid orders in flight", n(self.reserved_sat)),
+            GaugeFamily::single(
+                "lsps1_reserved_sat",
+                "Wallet funds held back for paid orders in flight",
+                n(self.reserved_sat),
+            ),
         ];
         if let Some(free) = self.free_sat() {
             out.push(GaugeFamily::single(

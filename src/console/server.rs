@@ -195,7 +195,10 @@ async fn run<O: Operator>(c: &Console<O>, headers: &HeaderMap, method: &'static 
 
 /// Query params with empty values dropped (an empty filter field means "any").
 fn query_params(q: &[(String, String)]) -> Map<String, Value> {
-    q.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.clone(), Value::String(v.trim().to_string()))).collect()
+    q.iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| (k.clone(), Value::String(v.trim().to_string())))
+        .collect()
 }
 
 async fn status<O: Operator>(
@@ -220,7 +223,8 @@ async fn orders<O: Operator>(
 ) -> Response {
     let mut params = query_params(&q);
     let num = |v: Option<&Value>| v.and_then(Value::as_str).map(|s| s.parse::<u64>().ok());
-    let (Some(limit), Some(offset)) = (num(params.get("limit")).unwrap_or(Some(PAGE)), num(params.get("offset")).unwrap_or(Some(0)))
+    let (Some(limit), Some(offset)) =
+        (num(params.get("limit")).unwrap_or(Some(PAGE)), num(params.get("offset")).unwrap_or(Some(0)))
     else {
         return error(StatusCode::BAD_REQUEST, "limit and offset must be integers");
     };

@@ -311,7 +311,13 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         if let Some(r) = reason
             && !matches!(r, FailReason::PaymentExpired | FailReason::Cancelled)
         {
-            self.note_error(format!("Order {}: {} -> {}: {}", order.order_id, from.as_str(), to.as_str(), r.describe()));
+            self.note_error(format!(
+                "Order {}: {} -> {}: {}",
+                order.order_id,
+                from.as_str(),
+                to.as_str(),
+                r.describe()
+            ));
         }
         match reason {
             Some(r) => log::info!(

@@ -72,7 +72,11 @@ pub fn decide(policy: LeasePolicy, lease: &LeaseRow, seen: Option<&ChannelSeen>,
     if height < lease.lease_end_block {
         return d(
             LeaseAction::Protect,
-            format!("the lease runs until block {} ({} blocks left)", lease.lease_end_block, lease.lease_end_block - height),
+            format!(
+                "the lease runs until block {} ({} blocks left)",
+                lease.lease_end_block,
+                lease.lease_end_block - height
+            ),
         );
     }
     if lease.state == LeaseState::Closing || seen.closing() {

@@ -50,9 +50,10 @@ pub const LISTORDERS_DEFAULT_LIMIT: u32 = 1_000;
 /// `since` is unix seconds or an RFC 3339 datetime; `limit` defaults to
 /// [`LISTORDERS_DEFAULT_LIMIT`].
 pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
-    let [state, peer, since, limit, payment, until, offset]: [Option<Value>; 7] = bind_params(params, &LISTORDERS_PARAMS)?
-        .try_into()
-        .map_err(|_| ArgError("internal: parameter count".into()))?;
+    let [state, peer, since, limit, payment, until, offset]: [Option<Value>; 7] =
+        bind_params(params, &LISTORDERS_PARAMS)?
+            .try_into()
+            .map_err(|_| ArgError("internal: parameter count".into()))?;
     let phases = match state {
         None => None,
         Some(Value::String(s)) => Some(phases_for(&s).ok_or_else(|| {

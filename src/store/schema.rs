@@ -271,6 +271,5 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-
 /// The schema version this code writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -174,10 +174,9 @@ fn leases_in(conn: &Connection, height: u32) -> Result<LeaseFigures, StoreError>
              COALESCE(SUM(CASE WHEN block <= ?4 THEN channels END), 0) \
              FROM stats_lease_ends WHERE block > ?1",
         )?
-        .query_row(
-            params![h, h + i64::from(BLOCKS_1D), h + i64::from(BLOCKS_1W), h + i64::from(BLOCKS_1M)],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )?;
+        .query_row(params![h, h + i64::from(BLOCKS_1D), h + i64::from(BLOCKS_1W), h + i64::from(BLOCKS_1M)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
     Ok(LeaseFigures {
         active: to_u64(active, "leases")?,
         leased_sat: to_u64(sat, "leased sat")?,
@@ -187,18 +186,16 @@ fn leases_in(conn: &Connection, height: u32) -> Result<LeaseFigures, StoreError>
     })
 }
 
-fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Option<String>, i64, i64, Option<String>, Option<i64>, Option<i64>)> {
+fn lease_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, Option<String>, i64, i64, Option<String>, Option<i64>, Option<i64>)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
 }
 
 const LEASE_COLUMNS: &str = "c.order_id, o.client_node_id, c.channel_id, o.lsp_balance_sat, c.lease_end_block, \
      c.lease_state, c.activity_count, c.active_height FROM channels c JOIN orders o ON o.order_id = c.order_id";
 
-fn leases_from(
-    conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<LeaseRow>, StoreError> {
+fn leases_from(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<LeaseRow>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, lease_row)?;
     let mut out = vec![];
@@ -237,14 +234,22 @@ impl Store {
         let today = now_ms.div_euclid(DAY_MS);
         let span = i64::from(days.max(30));
         let first = today - span + 1;
-        let mut daily: Vec<DayFigures> = (first..=today).map(|day| DayFigures { day, ..DayFigures::default() }).collect();
+        let mut daily: Vec<DayFigures> =
+            (first..=today).map(|day| DayFigures { day, ..DayFigures::default() }).collect();
         {
             let mut stmt = conn.prepare_cached(
                 "SELECT day, created, completed, failed, revenue_sat, capacity_sat FROM stats_daily \
                  WHERE day >= ?1 AND day <= ?2",
             )?;
             let rows = stmt.query_map(params![first, today], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
             })?;
             for row in rows {
                 let (day, created, completed, failed, revenue, capacity) = row?;

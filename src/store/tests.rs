@@ -469,9 +469,8 @@ fn status_figures_match_the_order_book() {
     assert_eq!(f.held.earliest_cltv_expiry, Some(502));
     assert_eq!(f.refunds, vec![("cltv_deadline".to_string(), 3)]);
     // Today (day 4) holds o12? No: orders 0..12 span days 0..3; completions on their own day.
-    let completed_today = count(&format!(
-        "SELECT COUNT(*) FROM orders WHERE phase = 'completed' AND updated_at_ms / {DAY_MS} = 4"
-    ));
+    let completed_today =
+        count(&format!("SELECT COUNT(*) FROM orders WHERE phase = 'completed' AND updated_at_ms / {DAY_MS} = 4"));
     assert_eq!(f.days.last().unwrap().completed, completed_today);
     assert_eq!(f.days.len(), 7);
     assert_eq!(f.revenue_windows[2], f.revenue_all_sat, "everything happened within 30 days");

@@ -37,7 +37,7 @@ pub(crate) fn params(lsp: u64, client: u64, confs: u16) -> Value {
     })
 }
 
-async fn create(s: &StandIn, client: &PublicKey, p: Value) -> Pay {
+pub(crate) async fn create(s: &StandIn, client: &PublicKey, p: Value) -> Pay {
     let r = s.lsps(client, &req("c", "lsps1.create_order", p)).await;
     assert!(r.get("error").is_none(), "{r}");
     pay_of(&r["result"])
@@ -71,11 +71,11 @@ pub(crate) fn part(s: &StandIn, pay: &Pay, amount_msat: u64, scid: &str) -> Htlc
     }
 }
 
-async fn pay_whole(s: &StandIn, pay: &Pay) -> HtlcHandle {
+pub(crate) async fn pay_whole(s: &StandIn, pay: &Pay) -> HtlcHandle {
     s.send_htlc(part(s, pay, pay.amount_msat, "103x1x0")).await
 }
 
-fn assert_preimage(o: &HtlcOutcome, pay: &Pay) {
+pub(crate) fn assert_preimage(o: &HtlcOutcome, pay: &Pay) {
     match o {
         HtlcOutcome::Settled { preimage } => {
             let bytes = hex::decode(preimage).unwrap();
@@ -91,7 +91,13 @@ fn assert_refunded(o: &HtlcOutcome) {
 
 /// Poll the order (through `lsps1-getorder`, whose `order` is exactly the client's view, so
 /// that polling does not connect the client as a custom message would).
-async fn wait_state(s: &StandIn, _client: &PublicKey, id: &str, order_state: &str, payment_state: &str) -> Value {
+pub(crate) async fn wait_state(
+    s: &StandIn,
+    _client: &PublicKey,
+    id: &str,
+    order_state: &str,
+    payment_state: &str,
+) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let o = getorder_admin(s, id).await["order"].clone();

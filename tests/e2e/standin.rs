@@ -47,6 +47,8 @@
 
 #[path = "standin_chain.rs"]
 pub mod chain;
+#[path = "standin_runes.rs"]
+pub mod runes;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -238,6 +240,8 @@ struct Channel {
     state_changes: Vec<Value>,
     alias_local: String,
     alias_remote: String,
+    /// `in_payments_fulfilled` ([`StandIn::route_payments`]).
+    payments_fulfilled: u64,
 }
 
 impl Channel {
@@ -309,6 +313,8 @@ struct RpcState {
     wallet: Mutex<chain::Wallet>,
     /// Bumped by every reorg, so that replaced blocks get new hashes.
     fork: AtomicU32,
+    /// Runes this node made ([`runes`]).
+    runes: Mutex<runes::Runes>,
 }
 
 /// Every message the plugin sends, in order, while traced: `rpc:<method>` (a call on
@@ -361,6 +367,7 @@ impl RpcState {
             killed_generation: AtomicU64::new(0),
             wallet: Default::default(),
             fork: AtomicU32::new(0),
+            runes: Mutex::new(runes::Runes::new(node_key.secret_bytes())),
         }
     }
 
@@ -469,6 +476,26 @@ impl RpcState {
 
     /// A block was mined: fundings not yet mined get into it (unless held out).
     fn on_block(&self, height: u32) -> Vec<(String, Value)> {
+        // A mutual close is mined in the next block: FUNDING_SPEND_SEEN, then ONCHAIN
+        // (fixtures README "Observations: routed channel, idleness, close").
+        let mut closed = vec![];
+        for ch in self.channels.lock().unwrap().iter_mut().filter(|c| c.state == "CLOSINGD_COMPLETE") {
+            ch.state = "ONCHAIN".into();
+            closed.push((
+                "channel_state_changed".to_string(),
+                json!({"peer_id": ch.peer_id, "channel_id": ch.channel_id, "timestamp": timestamp(),
+                    "old_state": "CLOSINGD_COMPLETE", "new_state": "ONCHAIN", "cause": "user", "message": "Onchain funding spend"}),
+            ));
+        }
+        if !closed.is_empty() {
+            let mut notes = closed;
+            notes.extend(self.on_block_opens(height));
+            return notes;
+        }
+        self.on_block_opens(height)
+    }
+
+    fn on_block_opens(&self, height: u32) -> Vec<(String, Value)> {
         if self.wallet.lock().unwrap().hold_fundings {
             return self.advance_channels();
         }
@@ -1376,6 +1403,19 @@ impl StandIn {
         self.rpc.render_channels()
     }
 
+    /// `n` payments routed into channel `channel_id` (its `in_payments_fulfilled`).
+    pub fn route_payments(&self, channel_id: &str, n: u64) {
+        for c in self.rpc.channels.lock().unwrap().iter_mut().filter(|c| c.channel_id == channel_id) {
+            c.payments_fulfilled += n;
+        }
+    }
+
+    /// A rune of this node (`createrune` with `restrictions`, as lightning-cli would).
+    pub fn create_rune(&self, restrictions: Value) -> String {
+        let r = self.rpc.runes.lock().unwrap().create(&json!({ "restrictions": restrictions })).expect("createrune");
+        r["rune"].as_str().expect("rune").to_string()
+    }
+
     /// The `custommsg` hook with a raw message (hex of type + payload); the peer is
     /// connected first, as it is when lightningd calls the hook.
     pub async fn custommsg_hex(&self, peer: &PublicKey, payload_hex: &str) -> Value {
@@ -2048,6 +2088,9 @@ fn render_channel(our_id: &PublicKey, ch: &Channel, connected: bool, height: u32
     }
     o.insert("updates".into(), updates);
     o.insert("state".into(), json!(ch.state));
+    // rpc/listpeerchannels.ok-routed-out.json: forwards count like any payment.
+    o.insert("in_payments_fulfilled".into(), json!(ch.payments_fulfilled));
+    o.insert("out_payments_fulfilled".into(), json!(0));
     match &scid {
         Some(s) => {
             o.insert("short_channel_id".into(), json!(s));
@@ -2244,6 +2287,7 @@ fn fundchannel(rpc: &RpcState, params: &Value, notes: &mut Vec<(String, Value)>)
         state_changes: vec![],
         alias_local: alias("local"),
         alias_remote: alias("remote"),
+        payments_fulfilled: 0,
     });
     // notifications/channel_state_changed.none-to-CHANNELD_AWAITING_LOCKIN.cause-user.json
     notes.push((
@@ -2457,6 +2501,26 @@ fn default_reply(
             Ok(json!({}))
         }
         "fundchannel" => fundchannel(rpc, params, notes),
+        // rpc/createrune.*, rpc/checkrune.* (standin_runes.rs).
+        "createrune" => rpc.runes.lock().unwrap().create(params),
+        "checkrune" => rpc.runes.lock().unwrap().check(params),
+        // rpc/close.ok.json: the peer online, a mutual close at once; the channel shuts down.
+        "close" => {
+            let id = param(params, "id", 0).and_then(Value::as_str).unwrap_or("").to_string();
+            let mut chans = rpc.channels.lock().unwrap();
+            let Some(ch) = chans.iter_mut().find(|c| c.channel_id == id || c.peer_id == id) else {
+                return Err(json!({"code": -32602, "message": format!("id: Short channel ID not active: '{id}'")}));
+            };
+            let old = std::mem::replace(&mut ch.state, "CLOSINGD_COMPLETE".to_string());
+            notes.push((
+                "channel_state_changed".into(),
+                json!({"peer_id": ch.peer_id, "channel_id": ch.channel_id, "timestamp": timestamp(),
+                    "old_state": old, "new_state": "CLOSINGD_COMPLETE", "cause": "user", "message": "Closing complete"}),
+            ));
+            let mut r = fixture_result("rpc/close.ok.json");
+            r["type"] = json!("mutual");
+            Ok(r)
+        }
         // rpc/listpeerchannels.*.json; filters per doc/schemas/listpeerchannels.json.
         "listpeerchannels" => {
             let id = param(params, "id", 0).filter(|v| !v.is_null());

@@ -77,7 +77,7 @@
       `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}${withSeconds ? ':' + pad(d.getUTCSeconds()) : ''} UTC`;
   }
   function timeEl(s, withSeconds) {
-    if (!s) return el('span', { class: 'muted', text: '—' });
+    if (!s) return dim('—');
     return el('time', { datetime: String(s), title: String(s), text: fmtTime(s, withSeconds) });
   }
   function shortId(s, head = 8, tail = 6) {
@@ -127,6 +127,9 @@
   }
   const link = (href, text, title) => el('a', { href, title: title || null, text });
   const orderLink = (id) => link('#/order/' + encodeURIComponent(id), shortId(id, 10, 6), id);
+  const num = (text, cls, title) => el('span', { class: 'num' + (cls ? ' ' + cls : ''), text, title: title || null });
+  const mw = (text) => el('span', { class: 'mono wrap', text: String(text) });
+  const dim = (text) => el('span', { class: 'muted', text });
   const mono = (text, title) => el('span', { class: 'mono', title: title || null, text: String(text ?? '—') });
 
   // ---------- status banner ----------
@@ -175,7 +178,7 @@
         cache: 'no-store', credentials: 'same-origin' });
     } catch {
       const err = new ApiError(0, 'Cannot reach the plugin');
-      if (!quiet) setStatus('Cannot reach the plugin. Is lightningd running with the console enabled?', 'error');
+      if (!quiet) setStatus('Cannot reach the plugin', 'error');
       throw err;
     }
     let data = null;
@@ -186,7 +189,7 @@
     if (quiet) throw new ApiError(res.status, msg);
     if (res.status === 401) {
       forgetRune();
-      showRuneForm('This rune is not valid: ' + msg);
+      showRuneForm(/^this rune/i.test(msg) ? msg : 'This rune is not valid: ' + msg);
       throw new NeedRune();
     }
     if (res.status === 403) setStatus(`This rune does not allow ${action}: ${msg}`, 'error');
@@ -299,7 +302,7 @@
     const dl = el('dl', { class: 'kv ' + (cls || '') });
     for (const [k, v, extra] of pairs) {
       if (v === undefined) continue;
-      dl.append(el('div', { class: extra || null }, el('dt', { text: k }), el('dd', null, v === null ? el('span', { class: 'muted', text: '—' }) : v)));
+      dl.append(el('div', { class: extra || null }, el('dt', { text: k }), el('dd', null, v === null ? dim('—') : v)));
     }
     return dl;
   }
@@ -318,16 +321,15 @@
     const t = el('table', { id, class: 'data' }, caption ? el('caption', { class: 'sr-only', text: caption }) : null, thead, tbody);
     return el('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption || id }, t);
   }
-  const td = (content, cls) => el('td', { class: cls || null }, content ?? el('span', { class: 'muted', text: '—' }));
+  const td = (content, cls) => el('td', { class: cls || null }, content ?? dim('—'));
   const setView = (...nodes) => view.replaceChildren(...nodes.filter(Boolean));
   function loading() { view.replaceChildren(el('p', { class: 'loading muted', text: 'Loading…' })); }
-  function failed(err, retry) {
+  function failed(err, extra) {
     if (err instanceof NeedRune) return;
     const msg = err.status === 403 ? 'This rune does not allow reading this page.' :
-      err.status === 0 ? 'Cannot reach the plugin.' : err.message;
-    view.replaceChildren(el('div', { class: 'card empty-state' },
-      el('p', { text: msg }),
-      retry ? el('button', { type: 'button', class: 'btn', text: 'Try again', on: { click: retry } }) : null));
+      err.status === 0 ? 'Cannot reach the plugin. Is lightningd running, with the console enabled?' : err.message;
+    view.replaceChildren(el('div', { class: 'card empty-state' }, el('p', { text: msg }), extra,
+      el('button', { type: 'button', class: 'btn', text: 'Try again', on: { click: () => route() } })));
   }
   function pageHead(title, sub, ...extra) {
     return el('div', { class: 'page-head' }, el('div', { class: 'ph-title' }, el('h1', { text: title }),
@@ -465,48 +467,48 @@
       statCard('Held now', [
         big(fmtSat(held.amount_sat), `${fmtNum(held.orders)} order${Number(held.orders) === 1 ? '' : 's'}`),
         kv([
-          ['HTLCs', el('span', { class: 'num', text: fmtNum(held.htlcs) })],
-          ['On-chain outputs', el('span', { class: 'num', text: fmtNum(held.onchain_outputs) })],
-          ['Earliest CLTV expiry', isNum(held.earliest_cltv_expiry) ? el('span', { class: 'num', text: 'block ' + fmtNum(held.earliest_cltv_expiry) }) : null],
+          ['HTLCs', num(fmtNum(held.htlcs))],
+          ['On-chain outputs', num(fmtNum(held.onchain_outputs))],
+          ['Earliest CLTV expiry', isNum(held.earliest_cltv_expiry) ? num('block ' + fmtNum(held.earliest_cltv_expiry)) : null],
           ['CLTV margin', isNum(margin) ? el('span', { class: 'num' + (marginWarn ? ' warn-text' : ''), text: `${fmtNum(margin)} blocks` }) : null],
         ], 'compact'),
         marginWarn ? el('p', { class: 'note warn-text', text: `Under ${CLTV_WARN} blocks: a held payment will soon be failed back.` }) : null,
       ], { warn: marginWarn, href: '#/held', linkText: 'Held payments' }),
       statCard('Revenue', [
         big(fmtSat(rev.today), 'today'),
-        kv([['Last 7 days', el('span', { class: 'num', text: fmtSat(rev.last_7_days) })],
-          ['Last 30 days', el('span', { class: 'num', text: fmtSat(rev.last_30_days) })],
-          ['All time', el('span', { class: 'num', text: fmtSat(rev.all_time), title: fmtBtc(rev.all_time) })]], 'compact'),
+        kv([['Last 7 days', num(fmtSat(rev.last_7_days))],
+          ['Last 30 days', num(fmtSat(rev.last_30_days))],
+          ['All time', num(fmtSat(rev.all_time), '', fmtBtc(rev.all_time))]], 'compact'),
       ]),
       statCard('Capacity sold', [
         big(fmtSat(cap.today), 'today'),
-        kv([['Last 7 days', el('span', { class: 'num', text: fmtSat(cap.last_7_days) })],
-          ['Last 30 days', el('span', { class: 'num', text: fmtSat(cap.last_30_days) })],
-          ['All time', el('span', { class: 'num', text: fmtSat(cap.all_time), title: fmtBtc(cap.all_time) })]], 'compact'),
+        kv([['Last 7 days', num(fmtSat(cap.last_7_days))],
+          ['Last 30 days', num(fmtSat(cap.last_30_days))],
+          ['All time', num(fmtSat(cap.all_time), '', fmtBtc(cap.all_time))]], 'compact'),
       ]),
       statCard('Leases', [
         big(fmtNum(ls.active), 'active'),
-        kv([['Leased', el('span', { class: 'num', text: fmtSat(ls.leased_sat) })],
+        kv([['Leased', num(fmtSat(ls.leased_sat))],
           ['Ending within 1 day', el('span', { class: 'num' + (Number(ls.ending_within_1_day) > 0 ? ' warn-text' : ''), text: fmtNum(ls.ending_within_1_day) })],
-          ['Ending within 1 week', el('span', { class: 'num', text: fmtNum(ls.ending_within_1_week) })],
-          ['Ending within 1 month', el('span', { class: 'num', text: fmtNum(ls.ending_within_1_month) })]], 'compact'),
+          ['Ending within 1 week', num(fmtNum(ls.ending_within_1_week))],
+          ['Ending within 1 month', num(fmtNum(ls.ending_within_1_month))]], 'compact'),
       ], { href: '#/leases', linkText: 'Leases' }),
       statCard('Wallet', [
         big(fmtSat(w.free_sat), 'free'),
-        kv([['Largest channel', el('span', { class: 'num', text: fmtSat(w.max_channel_balance_sat) })]], 'compact'),
+        kv([['Largest channel', num(fmtSat(w.max_channel_balance_sat))]], 'compact'),
         walletWarn ? el('p', { class: 'note warn-text', text: 'Free funds are below the largest channel size: big orders may fail to open.' }) : null,
       ], { warn: walletWarn }),
       statCard('Refunds', [
         big(fmtNum(rf.total), 'total'),
-        kv([['Payment expired', el('span', { class: 'num', text: fmtNum(byCause.payment_expired) })],
-          ['Open failed', el('span', { class: 'num', text: fmtNum(byCause.open_failed) })],
-          ['CLTV deadline', el('span', { class: 'num', text: fmtNum(byCause.cltv_deadline) })],
+        kv([['Payment expired', num(fmtNum(byCause.payment_expired))],
+          ['Open failed', num(fmtNum(byCause.open_failed))],
+          ['CLTV deadline', num(fmtNum(byCause.cltv_deadline))],
           ...Object.keys(byCause).filter((k) => !['payment_expired', 'open_failed', 'cltv_deadline'].includes(k))
-            .map((k) => [k.replace(/_/g, ' '), el('span', { class: 'num', text: fmtNum(byCause[k]) })])], 'compact'),
+            .map((k) => [k.replace(/_/g, ' '), num(fmtNum(byCause[k]))])], 'compact'),
       ]),
       statCard('Requests turned away', [
         big(fmtNum(rq.rate_limited), 'rate-limited'),
-        kv([['Refused', el('span', { class: 'num', text: fmtNum(rq.refused) })],
+        kv([['Refused', num(fmtNum(rq.refused))],
           ['Since', rq.since ? timeEl(rq.since) : null]], 'compact'),
       ]),
     );
@@ -561,14 +563,16 @@
     const peer = el('input', { id: 'filter-peer', type: 'text', value: f.peer_id, placeholder: '02…', autocomplete: 'off', spellcheck: 'false', class: 'mono' });
     const since = el('input', { id: 'filter-since', type: 'date', value: /^\d{4}-\d{2}-\d{2}$/.test(f.since) ? f.since : '' });
     const until = el('input', { id: 'filter-until', type: 'date', value: /^\d{4}-\d{2}-\d{2}$/.test(f.until) ? f.until : '' });
+    const text = el('input', { id: 'filter-q', type: 'text', value: f.q, autocomplete: 'off', spellcheck: 'false' });
     const filterForm = el('form', { class: 'filters', 'aria-label': 'Filter orders', on: { submit: (ev) => {
       ev.preventDefault();
-      go({ state: stateSel.value, peer_id: peer.value.trim(), since: since.value, until: until.value, offset: '0' });
+      go({ state: stateSel.value, peer_id: peer.value.trim(), since: since.value, until: until.value, q: text.value.trim(), offset: '0' });
     } } },
     el('div', { class: 'field' }, el('label', { for: 'filter-state', text: 'State' }), stateSel),
     el('div', { class: 'field grow' }, el('label', { for: 'filter-peer', text: 'Peer id' }), peer),
     el('div', { class: 'field' }, el('label', { for: 'filter-since', text: 'Created since' }), since),
     el('div', { class: 'field' }, el('label', { for: 'filter-until', text: 'Created until' }), until),
+    el('div', { class: 'field' }, el('label', { for: 'filter-q', text: 'Text' }), text),
     el('div', { class: 'field buttons' },
       el('button', { id: 'filter-apply', type: 'submit', class: 'btn btn-primary', text: 'Apply filters' }),
       el('button', { id: 'filter-clear', type: 'button', class: 'btn', text: 'Clear', on: { click: () => { location.hash = '#/orders'; } } })));
@@ -591,8 +595,7 @@
     try {
       data = await api('/api/orders?' + qs.toString(), { action: 'listing orders (orders)' });
     } catch (err) {
-      if (token !== routeToken) return;
-      if (err instanceof NeedRune) return;
+      if (token !== routeToken || err instanceof NeedRune) return;
       results.replaceChildren(el('div', { class: 'card empty-state' }, el('p', { text: err.status === 0 ? 'Cannot reach the plugin.' : err.message }),
         el('button', { type: 'button', class: 'btn', text: 'Try again', on: { click: () => route() } })));
       return;
@@ -608,7 +611,7 @@
       td(s.peer_id ? link('#/orders?peer_id=' + encodeURIComponent(s.peer_id), shortId(s.peer_id, 8, 4), 'Show orders of peer ' + s.peer_id) : null, 'mono'),
       td(fmtSat(s.lsp_balance_sat), 'num right'),
       td(fmtSat(s.fee_total_sat), 'num right'),
-      td(s.paid_method ? s.paid_method : el('span', { class: 'muted', text: 'unpaid' })),
+      td(s.paid_method ? s.paid_method : dim('unpaid')),
       td(isNum(s.lease_end_block) ? fmtNum(s.lease_end_block) : null, 'num right')));
     const from = orders.length ? off + 1 : 0;
     const pager = el('div', { class: 'pager' },
@@ -657,20 +660,20 @@
 
     const feeSrc = b11 || oc || {};
     const figures = section('Key figures', kv([
-      ['LSP balance', el('span', { class: 'num', text: fmtSat(o.lsp_balance_sat) })],
-      ['Client balance', el('span', { class: 'num', text: fmtSat(o.client_balance_sat) })],
-      ['Fee', el('span', { class: 'num', text: fmtSat(feeSrc.fee_total_sat) })],
-      ['Order total', el('span', { class: 'num', text: fmtSat(feeSrc.order_total_sat) })],
-      ['Held now', el('span', { class: 'num', text: fmtMsat(d.held_msat) })],
-      ['Reserved', el('span', { class: 'num', text: fmtSat(d.reserved_sat) })],
-      ['Channel lease', isNum(o.channel_expiry_blocks) ? el('span', { class: 'num', text: `${fmtNum(o.channel_expiry_blocks)} blocks (≈ ${blocksToDays(o.channel_expiry_blocks)} days)` }) : undefined],
-      ['Lease end block', isNum(d.lease_end_block) ? el('span', { class: 'num', text: fmtNum(d.lease_end_block) }) : null],
-      ['Funding feerate', isNum(d.funding_feerate_perkw) ? el('span', { class: 'num', text: fmtNum(d.funding_feerate_perkw) + ' sat/kw' }) : null],
+      ['LSP balance', num(fmtSat(o.lsp_balance_sat))],
+      ['Client balance', num(fmtSat(o.client_balance_sat))],
+      ['Fee', num(fmtSat(feeSrc.fee_total_sat))],
+      ['Order total', num(fmtSat(feeSrc.order_total_sat))],
+      ['Held now', num(fmtMsat(d.held_msat))],
+      ['Reserved', num(fmtSat(d.reserved_sat))],
+      ['Channel lease', isNum(o.channel_expiry_blocks) ? num(`${fmtNum(o.channel_expiry_blocks)} blocks (≈ ${blocksToDays(o.channel_expiry_blocks)} days)`) : undefined],
+      ['Lease end block', isNum(d.lease_end_block) ? num(fmtNum(d.lease_end_block)) : null],
+      ['Funding feerate', isNum(d.funding_feerate_perkw) ? num(fmtNum(d.funding_feerate_perkw) + ' sat/kw') : null],
       ['Created', timeEl(o.created_at, true)],
       ['Updated', timeEl(d.updated_at, true)],
       ['Peer', d.peer_id ? el('a', { class: 'mono wrap', href: '#/orders?peer_id=' + encodeURIComponent(d.peer_id), title: 'All orders of this peer', text: d.peer_id }) : null, 'wide'],
-      ['Payment hash', d.payment_hash ? el('span', { class: 'mono wrap', text: d.payment_hash }) : null, 'wide'],
-      ['Refund address', d.refund_onchain_address ? el('span', { class: 'mono wrap', text: d.refund_onchain_address }) : undefined, 'wide'],
+      ['Payment hash', d.payment_hash ? mw(d.payment_hash) : null, 'wide'],
+      ['Refund address', d.refund_onchain_address ? mw(d.refund_onchain_address) : undefined, 'wide'],
       ['Client info', d.client_info ? el('span', { class: 'wrap', text: typeof d.client_info === 'string' ? d.client_info : JSON.stringify(d.client_info) }) : undefined, 'wide'],
     ], 'grid-kv'));
 
@@ -701,8 +704,8 @@
       payParts.push(el('h3', { text: 'Lightning (BOLT11)' }), kv([
         ['State', el('span', { class: 'mono', text: String(b11.state ?? '—') })],
         ['Expires', timeEl(b11.expires_at, true)],
-        ['Fee', el('span', { class: 'num', text: fmtSat(b11.fee_total_sat) })],
-        ['Total', el('span', { class: 'num', text: fmtSat(b11.order_total_sat) })],
+        ['Fee', num(fmtSat(b11.fee_total_sat))],
+        ['Total', num(fmtSat(b11.order_total_sat))],
         ['Invoice', inv ? el('span', { class: 'invoice-row' }, invBox, copyBtn) : null, 'wide'],
       ], 'grid-kv'));
     }
@@ -718,12 +721,12 @@
       payParts.push(el('h3', { text: 'On-chain' }), kv([
         ['State', el('span', { class: 'mono', text: String(oc.state ?? '—') })],
         ['Expires', timeEl(oc.expires_at, true)],
-        ['Fee', el('span', { class: 'num', text: fmtSat(oc.fee_total_sat) })],
-        ['Total', el('span', { class: 'num', text: fmtSat(oc.order_total_sat) })],
-        ['Confirmations needed', el('span', { class: 'num', text: fmtNum(oc.min_onchain_payment_confirmations) })],
-        ['Min fee for 0-conf', oc.min_fee_for_0conf !== undefined && oc.min_fee_for_0conf !== null ? el('span', { class: 'num', text: String(oc.min_fee_for_0conf) }) : null],
-        ['Address', oc.address ? el('span', { class: 'mono wrap', text: oc.address }) : null, 'wide'],
-        ['Refund to', oc.refund_onchain_address ? el('span', { class: 'mono wrap', text: oc.refund_onchain_address }) : undefined, 'wide'],
+        ['Fee', num(fmtSat(oc.fee_total_sat))],
+        ['Total', num(fmtSat(oc.order_total_sat))],
+        ['Confirmations needed', num(fmtNum(oc.min_onchain_payment_confirmations))],
+        ['Min fee for 0-conf', oc.min_fee_for_0conf !== undefined && oc.min_fee_for_0conf !== null ? num(String(oc.min_fee_for_0conf)) : null],
+        ['Address', oc.address ? mw(oc.address) : null, 'wide'],
+        ['Refund to', oc.refund_onchain_address ? mw(oc.refund_onchain_address) : undefined, 'wide'],
       ], 'grid-kv'));
     }
     const chain = d.onchain;
@@ -732,7 +735,7 @@
       payParts.push(el('h3', { text: 'On-chain outputs' }), table('onchain-outputs-table', 'On-chain outputs',
         ['Outpoint', ['Amount', 'right'], ['Block', 'right'], ['Confirmations', 'right'], 'Role'],
         outs.map((x) => el('tr', null, td(mono(shortId(x.outpoint, 12, 6), x.outpoint)), td(fmtSat(x.amount_sat), 'num right'),
-          td(isNum(x.blockheight) ? fmtNum(x.blockheight) : el('span', { class: 'muted', text: 'mempool' }), 'num right'),
+          td(isNum(x.blockheight) ? fmtNum(x.blockheight) : dim('mempool'), 'num right'),
           td(fmtNum(x.confirmations), 'num right'), td(String(x.role ?? '—')))),
         'No outputs seen at this address.'));
       const refs = Array.isArray(chain.refunds) ? chain.refunds : [];
@@ -755,16 +758,16 @@
     if (ch) chanParts.push(kv([
       ['Funded', timeEl(ch.funded_at, true)],
       ['Channel expires', timeEl(ch.expires_at, true)],
-      ['Funding outpoint', ch.funding_outpoint ? el('span', { class: 'mono wrap', text: ch.funding_outpoint }) : null, 'wide'],
+      ['Funding outpoint', ch.funding_outpoint ? mw(ch.funding_outpoint) : null, 'wide'],
     ], 'grid-kv'));
     if (lease) chanParts.push(el('h3', { text: 'Lease' }), kv([
       ['State', stateBadge(lease.state)],
-      ['End block', el('span', { class: 'num', text: fmtNum(lease.lease_end_block) })],
-      ['Ends', el('span', { class: 'num', text: endsText(lease.blocks_left) })],
+      ['End block', num(fmtNum(lease.lease_end_block))],
+      ['Ends', num(endsText(lease.blocks_left))],
       ['Action', el('span', { class: 'mono', text: String(lease.action ?? '—') })],
       ['Short channel id', lease.short_channel_id ? mono(lease.short_channel_id) : null],
       ['Why', lease.why ? el('span', { text: String(lease.why) }) : null, 'wide'],
-      ['Channel id', lease.channel_id ? el('span', { class: 'mono wrap', text: lease.channel_id }) : null, 'wide'],
+      ['Channel id', lease.channel_id ? mw(lease.channel_id) : null, 'wide'],
     ], 'grid-kv'));
     const channel = section('Channel', chanParts.length ? chanParts : el('p', { class: 'muted', text: 'No channel yet.' }));
 
@@ -861,22 +864,23 @@
     const titles = { overview: 'Overview', orders: 'Orders', order: 'Order', held: 'Held payments', leases: 'Leases' };
     document.title = (titles[r.name] || 'Not found') + ' · cln-lsps1';
     loading();
+    let id = r.arg;
+    try { id = decodeURIComponent(r.arg); } catch { /* keep it raw */ }
     try {
       if (r.name === 'overview') await viewOverview(token);
       else if (r.name === 'orders') await viewOrders(token, r.params);
       else if (r.name === 'held') await viewHeld(token);
       else if (r.name === 'leases') await viewLeases(token);
-      else if (r.name === 'order' && r.arg) {
-        let id = r.arg;
-        try { id = decodeURIComponent(r.arg); } catch { /* keep raw */ }
-        await viewOrder(token, id);
-      } else {
+      else if (r.name === 'order' && id) await viewOrder(token, id);
+      else {
         view.replaceChildren(el('div', { class: 'card empty-state' }, el('p', { text: 'There is no such page.' }), link('#/overview', 'Go to the overview')));
       }
     } catch (err) {
       if (token !== routeToken) return;
-      if (err instanceof ApiError || err instanceof NeedRune) failed(err, () => route());
-      else { failed(new ApiError(-1, 'Something went wrong while drawing this page.'), () => route()); throw err; }
+      if (err instanceof ApiError || err instanceof NeedRune) {
+        failed(err, err.status === 404 && r.name === 'order'
+          ? el('p', null, link('#/orders?q=' + encodeURIComponent(id), 'Search the orders for this text')) : null);
+      } else { failed(new ApiError(-1, 'Something went wrong while drawing this page.')); throw err; }
     }
   }
 

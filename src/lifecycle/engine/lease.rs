@@ -68,11 +68,8 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         let channels = self.inner.node.channel_activity().await.map_err(|e| e.to_string())?;
         let mut plans = Vec::with_capacity(leases.len());
         for mut lease in leases {
-            let channel = lease
-                .channel_id
-                .as_deref()
-                .and_then(|id| channels.iter().find(|c| c.channel_id == id))
-                .cloned();
+            let channel =
+                lease.channel_id.as_deref().and_then(|id| channels.iter().find(|c| c.channel_id == id)).cloned();
             if let Some(c) = &channel
                 && lease.state != LeaseState::Active
                 && lease.activity_count != Some(c.payments_fulfilled)
@@ -158,7 +155,9 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                             let _ = engine
                                 .inner
                                 .store
-                                .call(move |s| s.set_lease_state(&id, LeaseState::Closing, LeaseState::Ended, now, &detail))
+                                .call(move |s| {
+                                    s.set_lease_state(&id, LeaseState::Closing, LeaseState::Ended, now, &detail)
+                                })
                                 .await;
                         }
                         // No answer (the wait outlasted the call): lightningd goes on closing.
