@@ -1,5 +1,6 @@
 //! End-to-end tests: the real plugin binary driven by the lightningd stand-in.
 
+mod browser;
 mod console;
 mod faults;
 mod flood;

@@ -300,8 +300,9 @@
   }
   function kv(pairs, cls) {
     const dl = el('dl', { class: 'kv ' + (cls || '') });
-    for (const [k, v, extra] of pairs) {
+    for (let [k, v, extra] of pairs) {
       if (v === undefined) continue;
+      if (typeof v === 'string' || typeof v === 'number') v = num(v);
       dl.append(el('div', { class: extra || null }, el('dt', { text: k }), el('dd', null, v === null ? dim('—') : v)));
     }
     return dl;
@@ -452,6 +453,10 @@
     return el('p', { class: 'big num' }, text, sub ? el('span', { class: 'sub', text: sub }) : null);
   }
 
+  const periodCard = (title, x) => statCard(title, [big(fmtSat(x.today), 'today'),
+    kv([['Last 7 days', fmtSat(x.last_7_days)], ['Last 30 days', fmtSat(x.last_30_days)],
+      ['All time', num(fmtSat(x.all_time), '', fmtBtc(x.all_time))]], 'compact')]);
+
   async function viewOverview(token) {
     const st = await api('/api/status?days=90', { action: 'reading the node status (status)' });
     if (token !== routeToken) return;
@@ -467,48 +472,38 @@
       statCard('Held now', [
         big(fmtSat(held.amount_sat), `${fmtNum(held.orders)} order${Number(held.orders) === 1 ? '' : 's'}`),
         kv([
-          ['HTLCs', num(fmtNum(held.htlcs))],
-          ['On-chain outputs', num(fmtNum(held.onchain_outputs))],
+          ['HTLCs', fmtNum(held.htlcs)],
+          ['On-chain outputs', fmtNum(held.onchain_outputs)],
           ['Earliest CLTV expiry', isNum(held.earliest_cltv_expiry) ? num('block ' + fmtNum(held.earliest_cltv_expiry)) : null],
-          ['CLTV margin', isNum(margin) ? el('span', { class: 'num' + (marginWarn ? ' warn-text' : ''), text: `${fmtNum(margin)} blocks` }) : null],
+          ['CLTV margin', isNum(margin) ? num(`${fmtNum(margin)} blocks`, marginWarn && 'warn-text') : null],
         ], 'compact'),
         marginWarn ? el('p', { class: 'note warn-text', text: `Under ${CLTV_WARN} blocks: a held payment will soon be failed back.` }) : null,
       ], { warn: marginWarn, href: '#/held', linkText: 'Held payments' }),
-      statCard('Revenue', [
-        big(fmtSat(rev.today), 'today'),
-        kv([['Last 7 days', num(fmtSat(rev.last_7_days))],
-          ['Last 30 days', num(fmtSat(rev.last_30_days))],
-          ['All time', num(fmtSat(rev.all_time), '', fmtBtc(rev.all_time))]], 'compact'),
-      ]),
-      statCard('Capacity sold', [
-        big(fmtSat(cap.today), 'today'),
-        kv([['Last 7 days', num(fmtSat(cap.last_7_days))],
-          ['Last 30 days', num(fmtSat(cap.last_30_days))],
-          ['All time', num(fmtSat(cap.all_time), '', fmtBtc(cap.all_time))]], 'compact'),
-      ]),
+      periodCard('Revenue', rev),
+      periodCard('Capacity sold', cap),
       statCard('Leases', [
         big(fmtNum(ls.active), 'active'),
-        kv([['Leased', num(fmtSat(ls.leased_sat))],
-          ['Ending within 1 day', el('span', { class: 'num' + (Number(ls.ending_within_1_day) > 0 ? ' warn-text' : ''), text: fmtNum(ls.ending_within_1_day) })],
-          ['Ending within 1 week', num(fmtNum(ls.ending_within_1_week))],
-          ['Ending within 1 month', num(fmtNum(ls.ending_within_1_month))]], 'compact'),
+        kv([['Leased', fmtSat(ls.leased_sat)],
+          ['Ending within 1 day', num(fmtNum(ls.ending_within_1_day), Number(ls.ending_within_1_day) > 0 && 'warn-text')],
+          ['Ending within 1 week', fmtNum(ls.ending_within_1_week)],
+          ['Ending within 1 month', fmtNum(ls.ending_within_1_month)]], 'compact'),
       ], { href: '#/leases', linkText: 'Leases' }),
       statCard('Wallet', [
         big(fmtSat(w.free_sat), 'free'),
-        kv([['Largest channel', num(fmtSat(w.max_channel_balance_sat))]], 'compact'),
+        kv([['Largest channel', fmtSat(w.max_channel_balance_sat)]], 'compact'),
         walletWarn ? el('p', { class: 'note warn-text', text: 'Free funds are below the largest channel size: big orders may fail to open.' }) : null,
       ], { warn: walletWarn }),
       statCard('Refunds', [
         big(fmtNum(rf.total), 'total'),
-        kv([['Payment expired', num(fmtNum(byCause.payment_expired))],
-          ['Open failed', num(fmtNum(byCause.open_failed))],
-          ['CLTV deadline', num(fmtNum(byCause.cltv_deadline))],
+        kv([['Payment expired', fmtNum(byCause.payment_expired)],
+          ['Open failed', fmtNum(byCause.open_failed)],
+          ['CLTV deadline', fmtNum(byCause.cltv_deadline)],
           ...Object.keys(byCause).filter((k) => !['payment_expired', 'open_failed', 'cltv_deadline'].includes(k))
-            .map((k) => [k.replace(/_/g, ' '), num(fmtNum(byCause[k]))])], 'compact'),
+            .map((k) => [k.replace(/_/g, ' '), fmtNum(byCause[k])])], 'compact'),
       ]),
       statCard('Requests turned away', [
         big(fmtNum(rq.rate_limited), 'rate-limited'),
-        kv([['Refused', num(fmtNum(rq.refused))],
+        kv([['Refused', fmtNum(rq.refused)],
           ['Since', rq.since ? timeEl(rq.since) : null]], 'compact'),
       ]),
     );
@@ -660,12 +655,12 @@
 
     const feeSrc = b11 || oc || {};
     const figures = section('Key figures', kv([
-      ['LSP balance', num(fmtSat(o.lsp_balance_sat))],
-      ['Client balance', num(fmtSat(o.client_balance_sat))],
-      ['Fee', num(fmtSat(feeSrc.fee_total_sat))],
-      ['Order total', num(fmtSat(feeSrc.order_total_sat))],
-      ['Held now', num(fmtMsat(d.held_msat))],
-      ['Reserved', num(fmtSat(d.reserved_sat))],
+      ['LSP balance', fmtSat(o.lsp_balance_sat)],
+      ['Client balance', fmtSat(o.client_balance_sat)],
+      ['Fee', fmtSat(feeSrc.fee_total_sat)],
+      ['Order total', fmtSat(feeSrc.order_total_sat)],
+      ['Held now', fmtMsat(d.held_msat)],
+      ['Reserved', fmtSat(d.reserved_sat)],
       ['Channel lease', isNum(o.channel_expiry_blocks) ? num(`${fmtNum(o.channel_expiry_blocks)} blocks (≈ ${blocksToDays(o.channel_expiry_blocks)} days)`) : undefined],
       ['Lease end block', isNum(d.lease_end_block) ? num(fmtNum(d.lease_end_block)) : null],
       ['Funding feerate', isNum(d.funding_feerate_perkw) ? num(fmtNum(d.funding_feerate_perkw) + ' sat/kw') : null],
@@ -704,8 +699,8 @@
       payParts.push(el('h3', { text: 'Lightning (BOLT11)' }), kv([
         ['State', el('span', { class: 'mono', text: String(b11.state ?? '—') })],
         ['Expires', timeEl(b11.expires_at, true)],
-        ['Fee', num(fmtSat(b11.fee_total_sat))],
-        ['Total', num(fmtSat(b11.order_total_sat))],
+        ['Fee', fmtSat(b11.fee_total_sat)],
+        ['Total', fmtSat(b11.order_total_sat)],
         ['Invoice', inv ? el('span', { class: 'invoice-row' }, invBox, copyBtn) : null, 'wide'],
       ], 'grid-kv'));
     }
@@ -721,9 +716,9 @@
       payParts.push(el('h3', { text: 'On-chain' }), kv([
         ['State', el('span', { class: 'mono', text: String(oc.state ?? '—') })],
         ['Expires', timeEl(oc.expires_at, true)],
-        ['Fee', num(fmtSat(oc.fee_total_sat))],
-        ['Total', num(fmtSat(oc.order_total_sat))],
-        ['Confirmations needed', num(fmtNum(oc.min_onchain_payment_confirmations))],
+        ['Fee', fmtSat(oc.fee_total_sat)],
+        ['Total', fmtSat(oc.order_total_sat)],
+        ['Confirmations needed', fmtNum(oc.min_onchain_payment_confirmations)],
         ['Min fee for 0-conf', oc.min_fee_for_0conf !== undefined && oc.min_fee_for_0conf !== null ? num(String(oc.min_fee_for_0conf)) : null],
         ['Address', oc.address ? mw(oc.address) : null, 'wide'],
         ['Refund to', oc.refund_onchain_address ? mw(oc.refund_onchain_address) : undefined, 'wide'],
@@ -762,8 +757,8 @@
     ], 'grid-kv'));
     if (lease) chanParts.push(el('h3', { text: 'Lease' }), kv([
       ['State', stateBadge(lease.state)],
-      ['End block', num(fmtNum(lease.lease_end_block))],
-      ['Ends', num(endsText(lease.blocks_left))],
+      ['End block', fmtNum(lease.lease_end_block)],
+      ['Ends', endsText(lease.blocks_left)],
       ['Action', el('span', { class: 'mono', text: String(lease.action ?? '—') })],
       ['Short channel id', lease.short_channel_id ? mono(lease.short_channel_id) : null],
       ['Why', lease.why ? el('span', { text: String(lease.why) }) : null, 'wide'],
