@@ -129,7 +129,7 @@ pub async fn run() -> Result<()> {
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-listorders", on_listorders)
                 .description("List LSPS1 orders, newest first, optionally by state (CREATED, COMPLETED, FAILED or a phase), peer, creation time (since, until), count, offset and payment (onchain, paid-onchain, refunds)")
-                .usage("[state] [peer_id] [since] [limit] [payment] [until] [offset]"),
+                .usage("[state] [peer_id] [since] [limit] [payment] [until] [offset] [id_prefix]"),
         )
         .rpcmethod_from_builder(
             RpcMethodBuilder::new("lsps1-getorder", on_getorder)

@@ -82,6 +82,7 @@ async fn get_order(state: &State, params: Value) -> Result<Value, CommandError> 
     };
     let height = state.engine.height();
     let mut v = admin::detail(&order, &events.map_err(internal)?);
+    v["blockheight"] = json!(height);
     admin::add_htlcs(&mut v, &htlcs);
     if order.onchain.is_some() {
         let (outputs, refunds) = chain.map_err(internal)?;

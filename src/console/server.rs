@@ -222,6 +222,10 @@ async fn orders<O: Operator>(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     let mut params = query_params(&q);
+    // The page's search box: the start of an order id.
+    if let Some(q) = params.remove("q") {
+        params.insert("id_prefix".into(), q);
+    }
     let num = |v: Option<&Value>| v.and_then(Value::as_str).map(|s| s.parse::<u64>().ok());
     let (Some(limit), Some(offset)) =
         (num(params.get("limit")).unwrap_or(Some(PAGE)), num(params.get("offset")).unwrap_or(Some(0)))

@@ -39,7 +39,8 @@ pub fn bind_params(params: &Value, names: &[&str]) -> Result<Vec<Option<Value>>,
     }
 }
 
-pub const LISTORDERS_PARAMS: [&str; 7] = ["state", "peer_id", "since", "limit", "payment", "until", "offset"];
+pub const LISTORDERS_PARAMS: [&str; 8] =
+    ["state", "peer_id", "since", "limit", "payment", "until", "offset", "id_prefix"];
 
 /// Orders `lsps1-listorders` returns when no `limit` is given: the newest first, so a store
 /// of a million orders never builds a million-entry answer by accident.
@@ -50,7 +51,7 @@ pub const LISTORDERS_DEFAULT_LIMIT: u32 = 1_000;
 /// `since` is unix seconds or an RFC 3339 datetime; `limit` defaults to
 /// [`LISTORDERS_DEFAULT_LIMIT`].
 pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
-    let [state, peer, since, limit, payment, until, offset]: [Option<Value>; 7] =
+    let [state, peer, since, limit, payment, until, offset, id_prefix]: [Option<Value>; 8] =
         bind_params(params, &LISTORDERS_PARAMS)?
             .try_into()
             .map_err(|_| ArgError("internal: parameter count".into()))?;
@@ -99,7 +100,12 @@ pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
         }),
         Some(_) => return Err(ArgError("payment must be a string".into())),
     };
-    Ok(OrderFilter { phases, client_node_id, created_since_ms, created_before_ms, limit, offset, onchain })
+    let id_prefix = match id_prefix {
+        None => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 128 => Some(s.trim().to_string()),
+        Some(_) => return Err(ArgError("id_prefix must be the start of an order id".into())),
+    };
+    Ok(OrderFilter { phases, client_node_id, created_since_ms, created_before_ms, limit, offset, onchain, id_prefix })
 }
 
 /// A time parameter: unix seconds, an RFC 3339 datetime, or a date (`YYYY-MM-DD`, UTC
@@ -208,6 +214,7 @@ pub fn detail(r: &OrderRecord, events: &[EventRecord]) -> Value {
         "payment_hash": r.bolt11.as_ref().map(|b| b.payment_hash.clone()),
         "funding_feerate_perkw": r.funding_feerate_perkw,
         "reserved_sat": r.reserved_sat,
+        "paid_method": r.paid_method.map(PaymentMethod::as_str),
         "updated_at": format_datetime(r.updated_at_ms),
         "lease_end_block": r.channel.as_ref().and_then(|c| c.lease_end_block),
         "events": events.iter().map(|e| json!({
@@ -262,7 +269,8 @@ mod tests {
         assert!(parse_listorders(&json!({"bogus": 1})).is_err());
         assert!(parse_listorders(&json!(["NOPE"])).is_err());
         assert!(parse_listorders(&json!([null, "02xx"])).is_err());
-        assert!(parse_listorders(&json!([1, 2, 3, 4, 5, 6, 7, 8])).is_err());
+        assert!(parse_listorders(&json!([1, 2, 3, 4, 5, 6, 7, 8, 9])).is_err());
+        assert_eq!(parse_listorders(&json!({"id_prefix": " 3da2 "})).unwrap().id_prefix.as_deref(), Some("3da2"));
         let f = parse_listorders(&json!({"since": "2024-06-10", "until": "2024-06-10", "offset": "50"})).unwrap();
         assert_eq!((f.created_since_ms, f.created_before_ms), (Some(1_717_977_600_000), Some(1_718_064_000_000)));
         assert_eq!(f.offset, Some(50));

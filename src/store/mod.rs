@@ -193,6 +193,8 @@ pub struct OrderFilter {
     /// Orders skipped first (paging, newest first).
     pub offset: Option<u32>,
     pub onchain: Option<OnchainFilter>,
+    /// Orders whose id starts with this (the page's search box).
+    pub id_prefix: Option<String>,
 }
 
 /// The order store. Cheap to clone.
@@ -519,6 +521,13 @@ impl Store {
         if let Some(since) = filter.created_since_ms {
             args.push(since.into());
             sql.push_str(&format!(" AND o.created_at_ms >= ?{}", args.len()));
+        }
+        if let Some(prefix) = &filter.id_prefix {
+            // A range on the primary key, not LIKE: case-sensitive and indexed.
+            args.push(prefix.clone().into());
+            let lo = args.len();
+            args.push(format!("{prefix}\u{10FFFF}").into());
+            sql.push_str(&format!(" AND o.order_id >= ?{lo} AND o.order_id < ?{}", args.len()));
         }
         if let Some(before) = filter.created_before_ms {
             args.push(before.into());

@@ -228,6 +228,8 @@ fn list_filters() {
     assert_eq!(ids(OrderFilter { created_since_ms: Some(1000), ..Default::default() }), ["c", "b"]);
     assert_eq!(ids(OrderFilter { limit: Some(1), ..Default::default() }), ["c"]);
     assert!(ids(OrderFilter { phases: Some(vec![]), ..Default::default() }).is_empty());
+    assert_eq!(ids(OrderFilter { id_prefix: Some("b".into()), ..Default::default() }), ["b"]);
+    assert!(ids(OrderFilter { id_prefix: Some("B".into()), ..Default::default() }).is_empty());
 }
 
 #[test]

@@ -160,7 +160,10 @@ impl Browser {
             "Page.addScriptToEvaluateOnNewDocument",
             json!({"source": "document.addEventListener('securitypolicyviolation', e => console.error('CSP violation', e.violatedDirective, e.blockedURI));"}),
         );
-        self.send("Emulation.setDeviceMetricsOverride", json!({"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false}));
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+        );
     }
 
     fn js(&mut self, expr: &str) -> Value {
@@ -180,7 +183,10 @@ impl Browser {
     /// The whole page as a PNG in `dir`, at the page's full height.
     fn screenshot(&mut self, dir: &std::path::Path, name: &str, width: u32, dark: bool) {
         let scheme = if dark { "dark" } else { "light" };
-        self.send("Emulation.setEmulatedMedia", json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}));
+        self.send(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        );
         let metrics = |h: u64| json!({"width": width, "height": h, "deviceScaleFactor": 1, "mobile": width < 600});
         self.send("Emulation.setDeviceMetricsOverride", metrics(900));
         std::thread::sleep(Duration::from_millis(300));
@@ -204,7 +210,9 @@ impl Browser {
         for e in &self.events {
             let p = &e["params"];
             let text = match e["method"].as_str() {
-                Some("Runtime.consoleAPICalled") if matches!(p["type"].as_str(), Some("error" | "assert" | "warning")) => {
+                Some("Runtime.consoleAPICalled")
+                    if matches!(p["type"].as_str(), Some("error" | "assert" | "warning")) =>
+                {
                     format!("console.{}: {}", p["type"], p["args"])
                 }
                 Some("Runtime.exceptionThrown") => format!("exception: {}", p["exceptionDetails"]),
@@ -235,7 +243,9 @@ async fn the_page_in_headless_chromium() {
             std::env::var("LSPS1_REQUIRE_BROWSER").as_deref() != Ok("1"),
             "LSPS1_REQUIRE_BROWSER=1 but no Chromium (apt-get install chromium, or set LSPS1_CHROMIUM)"
         );
-        eprintln!("SKIPPED the_page_in_headless_chromium: no Chromium (apt-get install chromium, or set LSPS1_CHROMIUM)");
+        eprintln!(
+            "SKIPPED the_page_in_headless_chromium: no Chromium (apt-get install chromium, or set LSPS1_CHROMIUM)"
+        );
         return;
     };
     let s = console_builder().start().await;
@@ -278,6 +288,18 @@ async fn the_page_in_headless_chromium() {
         );
         b.screenshot(&dir, "orders", 1280, false);
         b.screenshot(&dir, "orders", 390, false);
+        // The search box finds an order by the start of its id.
+        b.js(&format!(
+            "document.getElementById('filter-q').value = {}; document.getElementById('filter-apply').click()",
+            json!(&unpaid_id[..8])
+        ));
+        b.wait_for(
+            &format!(
+                "document.querySelectorAll('#orders-table tr[data-order-id]').length === 1 && document.querySelector('#orders-table tr[data-order-id={}]')",
+                json!(unpaid_id)
+            ),
+            "the search by id",
+        );
 
         b.js(&format!("document.querySelector('#orders-table tr[data-order-id={}] a').click()", json!(paid_id)));
         b.wait_for(&format!("location.hash === '#/order/{paid_id}' && document.getElementById('allow-close')"), "the paid order");

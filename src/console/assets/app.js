@@ -166,7 +166,7 @@
   }
   class NeedRune extends Error {}
 
-  // action: human words for the 403 banner, e.g. "cancelling orders (cancelorder)"
+  // action: human words for the 403 banner, e.g. "cancelling orders (lsps1-cancelorder)"
   async function api(path, { method = 'GET', body, action = 'this request', quiet = false } = {}) {
     const rune = currentRune();
     if (!rune) { if (!quiet) showRuneForm(''); throw new NeedRune(); }
@@ -187,12 +187,14 @@
     if (res.ok) return data;
     const msg = (data && typeof data.error === 'string' && data.error) || `HTTP ${res.status} ${res.statusText || ''}`.trim();
     if (quiet) throw new ApiError(res.status, msg);
+    // the plugin already words these as "this rune is not valid: …" / "this rune does not allow <command>: …"
+    const own = /^this rune /i.test(msg) ? msg[0].toUpperCase() + msg.slice(1) : null;
     if (res.status === 401) {
       forgetRune();
-      showRuneForm(/^this rune/i.test(msg) ? msg : 'This rune is not valid: ' + msg);
+      showRuneForm(own || 'This rune is not valid: ' + msg);
       throw new NeedRune();
     }
-    if (res.status === 403) setStatus(`This rune does not allow ${action}: ${msg}`, 'error');
+    if (res.status === 403) setStatus(own || `This rune does not allow ${action}: ${msg}`, 'error');
     else if (res.status === 503) setStatus('The plugin is not ready: ' + msg, 'error');
     else setStatus(msg, 'error');
     throw new ApiError(res.status, msg);
@@ -273,7 +275,7 @@
       'Cancel order');
     if (!ok) return false;
     try {
-      await api('/api/cancelorder', { method: 'POST', body: { order_id: orderId }, action: 'cancelling orders (cancelorder)' });
+      await api('/api/cancelorder', { method: 'POST', body: { order_id: orderId }, action: 'cancelling orders (lsps1-cancelorder)' });
     } catch { return false; }
     setStatus(`Order ${orderId} cancelled`, 'ok');
     return true;
@@ -285,7 +287,7 @@
     if (!ok) return false;
     let r;
     try {
-      r = await api('/api/allowclose', { method: 'POST', body: { order_id: orderId }, action: 'allowing lease closes (allowclose)' });
+      r = await api('/api/allowclose', { method: 'POST', body: { order_id: orderId }, action: 'allowing lease closes (lsps1-allowclose)' });
     } catch { return false; }
     const secs = r && isNum(r.allowed_for_secs) ? Number(r.allowed_for_secs) : 600;
     const mins = Math.round(secs / 60);
@@ -458,7 +460,7 @@
       ['All time', num(fmtSat(x.all_time), '', fmtBtc(x.all_time))]], 'compact')]);
 
   async function viewOverview(token) {
-    const st = await api('/api/status?days=90', { action: 'reading the node status (status)' });
+    const st = await api('/api/status?days=90', { action: 'reading the status (lsps1-status)' });
     if (token !== routeToken) return;
     fillHeader(st);
     const o = st.orders || {}, held = st.held || {}, rev = st.revenue_sat || {}, cap = st.capacity_sold_sat || {};
@@ -588,7 +590,7 @@
     qs.set('offset', String(offset));
     let data;
     try {
-      data = await api('/api/orders?' + qs.toString(), { action: 'listing orders (orders)' });
+      data = await api('/api/orders?' + qs.toString(), { action: 'listing orders (lsps1-listorders)' });
     } catch (err) {
       if (token !== routeToken || err instanceof NeedRune) return;
       results.replaceChildren(el('div', { class: 'card empty-state' }, el('p', { text: err.status === 0 ? 'Cannot reach the plugin.' : err.message }),
@@ -623,7 +625,7 @@
   }
 
   async function viewOrder(token, id) {
-    const d = await api('/api/orders/' + encodeURIComponent(id), { action: 'reading orders (order)' });
+    const d = await api('/api/orders/' + encodeURIComponent(id), { action: 'reading an order (lsps1-getorder)' });
     if (token !== routeToken) return;
     const o = d.order || {};
     const orderId = String(o.order_id || id);
@@ -688,19 +690,19 @@
       const inv = String(b11.invoice || '');
       const copyBtn = el('button', { id: 'copy-invoice', type: 'button', class: 'btn btn-small', text: 'Copy invoice' });
       copyBtn.addEventListener('click', async () => {
-        if (!navigator.clipboard || !window.isSecureContext) {
-          setStatus('Copying needs a secure context (https or localhost); select the invoice text instead.', 'warn');
+        try {
+          if (!navigator.clipboard || !window.isSecureContext) throw new Error('no clipboard');
+          await navigator.clipboard.writeText(inv);
+          setStatus('Invoice copied to the clipboard', 'ok');
+        } catch {
           invBox.textContent = inv; invBox.classList.add('wrap');
-          return;
+          setStatus('This browser did not allow copying (it needs https or localhost): the full invoice is shown, select it by hand.', 'warn');
         }
-        try { await navigator.clipboard.writeText(inv); setStatus('Invoice copied to the clipboard', 'ok'); } catch { setStatus('The browser refused to copy the invoice.', 'error'); }
       });
       const invBox = el('code', { class: 'mono invoice', title: inv, text: shortId(inv, 24, 12) });
       payParts.push(el('h3', { text: 'Lightning (BOLT11)' }), kv([
         ['State', el('span', { class: 'mono', text: String(b11.state ?? '—') })],
         ['Expires', timeEl(b11.expires_at, true)],
-        ['Fee', fmtSat(b11.fee_total_sat)],
-        ['Total', fmtSat(b11.order_total_sat)],
         ['Invoice', inv ? el('span', { class: 'invoice-row' }, invBox, copyBtn) : null, 'wide'],
       ], 'grid-kv'));
     }
@@ -716,8 +718,8 @@
       payParts.push(el('h3', { text: 'On-chain' }), kv([
         ['State', el('span', { class: 'mono', text: String(oc.state ?? '—') })],
         ['Expires', timeEl(oc.expires_at, true)],
-        ['Fee', fmtSat(oc.fee_total_sat)],
-        ['Total', fmtSat(oc.order_total_sat)],
+        ['Fee', b11 && String(oc.fee_total_sat) === String(b11.fee_total_sat) ? undefined : fmtSat(oc.fee_total_sat)],
+        ['Total', b11 && String(oc.order_total_sat) === String(b11.order_total_sat) ? undefined : fmtSat(oc.order_total_sat)],
         ['Confirmations needed', fmtNum(oc.min_onchain_payment_confirmations)],
         ['Min fee for 0-conf', oc.min_fee_for_0conf !== undefined && oc.min_fee_for_0conf !== null ? num(String(oc.min_fee_for_0conf)) : null],
         ['Address', oc.address ? mw(oc.address) : null, 'wide'],
@@ -777,7 +779,7 @@
   }
 
   async function viewHeld(token) {
-    const d = await api('/api/held', { action: 'listing held payments (held)' });
+    const d = await api('/api/held', { action: 'listing held payments (lsps1-listheld)' });
     if (token !== routeToken) return;
     setBlockheight(d.blockheight);
     const list = Array.isArray(d.orders) ? d.orders : [];
@@ -798,7 +800,7 @@
   }
 
   async function viewLeases(token) {
-    const d = await api('/api/leases', { action: 'listing leases (leases)' });
+    const d = await api('/api/leases', { action: 'listing leases (lsps1-listleases)' });
     if (token !== routeToken) return;
     setBlockheight(d.blockheight);
     const list = Array.isArray(d.leases) ? d.leases : [];
