@@ -300,6 +300,8 @@ async fn the_page_in_headless_chromium() {
             ),
             "the search by id",
         );
+        b.js("location.hash = '#/orders'");
+        b.wait_for(&format!("document.querySelector('#orders-table tr[data-order-id={}]')", json!(paid_id)), "the whole list");
 
         b.js(&format!("document.querySelector('#orders-table tr[data-order-id={}] a').click()", json!(paid_id)));
         b.wait_for(&format!("location.hash === '#/order/{paid_id}' && document.getElementById('allow-close')"), "the paid order");
