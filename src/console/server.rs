@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -280,7 +279,7 @@ async fn action<O: Operator>(State(c): State<Shared<O>>, req: Request) -> Respon
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large");
     };
-    let params: Value = match serde_json::from_slice::<Value>(&Bytes::from(bytes)) {
+    let params: Value = match serde_json::from_slice::<Value>(&bytes) {
         Ok(v @ Value::Object(_)) => v,
         _ => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
     };

@@ -186,9 +186,10 @@ fn leases_in(conn: &Connection, height: u32) -> Result<LeaseFigures, StoreError>
     })
 }
 
-fn lease_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, Option<String>, i64, i64, Option<String>, Option<i64>, Option<i64>)> {
+/// A lease row as read: order, client, channel, balance, end, state, activity, active height.
+type RawLease = (String, String, Option<String>, i64, i64, Option<String>, Option<i64>, Option<i64>);
+
+fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLease> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
 }
 

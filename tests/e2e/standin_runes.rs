@@ -84,7 +84,7 @@ impl Runes {
         Ok(r)
     }
 
-    fn verify<'a>(&self, rune: &'a str) -> Result<(Vec<u8>, String), Value> {
+    fn verify(&self, rune: &str) -> Result<(Vec<u8>, String), Value> {
         let not_base64 =
             || json!({"code": -32602, "message": format!("rune: should be base64 string: invalid token '\"{rune}\"'")});
         let bytes = B64
