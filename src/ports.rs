@@ -152,6 +152,8 @@ impl NodeHtlc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelActivity {
     pub channel_id: String,
+    pub funding_txid: Option<String>,
+    pub funding_outnum: Option<u32>,
     pub state: String,
     /// `in_payments_fulfilled + out_payments_fulfilled`: forwards count like any payment.
     pub payments_fulfilled: u64,

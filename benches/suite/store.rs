@@ -26,8 +26,8 @@ fn order_id(i: usize) -> String {
 fn generate(n: usize, peers: &[PublicKey]) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-store");
     std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(format!("orders-{n}.sqlite3"));
-    let done = dir.join(format!("orders-{n}.done"));
+    let path = dir.join(format!("orders-v5-{n}.sqlite3"));
+    let done = dir.join(format!("orders-v5-{n}.done"));
     if done.exists() && path.exists() {
         return path;
     }
@@ -56,6 +56,12 @@ fn generate(n: usize, peers: &[PublicKey]) -> PathBuf {
             .prepare(
                 "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, invoice, \
                  payment_hash, preimage, payment_secret, min_final_cltv) VALUES (?1, 'bolt11', ?2, 2000, 2000, ?3, ?4, ?5, ?6, 144)",
+            )
+            .expect("prepare");
+        // The event that ended each order (the v5 migration reads the log for the day).
+        let mut event = tx
+            .prepare(
+                "INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase) VALUES (?1, ?2, 'transition', ?3, ?4)",
             )
             .expect("prepare");
         let mut chan = tx
@@ -96,6 +102,12 @@ fn generate(n: usize, peers: &[PublicKey]) -> PathBuf {
                 "22".repeat(32)
             ])
             .expect("payment");
+            match phase {
+                "completed" => event.execute(rusqlite::params![id, created + 2, "opening", phase]),
+                "failed" => event.execute(rusqlite::params![id, created + 2, "awaiting_payment", phase]),
+                _ => Ok(0),
+            }
+            .expect("event");
             if paid.is_some() {
                 chan.execute(rusqlite::params![
                     id,

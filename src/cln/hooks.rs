@@ -202,6 +202,14 @@ pub async fn on_channel_state_changed(plugin: Plugin<State>, v: Value) -> Result
         return Ok(());
     }
     let state = plugin.state().clone();
+    if matches!(new_state, "FUNDING_SPEND_SEEN" | "ONCHAIN" | "CLOSED") {
+        // The channel is gone, whatever the lease-end policy: its lease leaves the work lists.
+        let (id, now) = (channel_id.to_string(), state.service.now_ms());
+        let detail = json!({ "state": new_state, "cause": n.get("cause") });
+        if let Err(e) = state.engine.store().call(move |s| s.lease_channel_closed(&id, now, &detail)).await {
+            log::debug!("Cannot record the close of channel {channel_id}: {e}");
+        }
+    }
     let height = state.engine.height();
     let leases = state.engine.store().call(move |s| s.active_leases(height)).await.unwrap_or_default();
     if let Some(lease) =

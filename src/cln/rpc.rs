@@ -321,6 +321,11 @@ pub fn parse_channel_activity(v: &Value) -> Vec<ChannelActivity> {
                     let count = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
                     Some(ChannelActivity {
                         channel_id: c.get("channel_id")?.as_str()?.to_string(),
+                        funding_txid: c.get("funding_txid").and_then(Value::as_str).map(str::to_owned),
+                        funding_outnum: c
+                            .get("funding_outnum")
+                            .and_then(Value::as_u64)
+                            .and_then(|n| u32::try_from(n).ok()),
                         state: c.get("state").and_then(Value::as_str).unwrap_or("").to_string(),
                         payments_fulfilled: count("in_payments_fulfilled")
                             .saturating_add(count("out_payments_fulfilled")),

@@ -15,8 +15,8 @@ use crate::store::{DAY_MS, HeldOrder, StoreFigures};
 use crate::telemetry::{GaugeFamily, RecentError};
 
 /// Refund causes, every one always shown (a cause at 0 is a figure too: an alert on its
-/// increase sees the first one).
-const REFUND_CAUSES: [&str; 10] = [
+/// increase sees the first one): orders whose held payment went back.
+const REFUND_CAUSES: [&str; 9] = [
     FailReason::PaymentExpired.as_str(),
     FailReason::OpenFailed.as_str(),
     FailReason::PeerNotConnected.as_str(),
@@ -25,9 +25,12 @@ const REFUND_CAUSES: [&str; 10] = [
     FailReason::FundsUnavailable.as_str(),
     FailReason::PaymentLost.as_str(),
     FailReason::OpenInterrupted.as_str(),
-    "onchain_whole",
-    "onchain_surplus",
+    "refunded_after_open",
 ];
+
+/// On-chain refund transactions, by kind (the store's cause `onchain_<kind>`): apart from the
+/// causes, since an order paid on-chain and failed has both a cause and a transaction.
+const ONCHAIN_REFUND_KINDS: [&str; 2] = ["whole", "surplus"];
 
 /// Held HTLCs this close to the plugin's refund margin are shown as a warning.
 pub const CLTV_WARNING_BLOCKS: u32 = 20;
@@ -82,9 +85,19 @@ impl Status {
             .map(|c| c.saturating_sub(self.reserved_sat).saturating_sub(self.emergency_reserve_sat))
     }
 
+    fn onchain_refunds(&self) -> Vec<(&'static str, u64)> {
+        ONCHAIN_REFUND_KINDS
+            .iter()
+            .map(|k| {
+                let cause = format!("onchain_{k}");
+                (*k, self.store.refunds.iter().find(|(c, _)| *c == cause).map_or(0, |(_, n)| *n))
+            })
+            .collect()
+    }
+
     fn refund_counts(&self) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = REFUND_CAUSES.iter().map(|c| (c.to_string(), 0)).collect();
-        for (cause, n) in &self.store.refunds {
+        for (cause, n) in self.store.refunds.iter().filter(|(c, _)| !c.starts_with("onchain_")) {
             match out.iter_mut().find(|(c, _)| c == cause) {
                 Some(slot) => slot.1 = *n,
                 None => out.push((cause.clone(), *n)),
@@ -131,6 +144,8 @@ impl Status {
             "refunds": {
                 "total": refunds.iter().map(|(_, n)| n).sum::<u64>(),
                 "by_cause": refunds.iter().map(|(c, n)| (c.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "onchain_transactions": self.onchain_refunds().into_iter()
+                    .map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             },
             "requests": {
                 "rate_limited": self.rate_limited,
@@ -218,8 +233,17 @@ impl Status {
             },
             GaugeFamily {
                 name: "lsps1_refunds",
-                help: "Refunds by cause since the store was created",
+                help: "Orders whose held payment went back, by cause, since the store was created",
                 samples: self.refund_counts().into_iter().map(|(c, v)| (vec![("cause", c)], n(v))).collect(),
+            },
+            GaugeFamily {
+                name: "lsps1_onchain_refunds",
+                help: "On-chain refund transactions (not their replacements), by kind, since the store was created",
+                samples: self
+                    .onchain_refunds()
+                    .into_iter()
+                    .map(|(k, v)| (vec![("kind", k.to_string())], n(v)))
+                    .collect(),
             },
             GaugeFamily::single(
                 "lsps1_max_channel_balance_sat",

@@ -287,7 +287,10 @@ async fn action<O: Operator>(State(c): State<Shared<O>>, req: Request) -> Respon
 }
 
 async fn metrics<O: Operator>(State(c): State<Shared<O>>, req: Request) -> Response {
-    let loopback = req.extensions().get::<ClientAddr>().is_some_and(|a| a.0.ip().is_loopback());
+    // Behind a reverse proxy every client comes from loopback: a forwarded request is never
+    // taken for a local scraper.
+    let forwarded = req.headers().contains_key("x-forwarded-for") || req.headers().contains_key(header::FORWARDED);
+    let loopback = !forwarded && req.extensions().get::<ClientAddr>().is_some_and(|a| a.0.ip().is_loopback());
     if !(c.cfg.metrics_open_on_loopback && loopback)
         && let Err(resp) = authorize(&c, req.headers(), "lsps1-status", &json!({})).await
     {

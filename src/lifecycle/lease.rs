@@ -121,6 +121,8 @@ mod tests {
             order_id: "o".into(),
             client_node_id: "02".into(),
             channel_id: Some("c".into()),
+            funding_txid: "aa".repeat(32),
+            funding_outnum: 0,
             lsp_balance_sat: 100_000,
             lease_end_block: end,
             state,
@@ -130,7 +132,14 @@ mod tests {
     }
 
     fn seen(state: &str) -> ChannelSeen {
-        ChannelSeen { channel_id: "c".into(), state: state.into(), payments_fulfilled: 3, peer_connected: true }
+        ChannelSeen {
+            channel_id: "c".into(),
+            funding_txid: None,
+            funding_outnum: None,
+            state: state.into(),
+            payments_fulfilled: 3,
+            peer_connected: true,
+        }
     }
 
     const IDLE: LeasePolicy = LeasePolicy::CloseIdle { idle_blocks: 100, force_close_after_secs: 3600 };

@@ -180,7 +180,8 @@ pub const MIGRATIONS: &[&str] = &[
         phase             TEXT PRIMARY KEY NOT NULL,
         orders            INTEGER NOT NULL
     );
-    -- Days are UTC days since the epoch (at_ms / 86400000).
+    -- Days are UTC days since the epoch (at_ms / 86400000). Revenue is the fee of the option
+    -- the order was paid with; a payment that went back after the open earns nothing.
     CREATE TABLE stats_daily (
         day               INTEGER PRIMARY KEY NOT NULL,
         created           INTEGER NOT NULL DEFAULT 0,
@@ -189,8 +190,9 @@ pub const MIGRATIONS: &[&str] = &[
         revenue_sat       INTEGER NOT NULL DEFAULT 0,
         capacity_sat      INTEGER NOT NULL DEFAULT 0
     );
-    -- Refunds by cause: a failed order whose payment had been held, by its failure reason;
-    -- on-chain refund transactions by kind ('onchain_whole', 'onchain_surplus').
+    -- Refunds: orders whose held payment went back, by failure reason (and
+    -- 'refunded_after_open'); on-chain refund transactions, by kind ('onchain_whole',
+    -- 'onchain_surplus'), counted apart by the figures.
     CREATE TABLE stats_refunds (
         cause             TEXT PRIMARY KEY NOT NULL,
         refunds           INTEGER NOT NULL
@@ -212,7 +214,11 @@ pub const MIGRATIONS: &[&str] = &[
         INSERT INTO stats_phase (phase, orders) VALUES (NEW.phase, 1)
             ON CONFLICT (phase) DO UPDATE SET orders = orders + 1;
         INSERT INTO stats_daily (day, completed, revenue_sat, capacity_sat)
-            SELECT NEW.updated_at_ms / 86400000, 1, NEW.fee_total_sat, NEW.lsp_balance_sat WHERE NEW.phase = 'completed'
+            SELECT NEW.updated_at_ms / 86400000, 1,
+                COALESCE((SELECT p.fee_total_sat FROM payments p
+                    WHERE p.order_id = NEW.order_id AND p.method = NEW.paid_method), NEW.fee_total_sat),
+                NEW.lsp_balance_sat
+            WHERE NEW.phase = 'completed'
             ON CONFLICT (day) DO UPDATE SET completed = completed + 1,
                 revenue_sat = revenue_sat + excluded.revenue_sat, capacity_sat = capacity_sat + excluded.capacity_sat;
         INSERT INTO stats_daily (day, failed)
@@ -220,6 +226,15 @@ pub const MIGRATIONS: &[&str] = &[
             ON CONFLICT (day) DO UPDATE SET failed = failed + 1;
         INSERT INTO stats_refunds (cause, refunds)
             SELECT COALESCE(NEW.failure_reason, 'unknown'), 1 WHERE NEW.phase = 'failed' AND OLD.phase IN ('payment_held', 'opening')
+            ON CONFLICT (cause) DO UPDATE SET refunds = refunds + 1;
+    END;
+    -- The open went through but the payment went back (ruling 17): no revenue, one refund.
+    CREATE TRIGGER stats_refunded_after_open AFTER UPDATE OF refunded_after_open ON orders
+        WHEN NEW.refunded_after_open = 1 AND OLD.refunded_after_open = 0 AND NEW.phase = 'completed' BEGIN
+        UPDATE stats_daily SET revenue_sat = revenue_sat - COALESCE((SELECT p.fee_total_sat FROM payments p
+                WHERE p.order_id = NEW.order_id AND p.method = NEW.paid_method), NEW.fee_total_sat)
+            WHERE day = NEW.updated_at_ms / 86400000;
+        INSERT INTO stats_refunds (cause, refunds) VALUES ('refunded_after_open', 1)
             ON CONFLICT (cause) DO UPDATE SET refunds = refunds + 1;
     END;
     CREATE TRIGGER stats_chain_refund AFTER INSERT ON chain_refunds WHEN NEW.replaces IS NULL BEGIN
@@ -237,19 +252,29 @@ pub const MIGRATIONS: &[&str] = &[
             WHERE block = OLD.lease_end_block;
     END;
 
+    -- The totals of what is already there, from the append-only event log: the day an order
+    -- completed or failed is the day of that event, whatever touched the order since.
     INSERT INTO stats_phase (phase, orders) SELECT phase, COUNT(*) FROM orders GROUP BY phase;
     INSERT INTO stats_daily (day, created) SELECT created_at_ms / 86400000, COUNT(*) FROM orders GROUP BY 1;
     INSERT INTO stats_daily (day, completed, revenue_sat, capacity_sat)
-        SELECT updated_at_ms / 86400000, COUNT(*), SUM(fee_total_sat), SUM(lsp_balance_sat)
-        FROM orders WHERE phase = 'completed' GROUP BY 1 ORDER BY 1
+        SELECT e.at_ms / 86400000, COUNT(*),
+            SUM(CASE WHEN o.refunded_after_open = 1 THEN 0 ELSE COALESCE(p.fee_total_sat, o.fee_total_sat) END),
+            SUM(o.lsp_balance_sat)
+        FROM events e JOIN orders o ON o.order_id = e.order_id
+        LEFT JOIN payments p ON p.order_id = o.order_id AND p.method = o.paid_method
+        WHERE e.to_phase = 'completed' AND o.phase = 'completed' GROUP BY 1 ORDER BY 1
         ON CONFLICT (day) DO UPDATE SET completed = excluded.completed,
             revenue_sat = excluded.revenue_sat, capacity_sat = excluded.capacity_sat;
     INSERT INTO stats_daily (day, failed)
-        SELECT updated_at_ms / 86400000, COUNT(*) FROM orders WHERE phase = 'failed' GROUP BY 1 ORDER BY 1
+        SELECT e.at_ms / 86400000, COUNT(*) FROM events e JOIN orders o ON o.order_id = e.order_id
+        WHERE e.to_phase = 'failed' AND o.phase = 'failed' GROUP BY 1 ORDER BY 1
         ON CONFLICT (day) DO UPDATE SET failed = excluded.failed;
     INSERT INTO stats_refunds (cause, refunds)
-        SELECT COALESCE(failure_reason, 'unknown'), COUNT(*) FROM orders
-        WHERE phase = 'failed' AND held_at_ms IS NOT NULL GROUP BY 1;
+        SELECT COALESCE(o.failure_reason, 'unknown'), COUNT(*) FROM events e JOIN orders o ON o.order_id = e.order_id
+        WHERE e.to_phase = 'failed' AND e.from_phase IN ('payment_held', 'opening') GROUP BY 1;
+    INSERT INTO stats_refunds (cause, refunds)
+        SELECT 'refunded_after_open', COUNT(*) FROM orders WHERE refunded_after_open = 1 AND phase = 'completed'
+        HAVING COUNT(*) > 0;
     INSERT INTO stats_refunds (cause, refunds)
         SELECT 'onchain_' || kind, COUNT(*) FROM chain_refunds WHERE replaces IS NULL GROUP BY 1 ORDER BY 1
         ON CONFLICT (cause) DO UPDATE SET refunds = refunds + excluded.refunds;
@@ -266,8 +291,12 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE channels ADD COLUMN lease_state TEXT CHECK (lease_state IN ('ended', 'closing', 'closed'));
     ALTER TABLE channels ADD COLUMN activity_count INTEGER;
     ALTER TABLE channels ADD COLUMN active_height INTEGER;
+    -- Leases still running (each block ends the due ones) and leases ended but not closed
+    -- (the policy's work), apart: kept channels never slow the first.
+    CREATE INDEX channels_lease_running ON channels (lease_end_block)
+        WHERE lease_end_block IS NOT NULL AND lease_state IS NULL;
     CREATE INDEX channels_lease_open ON channels (lease_end_block)
-        WHERE lease_end_block IS NOT NULL AND (lease_state IS NULL OR lease_state IN ('ended', 'closing'));
+        WHERE lease_end_block IS NOT NULL AND lease_state IN ('ended', 'closing');
     "#,
 ];
 

@@ -133,6 +133,8 @@ pub struct LeaseRow {
     pub order_id: String,
     pub client_node_id: String,
     pub channel_id: Option<String>,
+    pub funding_txid: String,
+    pub funding_outnum: u32,
     pub lsp_balance_sat: u64,
     pub lease_end_block: u32,
     pub state: LeaseState,
@@ -153,7 +155,11 @@ fn held_in(conn: &Connection) -> Result<HeldFigures, StoreError> {
         )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let (outputs, sat): (i64, i64) = conn
-        .prepare_cached("SELECT COUNT(*), COALESCE(SUM(amount_sat), 0) FROM chain_outputs WHERE role = 'payment'")?
+        // The IN lets SQLite use the partial index `chain_outputs_open`.
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(amount_sat), 0) FROM chain_outputs \
+             WHERE role IN ('seen', 'payment', 'refunding') AND role = 'payment'",
+        )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(HeldFigures {
         htlcs: to_u64(htlcs, "held htlcs")?,
@@ -187,25 +193,28 @@ fn leases_in(conn: &Connection, height: u32) -> Result<LeaseFigures, StoreError>
 }
 
 /// A lease row as read: order, client, channel, balance, end, state, activity, active height.
-type RawLease = (String, String, Option<String>, i64, i64, Option<String>, Option<i64>, Option<i64>);
+type RawLease = (String, String, Option<String>, i64, i64, Option<String>, Option<i64>, Option<i64>, String, i64);
 
 fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLease> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
 }
 
 const LEASE_COLUMNS: &str = "c.order_id, o.client_node_id, c.channel_id, o.lsp_balance_sat, c.lease_end_block, \
-     c.lease_state, c.activity_count, c.active_height FROM channels c JOIN orders o ON o.order_id = c.order_id";
+     c.lease_state, c.activity_count, c.active_height, c.funding_txid, c.funding_outnum \
+     FROM channels c JOIN orders o ON o.order_id = c.order_id";
 
 fn leases_from(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<LeaseRow>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, lease_row)?;
     let mut out = vec![];
     for row in rows {
-        let (order_id, client_node_id, channel_id, lsp, end, state, count, active) = row?;
+        let (order_id, client_node_id, channel_id, lsp, end, state, count, active, txid, outnum) = row?;
         out.push(LeaseRow {
             order_id,
             client_node_id,
             channel_id,
+            funding_txid: txid,
+            funding_outnum: u32_of(outnum, "funding_outnum")?,
             lsp_balance_sat: to_u64(lsp, "lsp_balance_sat")?,
             lease_end_block: u32_of(end, "lease_end_block")?,
             state: LeaseState::parse(state.as_deref())?,
@@ -221,6 +230,9 @@ impl Store {
     /// 30, for the 30-day window) of daily totals.
     pub fn status_figures(&self, now_ms: i64, height: u32, days: u32) -> Result<StoreFigures, StoreError> {
         let conn = self.read_lock();
+        // One snapshot: every figure of an answer from the same moment.
+        let snapshot = conn.unchecked_transaction()?;
+        let conn = &*snapshot;
         let mut by_phase: Vec<(String, u64)> = PHASES.iter().map(|p| (p.to_string(), 0)).collect();
         {
             let mut stmt = conn.prepare_cached("SELECT phase, orders FROM stats_phase")?;
@@ -287,13 +299,13 @@ impl Store {
         let days = daily.split_off(daily.len().saturating_sub(keep));
         Ok(StoreFigures {
             by_phase,
-            held: held_in(&conn)?,
+            held: held_in(conn)?,
             days,
             revenue_windows,
             capacity_windows,
             revenue_all_sat: to_u64(revenue_all, "revenue")?,
             capacity_all_sat: to_u64(capacity_all, "capacity")?,
-            leases: leases_in(&conn, height)?,
+            leases: leases_in(conn, height)?,
             refunds,
         })
     }
@@ -340,18 +352,29 @@ impl Store {
         Ok(out)
     }
 
-    /// Leases that end by `until_block` and are not closed, earliest end first: those still
-    /// running, those ended and those closing.
-    pub fn leases_until(&self, until_block: u32) -> Result<Vec<LeaseRow>, StoreError> {
+    /// Leases not closed, earliest end first: those still running that end by `until_block`,
+    /// those ended at or after `ended_since` (0: all) and every one closing. Each part reads
+    /// its own partial index.
+    pub fn leases_until(&self, until_block: u32, ended_since: u32) -> Result<Vec<LeaseRow>, StoreError> {
         let conn = self.read_lock();
-        leases_from(
+        let mut out = leases_from(
             &conn,
             &format!(
-                "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block <= ?1 \
-                 AND (c.lease_state IS NULL OR c.lease_state IN ('ended', 'closing')) ORDER BY c.lease_end_block, c.order_id"
+                "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IS NULL \
+                 AND c.lease_end_block <= ?1"
             ),
             params![until_block],
-        )
+        )?;
+        out.extend(leases_from(
+            &conn,
+            &format!(
+                "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IN ('ended', 'closing') \
+                 AND (c.lease_end_block >= ?1 OR c.lease_state = 'closing')"
+            ),
+            params![ended_since],
+        )?);
+        out.sort_by(|a, b| (a.lease_end_block, &a.order_id).cmp(&(b.lease_end_block, &b.order_id)));
+        Ok(out)
     }
 
     /// The lease of one order, if it has one.
@@ -396,6 +419,55 @@ impl Store {
         }
         tx.commit()?;
         Ok(ended.into_iter().map(|l| LeaseRow { state: LeaseState::Ended, ..l }).collect())
+    }
+
+    /// The channel `channel_id` is gone (closed by anyone): its lease, if not closed yet, is.
+    /// Returns the order whose lease this was.
+    pub fn lease_channel_closed(
+        &self,
+        channel_id: &str,
+        now_ms: i64,
+        detail: &serde_json::Value,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let order: Option<String> = tx
+            .query_row(
+                "SELECT order_id FROM channels WHERE channel_id = ?1 AND lease_end_block IS NOT NULL \
+                 AND (lease_state IS NULL OR lease_state <> 'closed')",
+                params![channel_id.to_ascii_lowercase()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = &order {
+            tx.execute("UPDATE channels SET lease_state = 'closed' WHERE order_id = ?1", params![id])?;
+            insert_event(&tx, id, now_ms, "lease_closed", None, None, Some(detail))?;
+        }
+        tx.commit()?;
+        Ok(order)
+    }
+
+    /// lightningd refused the policy's close: the lease is ended again and its idle count
+    /// starts over at `height`, so the close is asked again only after another idle spell.
+    pub fn lease_close_refused(
+        &self,
+        order_id: &str,
+        height: u32,
+        now_ms: i64,
+        detail: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE channels SET lease_state = 'ended', active_height = MAX(COALESCE(active_height, 0), ?2) \
+             WHERE order_id = ?1 AND lease_state = 'closing'",
+            params![order_id, height],
+        )?;
+        if n == 1 {
+            insert_event(&tx, order_id, now_ms, "lease_close_refused", None, None, Some(detail))?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
     }
 
     /// Record a channel's fulfilled-payment count as seen at `height`; the active height

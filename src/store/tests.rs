@@ -464,7 +464,14 @@ fn status_figures_match_the_order_book() {
         assert_eq!(*n, count(&format!("SELECT COUNT(*) FROM orders WHERE phase = '{phase}'")), "{phase}");
     }
     assert_eq!(f.by_phase.iter().map(|(_, n)| n).sum::<u64>(), 12);
-    assert_eq!(f.revenue_all_sat, count("SELECT SUM(fee_total_sat) FROM orders WHERE phase = 'completed'"));
+    // Revenue is the fee of the option the order was paid with.
+    assert_eq!(
+        f.revenue_all_sat,
+        count(
+            "SELECT SUM(p.fee_total_sat) FROM orders o JOIN payments p ON p.order_id = o.order_id \
+             AND p.method = o.paid_method WHERE o.phase = 'completed'"
+        )
+    );
     assert_eq!(f.capacity_all_sat, count("SELECT SUM(lsp_balance_sat) FROM orders WHERE phase = 'completed'"));
     assert_eq!(f.held.htlcs, count("SELECT COUNT(*) FROM htlcs WHERE resolution IS NULL"));
     assert_eq!(f.held.htlc_msat, count("SELECT SUM(amount_msat) FROM htlcs WHERE resolution IS NULL"));
@@ -536,8 +543,31 @@ fn leases_end_once_and_move_by_compare_and_set() {
     let d = serde_json::json!({});
     assert!(s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap());
     assert!(!s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap(), "compare-and-set");
-    assert_eq!(s.leases_until(10_000).unwrap().len(), 3, "ended, closing and the one still running");
+    assert_eq!(s.leases_until(10_000, 0).unwrap().len(), 3, "ended, closing and the one still running");
+    assert_eq!(s.leases_until(10_000, 101).unwrap().len(), 2, "an ended lease before the window is left out");
     assert!(s.set_lease_state("o4", LeaseState::Closing, LeaseState::Closed, 4, &d).unwrap());
-    assert_eq!(s.leases_until(10_000).unwrap().len(), 2);
+    assert_eq!(s.leases_until(10_000, 0).unwrap().len(), 2);
     assert!(s.events("o4").unwrap().iter().any(|e| e.kind == "lease_closing"));
+}
+
+#[test]
+fn a_payment_refunded_after_the_open_earns_nothing() {
+    let s = Store::open_in_memory().unwrap();
+    let o = record("g", "p", 0);
+    s.insert_order(&o, roomy(0)).unwrap();
+    let h = HtlcRecord { key: HtlcKey { short_channel_id: "g".into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
+    s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
+    s.start_open("g", 2, &serde_json::json!({})).unwrap();
+    let ch = ChannelRecord {
+        channel_id: None,
+        funding_txid: "dd".repeat(32),
+        funding_outnum: 0,
+        funded_at_ms: 3,
+        expires_at_ms: 4,
+        lease_end_block: Some(10),
+    };
+    s.complete_order("g", &ch, 3, true, &serde_json::json!({})).unwrap();
+    let f = s.status_figures(5, 1, 1).unwrap();
+    assert_eq!((f.revenue_all_sat, f.capacity_all_sat), (0, 1_000_000), "the channel was sold, not paid for");
+    assert_eq!(f.refunds, vec![("refunded_after_open".to_string(), 1)]);
 }

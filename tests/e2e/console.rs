@@ -336,3 +336,34 @@ async fn keep_never_closes() {
     assert_eq!(l["leases"][0]["action"], "keep", "{l}");
     assert!(s.calls("close").is_empty());
 }
+
+#[tokio::test]
+async fn close_idle_counts_from_its_first_look_not_from_the_lease_end() {
+    // The plugin was down while the lease ended (or the store was just upgraded, or the
+    // policy just switched): blocks nobody watched are not idle blocks.
+    let mut s = StandIn::builder()
+        .option("lsps1-lease-end-policy", json!("close-idle"))
+        .option("lsps1-lease-idle-blocks", json!(5))
+        .start()
+        .await;
+    let (_, client) = peer(65);
+    s.peer_connects(&client).await;
+    let mut p = params(500_000, 0, 1);
+    p["channel_expiry_blocks"] = json!(5);
+    let pay = create(&s, &client, p).await;
+    assert_preimage(&pay_whole(&s, &pay).await.outcome(WAIT).await, &pay);
+    wait_state(&s, &client, &pay.order_id, "COMPLETED", "PAID").await;
+    s.kill_plugin().await;
+    s.mine(30).await;
+    s.restart_lightningd().await;
+    s.peer_connects(&client).await;
+    mine_synced(&s, 1).await;
+    wait_lease(&s, "idle for 0 of 5").await;
+    mine_synced(&s, 4).await;
+    wait_lease(&s, "idle for 4 of 5").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.calls("close").is_empty(), "30 blocks unwatched are not 30 idle blocks");
+    mine_synced(&s, 1).await;
+    s.wait_calls("close", 1).await;
+    s.assert_no_fatal();
+}

@@ -4,6 +4,8 @@
 //! idle channel is closed. The decision is the pure `lease::decide`; `lease_plan` shows the
 //! same decisions to the operator without acting on them.
 
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use super::*;
@@ -55,31 +57,42 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         ended
     }
 
-    /// What the policy makes of every lease that ends within `within_blocks` of the tip
-    /// (ended and closing ones included), earliest end first. `record`: store each ended
-    /// lease's channel activity (the lease pass); a look by the operator leaves it alone.
+    /// What the policy makes of every lease that ends within `within_blocks` of the tip,
+    /// every lease that ended in the last `within_blocks` and every one closing (`record`: the
+    /// lease pass, which looks at every ended lease and records each channel's activity; a
+    /// look by the operator records nothing), earliest end first.
     pub async fn lease_plan(&self, within_blocks: u32, record: bool) -> Result<Vec<LeasePlan>, String> {
         let height = self.height();
         let until = height.saturating_add(within_blocks);
-        let leases = self.inner.store.call(move |s| s.leases_until(until)).await.map_err(store_err)?;
+        let ended_since = if record { 0 } else { height.saturating_sub(within_blocks) };
+        let leases = self.inner.store.call(move |s| s.leases_until(until, ended_since)).await.map_err(store_err)?;
         if leases.is_empty() {
             return Ok(vec![]);
         }
         let channels = self.inner.node.channel_activity().await.map_err(|e| e.to_string())?;
+        let by_id: HashMap<&str, &ChannelActivity> = channels.iter().map(|c| (c.channel_id.as_str(), c)).collect();
+        let by_outpoint: HashMap<(&str, u32), &ChannelActivity> =
+            channels.iter().filter_map(|c| Some(((c.funding_txid.as_deref()?, c.funding_outnum?), c))).collect();
         let mut plans = Vec::with_capacity(leases.len());
         for mut lease in leases {
-            let channel =
-                lease.channel_id.as_deref().and_then(|id| channels.iter().find(|c| c.channel_id == id)).cloned();
+            let channel = lease
+                .channel_id
+                .as_deref()
+                .and_then(|id| by_id.get(id))
+                .or_else(|| by_outpoint.get(&(lease.funding_txid.as_str(), lease.funding_outnum)))
+                .map(|c| (*c).clone());
             if let Some(c) = &channel
                 && lease.state != LeaseState::Active
                 && lease.activity_count != Some(c.payments_fulfilled)
             {
-                let moved_at = if lease.activity_count.is_some() { height } else { lease.lease_end_block };
-                lease.active_height = Some(lease.active_height.unwrap_or(0).max(moved_at));
+                // A first reading counts from now: what moved before it is unknown, so a channel
+                // is never found idle for blocks nobody watched (after an upgrade, a policy
+                // change, or a restart past the lease's end).
+                lease.active_height = Some(lease.active_height.unwrap_or(0).max(height));
                 lease.activity_count = Some(c.payments_fulfilled);
                 if record {
                     let (id, count) = (lease.order_id.clone(), c.payments_fulfilled);
-                    if let Err(e) = self.inner.store.call(move |s| s.note_activity(&id, count, moved_at)).await {
+                    if let Err(e) = self.inner.store.call(move |s| s.note_activity(&id, count, height)).await {
                         log::warn!("Cannot record the activity of order {}'s channel: {e}", lease.order_id);
                     }
                 }
@@ -95,8 +108,11 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         let height = self.height();
         match self.inner.node.channel_activity().await {
             Ok(channels) => {
-                let channel =
-                    lease.channel_id.as_deref().and_then(|id| channels.into_iter().find(|c| c.channel_id == id));
+                let channel = channels.into_iter().find(|c| {
+                    lease.channel_id.as_deref() == Some(c.channel_id.as_str())
+                        || (c.funding_txid.as_deref() == Some(lease.funding_txid.as_str())
+                            && c.funding_outnum == Some(lease.funding_outnum))
+                });
                 let decision = lease::decide(self.inner.cfg.lease_policy, &lease, channel.as_ref(), height);
                 LeasePlan { lease, channel, decision }
             }
