@@ -50,8 +50,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 /// (port 0 resolved), after logging each failure.
 pub async fn spawn<N: NodeApi, C: Clock, E: Entropy>(state: Arc<RestState<N, C, E>>) -> Vec<SocketAddr> {
     let app = router(state.clone());
-    let bound =
-        listen(app, &state.cfg.binds, state.cfg.tls.as_ref(), state.cfg.max_connections as usize, "REST API").await;
+    let bound = listen(app, &state.cfg.binds, state.cfg.tls.as_ref(), state.cfg.max_connections as usize, "REST").await;
     for local in &bound {
         let scheme = if state.cfg.tls.is_some() { "https" } else { "http" };
         log::info!("REST API listening on {scheme}://{local}/api/v1/");

@@ -32,7 +32,18 @@ async fn manifest_declares_options_hook_filter_and_feature_bits() {
     let mut methods: Vec<&str> =
         m["rpcmethods"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
     methods.sort_unstable();
-    assert_eq!(methods, ["lsps1-allowclose", "lsps1-cancelorder", "lsps1-getorder", "lsps1-listorders"]);
+    assert_eq!(
+        methods,
+        [
+            "lsps1-allowclose",
+            "lsps1-cancelorder",
+            "lsps1-getorder",
+            "lsps1-listheld",
+            "lsps1-listleases",
+            "lsps1-listorders",
+            "lsps1-status"
+        ]
+    );
     // The lifecycle's hooks: htlc_accepted without filters (lightningd refuses
     // them there, fixture plugin.err-start-htlc_accepted-with-filters), rpc_command for
     // `close` only (fixture getmanifest.response.recorder-lifecycle).
@@ -41,7 +52,7 @@ async fn manifest_declares_options_hook_filter_and_feature_bits() {
     let rc = hooks.iter().find(|h| h["name"] == "rpc_command").expect("rpc_command hook");
     assert_eq!(rc["filters"], json!(["close"]));
     // The custom notification is declared, or lightningd drops it (fixtures README).
-    assert_eq!(m["notifications"], json!([{"method": "lsps1_order_state_changed"}]));
+    assert_eq!(m["notifications"], json!([{"method": "lsps1_order_state_changed"}, {"method": "lsps1_lease_ended"}]));
     let subs: Vec<&str> = m["subscriptions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     for want in ["block_added", "connect", "channel_state_changed"] {
         assert!(subs.contains(&want), "{want} not in {subs:?}");
