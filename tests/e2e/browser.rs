@@ -306,6 +306,7 @@ async fn the_page_in_headless_chromium() {
         b.js(&format!("document.querySelector('#orders-table tr[data-order-id={}] a').click()", json!(paid_id)));
         b.wait_for(&format!("location.hash === '#/order/{paid_id}' && document.getElementById('allow-close')"), "the paid order");
         b.screenshot(&dir, "order", 1280, false);
+        assert_eq!(b.js("document.body.textContent.includes('[object Object]')"), json!(false), "details shown as text");
 
         b.js("location.hash = '#/leases'");
         b.wait_for(&format!("document.querySelector('#leases-table tr[data-order-id={}]')", json!(paid_id)), "its lease");

@@ -681,7 +681,7 @@
       el('div', { class: 'ev-body' },
         e.kind !== 'transition' || !(e.from || e.to) ? el('span', { class: 'ev-kind', text: String(e.kind || 'event').replace(/_/g, ' ') }) : null,
         e.from || e.to ? el('span', { class: 'ev-move' }, e.from ? badge(e.from) : null, e.from ? el('span', { class: 'arrow', 'aria-label': 'to', text: ' → ' }) : null, e.to ? badge(e.to) : null) : null,
-        e.detail ? el('p', { class: 'ev-detail', text: String(e.detail) }) : null))))
+        e.detail ? el('p', { class: 'ev-detail', text: detailText(e.detail) }) : null))))
       : el('p', { class: 'muted', text: 'No events recorded.' }));
 
     // payment
@@ -886,3 +886,15 @@
   window.addEventListener('hashchange', () => { route(); view.focus({ preventScroll: true }); });
   route();
 })();
+
+// An event's detail as one line of text: `key: value` pairs (the store keeps objects), long
+// values shortened. Always text, never markup.
+function detailText(d) {
+  const short = (v) => {
+    const t = typeof v === 'string' ? v : JSON.stringify(v);
+    return t.length > 80 ? t.slice(0, 77) + '…' : t;
+  };
+  if (d === null || typeof d !== 'object') return short(d);
+  return Object.entries(d).filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => k.replace(/_/g, ' ') + ': ' + short(v)).join(' · ');
+}
