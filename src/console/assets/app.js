@@ -569,7 +569,7 @@
     el('div', { class: 'field grow' }, el('label', { for: 'filter-peer', text: 'Peer id' }), peer),
     el('div', { class: 'field' }, el('label', { for: 'filter-since', text: 'Created since' }), since),
     el('div', { class: 'field' }, el('label', { for: 'filter-until', text: 'Created until' }), until),
-    el('div', { class: 'field' }, el('label', { for: 'filter-q', text: 'Search text' }), text),
+    el('div', { class: 'field' }, el('label', { for: 'filter-q', text: 'Order id starts with' }), text),
     el('div', { class: 'field buttons' },
       el('button', { id: 'filter-apply', type: 'submit', class: 'btn btn-primary', text: 'Apply filters' }),
       el('button', { id: 'filter-clear', type: 'button', class: 'btn', text: 'Clear', on: { click: () => { location.hash = '#/orders'; } } })));
