@@ -367,3 +367,32 @@ async fn close_idle_counts_from_its_first_look_not_from_the_lease_end() {
     s.wait_calls("close", 1).await;
     s.assert_no_fatal();
 }
+
+#[tokio::test]
+async fn off_loopback_with_tls_serves_https_only_by_the_names_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (der, cert, key) = crate::rest::write_test_cert(dir.path());
+    let s = StandIn::builder()
+        .option("lsps1-admin-bind", json!("0.0.0.0:0"))
+        .option("lsps1-admin-tls-cert", json!(cert.to_string_lossy()))
+        .option("lsps1-admin-tls-key", json!(key.to_string_lossy()))
+        .option("lsps1-admin-host", json!(["lsp.example"]))
+        .start()
+        .await;
+    assert!(s.disabled().is_none(), "{:?}", s.disabled());
+    let line = s.wait_log(Some("info"), "Operator console on https://").await;
+    let port = console_addr(&s).await.port();
+    assert!(line.contains("https://0.0.0.0:"), "{line}");
+    let api = Api::tls(SocketAddr::from(([127, 0, 0, 1], port)), der);
+    let ro = s.create_rune(read_only());
+    let ok = api
+        .exchange(&build_request("GET", "/api/status", &format!("lsp.example:{port}"), &[("Rune", ro.as_str())], b""))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let other = api
+        .exchange(&build_request("GET", "/api/status", "evil.example", &[("Rune", ro.as_str())], b""))
+        .await
+        .unwrap();
+    assert_eq!(other.status, 421);
+}

@@ -1087,7 +1087,7 @@ async fn a_port_in_use_disables_only_rest() {
 }
 
 /// A self-signed certificate for `localhost`, written as PEM files into `dir`.
-fn write_test_cert(dir: &Path) -> (CertificateDer<'static>, std::path::PathBuf, std::path::PathBuf) {
+pub fn write_test_cert(dir: &Path) -> (CertificateDer<'static>, std::path::PathBuf, std::path::PathBuf) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
     let cert = dir.join("rest-cert.pem");
     let key = dir.join("rest-key.pem");
