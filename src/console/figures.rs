@@ -32,8 +32,10 @@ const REFUND_CAUSES: [&str; 9] = [
 /// causes, since an order paid on-chain and failed has both a cause and a transaction.
 const ONCHAIN_REFUND_KINDS: [&str; 2] = ["whole", "surplus"];
 
-/// Held HTLCs this close to the plugin's refund margin are shown as a warning.
-pub const CLTV_WARNING_BLOCKS: u32 = 20;
+/// Blocks left before a held HTLC expiring at `expiry` reaches the plugin's refund margin.
+fn margin_blocks(expiry: u32, height: u32, safety_margin_blocks: u32) -> i64 {
+    i64::from(expiry) - i64::from(height) - i64::from(safety_margin_blocks)
+}
 
 /// Everything `lsps1-status` shows, read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +75,7 @@ impl Status {
 
     /// Blocks left before the earliest held HTLC reaches the refund margin.
     pub fn cltv_margin_blocks(&self) -> Option<i64> {
-        self.store
-            .held
-            .earliest_cltv_expiry
-            .map(|e| i64::from(e) - i64::from(self.height) - i64::from(self.safety_margin_blocks))
+        self.store.held.earliest_cltv_expiry.map(|e| margin_blocks(e, self.height, self.safety_margin_blocks))
     }
 
     /// What the wallet can still put into a new channel.
@@ -320,7 +319,7 @@ pub fn held_json(height: u32, safety_margin_blocks: u32, orders: &[HeldOrder]) -
             "htlcs": o.htlcs,
             "earliest_cltv_expiry": o.earliest_cltv_expiry,
             "cltv_margin_blocks": o.earliest_cltv_expiry
-                .map(|e| i64::from(e) - i64::from(height) - i64::from(safety_margin_blocks)),
+                .map(|e| margin_blocks(e, height, safety_margin_blocks)),
             "held_since": o.held_at_ms.map(format_datetime),
         })).collect::<Vec<_>>(),
     })

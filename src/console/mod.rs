@@ -15,7 +15,7 @@ use std::future::Future;
 
 use serde_json::Value;
 
-pub use server::{ASSETS, CSP, router, spawn};
+pub use server::{router, spawn};
 
 use crate::ports::{NodeError, RuneVerdict};
 

@@ -23,7 +23,7 @@ use crate::ports::RuneVerdict;
 use crate::rest::ClientAddr;
 
 /// The page's files, embedded: nothing is fetched from anywhere else.
-pub const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 4] = [
     ("/", "text/html; charset=utf-8", include_str!("assets/index.html")),
     ("/assets/app.js", "text/javascript; charset=utf-8", include_str!("assets/app.js")),
     ("/assets/app.css", "text/css; charset=utf-8", include_str!("assets/app.css")),
@@ -31,7 +31,7 @@ pub const ASSETS: [(&str, &str, &str); 4] = [
 ];
 
 /// Everything the page uses comes from the plugin itself; nothing may frame it.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Largest action body.

@@ -504,17 +504,4 @@ impl Store {
         tx.commit()?;
         Ok(n == 1)
     }
-
-    /// The lease-end state of one order's channel, if it has a lease.
-    pub fn lease_state(&self, order_id: &str) -> Result<Option<LeaseState>, StoreError> {
-        let conn = self.read_lock();
-        let s: Option<Option<String>> = conn
-            .query_row(
-                "SELECT lease_state FROM channels WHERE order_id = ?1 AND lease_end_block IS NOT NULL",
-                params![order_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        s.map(|s| LeaseState::parse(s.as_deref())).transpose()
-    }
 }

@@ -533,7 +533,7 @@ fn leases_end_once_and_move_by_compare_and_set() {
     let ended = s.end_leases(500, 1).unwrap();
     assert_eq!(ended.iter().map(|l| l.order_id.as_str()).collect::<Vec<_>>(), ["o0", "o4"]);
     assert!(s.end_leases(500, 2).unwrap().is_empty(), "once");
-    assert_eq!(s.lease_state("o0").unwrap(), Some(LeaseState::Ended));
+    assert_eq!(s.lease_of("o0").unwrap().map(|l| l.state), Some(LeaseState::Ended));
     let l = s.lease_of("o4").unwrap().unwrap();
     assert_eq!((l.active_height, l.activity_count), (Some(500), None));
     s.note_activity("o4", 7, 520).unwrap();

@@ -243,13 +243,7 @@ async fn close_idle_closes_only_after_the_lease_and_the_idle_blocks() {
         .option("lsps1-lease-force-close-after-secs", json!(600))
         .start()
         .await;
-    let (_, client) = peer(63);
-    s.peer_connects(&client).await;
-    let mut p = params(500_000, 0, 1);
-    p["channel_expiry_blocks"] = json!(10);
-    let pay = create(&s, &client, p).await;
-    assert_preimage(&pay_whole(&s, &pay).await.outcome(WAIT).await, &pay);
-    wait_state(&s, &client, &pay.order_id, "COMPLETED", "PAID").await;
+    let (client, pay) = sold(&s, 63, 10).await;
     let lease = s.command("lsps1-listleases", json!({})).await.unwrap();
     assert_eq!(lease["leases"][0]["action"], "protect", "{lease}");
     let end = lease["leases"][0]["lease_end_block"].as_u64().unwrap() as u32;
@@ -294,6 +288,18 @@ async fn close_idle_closes_only_after_the_lease_and_the_idle_blocks() {
     s.assert_no_fatal();
 }
 
+/// A channel of 500,000 sat sold to peer `n` for `expiry_blocks`, paid and opened.
+async fn sold(s: &StandIn, n: u8, expiry_blocks: u32) -> (bitcoin::secp256k1::PublicKey, crate::lifecycle::Pay) {
+    let (_, client) = peer(n);
+    s.peer_connects(&client).await;
+    let mut p = params(500_000, 0, 1);
+    p["channel_expiry_blocks"] = json!(expiry_blocks);
+    let pay = create(s, &client, p).await;
+    assert_preimage(&pay_whole(s, &pay).await.outcome(WAIT).await, &pay);
+    wait_state(s, &client, &pay.order_id, "COMPLETED", "PAID").await;
+    (client, pay)
+}
+
 /// Mine `n` blocks one at a time, each seen by the plugin before the next.
 async fn mine_synced(s: &StandIn, n: u32) {
     for _ in 0..n {
@@ -323,13 +329,7 @@ async fn wait_lease(s: &StandIn, why: &str) -> Value {
 #[tokio::test]
 async fn keep_never_closes() {
     let s = StandIn::builder().start().await;
-    let (_, client) = peer(64);
-    s.peer_connects(&client).await;
-    let mut p = params(500_000, 0, 1);
-    p["channel_expiry_blocks"] = json!(5);
-    let pay = create(&s, &client, p).await;
-    assert_preimage(&pay_whole(&s, &pay).await.outcome(WAIT).await, &pay);
-    wait_state(&s, &client, &pay.order_id, "COMPLETED", "PAID").await;
+    let (_, pay) = sold(&s, 64, 5).await;
     s.mine(50).await;
     s.wait_notification("lsps1_lease_ended", |n| n["order_id"] == json!(pay.order_id)).await;
     let l = s.command("lsps1-listleases", json!({})).await.unwrap();
@@ -346,13 +346,7 @@ async fn close_idle_counts_from_its_first_look_not_from_the_lease_end() {
         .option("lsps1-lease-idle-blocks", json!(5))
         .start()
         .await;
-    let (_, client) = peer(65);
-    s.peer_connects(&client).await;
-    let mut p = params(500_000, 0, 1);
-    p["channel_expiry_blocks"] = json!(5);
-    let pay = create(&s, &client, p).await;
-    assert_preimage(&pay_whole(&s, &pay).await.outcome(WAIT).await, &pay);
-    wait_state(&s, &client, &pay.order_id, "COMPLETED", "PAID").await;
+    let (client, _) = sold(&s, 65, 5).await;
     s.kill_plugin().await;
     s.mine(30).await;
     s.restart_lightningd().await;

@@ -13,6 +13,34 @@ use crate::lifecycle::lease::{self, LeaseAction, LeaseDecision, LeasePolicy};
 use crate::ports::ChannelActivity;
 use crate::store::{LeaseRow, LeaseState};
 
+/// lightningd's channels by id and by funding outpoint (a lease recorded without a channel id
+/// is found by its outpoint).
+struct ChannelIndex<'a> {
+    by_id: HashMap<&'a str, &'a ChannelActivity>,
+    by_outpoint: HashMap<(&'a str, u32), &'a ChannelActivity>,
+}
+
+impl<'a> ChannelIndex<'a> {
+    fn of(channels: &'a [ChannelActivity]) -> Self {
+        ChannelIndex {
+            by_id: channels.iter().map(|c| (c.channel_id.as_str(), c)).collect(),
+            by_outpoint: channels
+                .iter()
+                .filter_map(|c| Some(((c.funding_txid.as_deref()?, c.funding_outnum?), c)))
+                .collect(),
+        }
+    }
+
+    fn find(&self, lease: &LeaseRow) -> Option<ChannelActivity> {
+        lease
+            .channel_id
+            .as_deref()
+            .and_then(|id| self.by_id.get(id))
+            .or_else(|| self.by_outpoint.get(&(lease.funding_txid.as_str(), lease.funding_outnum)))
+            .map(|c| (*c).clone())
+    }
+}
+
 /// One lease with the channel as lightningd lists it and what the policy makes of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasePlan {
@@ -70,17 +98,10 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             return Ok(vec![]);
         }
         let channels = self.inner.node.channel_activity().await.map_err(|e| e.to_string())?;
-        let by_id: HashMap<&str, &ChannelActivity> = channels.iter().map(|c| (c.channel_id.as_str(), c)).collect();
-        let by_outpoint: HashMap<(&str, u32), &ChannelActivity> =
-            channels.iter().filter_map(|c| Some(((c.funding_txid.as_deref()?, c.funding_outnum?), c))).collect();
+        let index = ChannelIndex::of(&channels);
         let mut plans = Vec::with_capacity(leases.len());
         for mut lease in leases {
-            let channel = lease
-                .channel_id
-                .as_deref()
-                .and_then(|id| by_id.get(id))
-                .or_else(|| by_outpoint.get(&(lease.funding_txid.as_str(), lease.funding_outnum)))
-                .map(|c| (*c).clone());
+            let channel = index.find(&lease);
             if let Some(c) = &channel
                 && lease.state != LeaseState::Active
                 && lease.activity_count != Some(c.payments_fulfilled)
@@ -108,11 +129,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         let height = self.height();
         match self.inner.node.channel_activity().await {
             Ok(channels) => {
-                let channel = channels.into_iter().find(|c| {
-                    lease.channel_id.as_deref() == Some(c.channel_id.as_str())
-                        || (c.funding_txid.as_deref() == Some(lease.funding_txid.as_str())
-                            && c.funding_outnum == Some(lease.funding_outnum))
-                });
+                let channel = ChannelIndex::of(&channels).find(&lease);
                 let decision = lease::decide(self.inner.cfg.lease_policy, &lease, channel.as_ref(), height);
                 LeasePlan { lease, channel, decision }
             }
