@@ -10,8 +10,11 @@
 
 mod answers;
 mod chain;
+pub mod db;
+pub mod pg;
 mod lifecycle;
 pub mod schema;
+pub mod schema_pg;
 mod status;
 
 pub use answers::Answers;
