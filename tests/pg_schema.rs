@@ -69,14 +69,29 @@ async fn migrations_apply_once_and_the_totals_count() {
     )
     .await
     .unwrap();
-    let phases: Vec<(String, i64)> =
-        c.query("SELECT phase, orders FROM stats_phase ORDER BY phase", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    let phases: Vec<(String, i64)> = c
+        .query("SELECT phase, orders FROM stats_phase ORDER BY phase", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     assert_eq!(
         phases,
-        vec![("awaiting_payment".into(), 0), ("completed".into(), 1), ("opening".into(), 0), ("payment_held".into(), 0)]
+        vec![
+            ("awaiting_payment".into(), 0),
+            ("completed".into(), 1),
+            ("opening".into(), 0),
+            ("payment_held".into(), 0)
+        ]
     );
-    let day = c.query_one("SELECT completed, revenue_sat, capacity_sat FROM stats_daily WHERE day = 2", &[]).await.unwrap();
-    assert_eq!((day.get::<_, i64>(0), day.get::<_, i64>(1), day.get::<_, i64>(2)), (1, 1200, 100_000), "the paid option's fee");
+    let day =
+        c.query_one("SELECT completed, revenue_sat, capacity_sat FROM stats_daily WHERE day = 2", &[]).await.unwrap();
+    assert_eq!(
+        (day.get::<_, i64>(0), day.get::<_, i64>(1), day.get::<_, i64>(2)),
+        (1, 1200, 100_000),
+        "the paid option's fee"
+    );
     let lease = c.query_one("SELECT channels, leased_sat FROM stats_lease_ends WHERE block = 500", &[]).await.unwrap();
     assert_eq!((lease.get::<_, i64>(0), lease.get::<_, i64>(1)), (1, 100_000));
     // The event log stays append-only.
@@ -105,9 +120,15 @@ fn store_statements_run_translated_through_the_trait() {
                 .execute("INSERT OR IGNORE INTO t (k, h, s) VALUES (?1, ?2, ?3)", &["a".into(), 9i64.into(), Val::Null])
                 .unwrap();
             let moved = db
-                .execute("UPDATE t SET h = MAX(COALESCE(h, 0), ?2) WHERE k = ?1 AND s IS ?3", &["a".into(), 7i64.into(), Val::Null])
+                .execute(
+                    "UPDATE t SET h = MAX(COALESCE(h, 0), ?2) WHERE k = ?1 AND s IS ?3",
+                    &["a".into(), 7i64.into(), Val::Null],
+                )
                 .unwrap();
-            let row = db.query_opt("SELECT h, s, CAST(SUM(h) OVER () AS BIGINT) FROM t WHERE k = ?1", &["a".into()]).unwrap().unwrap();
+            let row = db
+                .query_opt("SELECT h, s, CAST(SUM(h) OVER () AS BIGINT) FROM t WHERE k = ?1", &["a".into()])
+                .unwrap()
+                .unwrap();
             (again, moved, row.i64(0).unwrap(), row.opt_text(1).unwrap(), row.i64(2).unwrap())
         })
         .await

@@ -260,7 +260,8 @@ mod tests {
     fn sqlite_reads_and_binds_through_the_trait() {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
         Db::execute(&mut c, "CREATE TABLE t (a INTEGER, b TEXT)", &[]).unwrap();
-        Db::execute(&mut c, "INSERT INTO t (a, b) VALUES (?1, ?2)", &[Val::from(7i64), Val::from(None::<String>)]).unwrap();
+        Db::execute(&mut c, "INSERT INTO t (a, b) VALUES (?1, ?2)", &[Val::from(7i64), Val::from(None::<String>)])
+            .unwrap();
         let r = c.query_opt("SELECT a, b FROM t WHERE a = ?1", &[Val::from(7i64)]).unwrap().unwrap();
         assert_eq!((r.i64(0).unwrap(), r.opt_text(1).unwrap()), (7, None));
         assert!(r.text(0).is_err());

@@ -11,8 +11,8 @@
 mod answers;
 mod chain;
 pub mod db;
-pub mod pg;
 mod lifecycle;
+pub mod pg;
 pub mod schema;
 pub mod schema_pg;
 mod status;

@@ -32,7 +32,8 @@ fn bin_dir() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("PATH") {
         for d in std::env::split_paths(&path) {
             if d.join("initdb").is_file() && d.join("postgres").is_file() {
-                return Some(d);
+                // Debian links the server into PATH; its own directory has createdb too.
+                return std::fs::canonicalize(d.join("initdb")).ok()?.parent().map(Path::to_path_buf);
             }
         }
     }
@@ -70,9 +71,7 @@ impl Postgres {
     /// Why PostgreSQL tests cannot run here, or `None`.
     pub fn unavailable() -> Option<String> {
         if bin_dir().is_none() {
-            return Some(
-                "no PostgreSQL server binaries (apt-get install postgresql, or set LSPS1_PG_BIN)".into(),
-            );
+            return Some("no PostgreSQL server binaries (apt-get install postgresql, or set LSPS1_PG_BIN)".into());
         }
         unprivileged().err()
     }
