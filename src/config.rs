@@ -94,6 +94,8 @@ pub struct Config {
     pub peer_limits: PeerLimits,
     /// Where the store lives; `None` = `<lightning-dir>/lsps1.sqlite3`.
     pub db_path: Option<PathBuf>,
+    /// `lsps1-db`: the store as a URL (SQLite by default; PostgreSQL shared by several nodes).
+    pub db: Option<DbUrl>,
     /// Advertise feature bit 729 (ruling 18).
     pub feature_bit: bool,
     /// Blocks before a held HTLC's `cltv_expiry` at which it is failed back (ruling 13).
@@ -110,6 +112,45 @@ pub struct Config {
     pub admin: AdminConfig,
     /// What happens to a channel whose lease ended (`lsps1-lease-*`).
     pub lease_policy: LeasePolicy,
+}
+
+/// Where the orders live (`lsps1-db`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// A SQLite file (`sqlite:///abs/path`, `sqlite:relative`, or a plain path).
+    Sqlite(PathBuf),
+    /// `postgres://` / `postgresql://` as libpq reads it (TLS as its `sslmode` asks), the
+    /// password from `lsps1-db-password-file` when given, so it never shows in `listconfigs`.
+    Postgres { url: String, password_file: Option<PathBuf> },
+}
+
+impl DbUrl {
+    /// Parse `lsps1-db` and `lsps1-db-password-file`.
+    pub fn parse(url: &str, password_file: Option<&str>) -> Result<DbUrl, ConfigError> {
+        let url = url.trim();
+        let password_file = password_file.map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from);
+        if let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) {
+            if rest.is_empty() || rest.starts_with('/') && rest.len() == 1 {
+                return Err(err("lsps1-db", "a postgres URL needs a host or a socket directory and a database"));
+            }
+            let has_password = rest.split('@').next().is_some_and(|auth| rest.contains('@') && auth.contains(':'));
+            if has_password && password_file.is_some() {
+                return Err(err("lsps1-db-password-file", "the URL already has a password; give it in one place"));
+            }
+            return Ok(DbUrl::Postgres { url: url.to_string(), password_file });
+        }
+        if password_file.is_some() {
+            return Err(err("lsps1-db-password-file", "is for a postgres:// store only"));
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        if path.is_empty() {
+            return Err(err("lsps1-db", "names no file"));
+        }
+        if url.contains("://") && !url.starts_with("sqlite://") {
+            return Err(err("lsps1-db", format!("'{url}': use a file path, sqlite:///path or postgres://…")));
+        }
+        Ok(DbUrl::Sqlite(PathBuf::from(path)))
+    }
 }
 
 /// The operator's console listener: the page, its JSON API and `/metrics`.
@@ -258,6 +299,7 @@ impl Default for Config {
             cltv_safety_margin: 12,
             open_deadline_secs: 600,
             mpp_timeout_secs: 60,
+            db: None,
             rest: RestConfig::default(),
             onchain: OnchainConfig::default(),
             admin: AdminConfig::default(),
@@ -306,6 +348,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "lsps1-db-path",
         kind: OptKind::Str,
         description: "SQLite order store (default: <lightning-dir>/lsps1.sqlite3)",
+    },
+    OptionSpec {
+        name: "lsps1-db",
+        kind: OptKind::Str,
+        description: "Where the orders live, as a URL: a SQLite file (default) or postgres://… shared by several nodes",
+    },
+    OptionSpec {
+        name: "lsps1-db-password-file",
+        kind: OptKind::Str,
+        description: "A file holding the PostgreSQL password of lsps1-db, so it never shows in listconfigs",
     },
     OptionSpec {
         name: "lsps1-feature-bit",
@@ -597,6 +649,15 @@ impl Config {
             max_unpaid_orders_per_peer: r.positive("lsps1-max-unpaid-orders-per-peer", 1_000_000)? as u32,
             peer_limits,
             db_path: r.string("lsps1-db-path")?.filter(|s| !s.is_empty()).map(PathBuf::from),
+            db: match r.string("lsps1-db")?.filter(|s| !s.trim().is_empty()) {
+                None => {
+                    if r.string("lsps1-db-password-file")?.is_some_and(|s| !s.trim().is_empty()) {
+                        return Err(err("lsps1-db-password-file", "needs lsps1-db=postgres://…"));
+                    }
+                    None
+                }
+                Some(u) => Some(DbUrl::parse(&u, r.string("lsps1-db-password-file")?.as_deref())?),
+            },
             feature_bit: r.bool("lsps1-feature-bit")?,
             cltv_safety_margin,
             open_deadline_secs,
@@ -885,6 +946,26 @@ mod tests {
             assert!(o.name.starts_with("lsps1-"), "{}", o.name);
             assert!(seen.insert(o.name), "duplicate {}", o.name);
         }
+    }
+
+    #[test]
+    fn db_urls() {
+        assert_eq!(
+            DbUrl::parse("/var/lib/lsps1.sqlite3", None).unwrap(),
+            DbUrl::Sqlite("/var/lib/lsps1.sqlite3".into())
+        );
+        assert_eq!(DbUrl::parse("sqlite:///var/x.db", None).unwrap(), DbUrl::Sqlite("/var/x.db".into()));
+        assert_eq!(
+            DbUrl::parse("postgresql://lsps1@db.internal/lsps1?sslmode=require", Some("/etc/lsps1/pg")).unwrap(),
+            DbUrl::Postgres {
+                url: "postgresql://lsps1@db.internal/lsps1?sslmode=require".into(),
+                password_file: Some("/etc/lsps1/pg".into())
+            }
+        );
+        assert!(DbUrl::parse("postgres://u:secret@h/db", Some("/f")).is_err(), "a password in two places");
+        assert!(DbUrl::parse("mysql://h/db", None).is_err());
+        assert!(DbUrl::parse("/x.db", Some("/f")).is_err(), "a password file for SQLite");
+        assert!(DbUrl::parse("postgres://", None).is_err());
     }
 
     #[test]
