@@ -112,7 +112,7 @@ fn store_statements_run_translated_through_the_trait() {
     // The store's blocking calls run on the blocking pool, as here.
     let out = rt.block_on(async move {
         tokio::task::spawn_blocking(move || {
-            let mut db = PgDb { client: &client, handle };
+            let db = PgDb { client: &client, handle };
             db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, h BIGINT, s TEXT)", &[]).unwrap();
             db.execute("INSERT OR IGNORE INTO t (k, h, s) VALUES (?1, ?2, ?3)", &["a".into(), 5i64.into(), Val::Null])
                 .unwrap();

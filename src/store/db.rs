@@ -95,11 +95,11 @@ impl Row {
 /// What the store's code needs of a connection (or of a transaction on it).
 pub trait Db {
     /// Run one statement; returns the rows it changed.
-    fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError>;
+    fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError>;
     /// Run one query; every row.
-    fn query(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError>;
+    fn query(&self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError>;
     /// Run one query; its first row, if any.
-    fn query_opt(&mut self, sql: &str, args: &[Val]) -> Result<Option<Row>, StoreError> {
+    fn query_opt(&self, sql: &str, args: &[Val]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, args)?.into_iter().next())
     }
 }
@@ -131,12 +131,12 @@ fn sqlite_row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Row> {
 }
 
 impl Db for rusqlite::Connection {
-    fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
+    fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         let n = self.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args))?;
         Ok(n as u64)
     }
 
-    fn query(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
+    fn query(&self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self.prepare_cached(sql)?;
         let n = stmt.column_count();
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| sqlite_row(r, n))?;
@@ -258,10 +258,9 @@ mod tests {
 
     #[test]
     fn sqlite_reads_and_binds_through_the_trait() {
-        let mut c = rusqlite::Connection::open_in_memory().unwrap();
-        Db::execute(&mut c, "CREATE TABLE t (a INTEGER, b TEXT)", &[]).unwrap();
-        Db::execute(&mut c, "INSERT INTO t (a, b) VALUES (?1, ?2)", &[Val::from(7i64), Val::from(None::<String>)])
-            .unwrap();
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        Db::execute(&c, "CREATE TABLE t (a INTEGER, b TEXT)", &[]).unwrap();
+        Db::execute(&c, "INSERT INTO t (a, b) VALUES (?1, ?2)", &[Val::from(7i64), Val::from(None::<String>)]).unwrap();
         let r = c.query_opt("SELECT a, b FROM t WHERE a = ?1", &[Val::from(7i64)]).unwrap().unwrap();
         assert_eq!((r.i64(0).unwrap(), r.opt_text(1).unwrap()), (7, None));
         assert!(r.text(0).is_err());

@@ -13,6 +13,8 @@ mod chain;
 pub mod db;
 mod lifecycle;
 pub mod pg;
+#[cfg(test)]
+mod pg_tests;
 pub mod schema;
 pub mod schema_pg;
 mod status;

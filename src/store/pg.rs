@@ -75,7 +75,7 @@ impl PgDb<'_> {
 }
 
 impl Db for PgDb<'_> {
-    fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
+    fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         let sql = pg_sql(sql);
         let client = self.client;
         self.handle.block_on(async {
@@ -84,7 +84,7 @@ impl Db for PgDb<'_> {
         })
     }
 
-    fn query(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
+    fn query(&self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
         let sql = pg_sql(sql);
         let client = self.client;
         self.handle.block_on(async {

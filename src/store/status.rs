@@ -5,10 +5,10 @@
 //!
 //! Also the lease-end policy's records: a lease's end, its channel's activity, its close.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
-use super::{Store, StoreError, insert_event, to_u64};
+use super::db::{Db, Row, Val};
+use super::{Store, StoreError, to_u64};
 
 /// Milliseconds in a UTC day: the unit of `stats_daily`.
 pub const DAY_MS: i64 = 86_400_000;
@@ -148,81 +148,321 @@ fn u32_of(v: i64, what: &'static str) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Range(what))
 }
 
-fn held_in(conn: &Connection) -> Result<HeldFigures, StoreError> {
-    let (htlcs, msat, earliest): (i64, i64, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(amount_msat), 0), MIN(cltv_expiry) FROM htlcs WHERE resolution IS NULL",
-        )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let (outputs, sat): (i64, i64) = conn
-        // The IN lets SQLite use the partial index `chain_outputs_open`.
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(amount_sat), 0) FROM chain_outputs \
-             WHERE role IN ('seen', 'payment', 'refunding') AND role = 'payment'",
-        )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+fn one(db: &dyn Db, sql: &str, args: &[Val]) -> Result<Row, StoreError> {
+    db.query_opt(sql, args)?.ok_or_else(|| StoreError::Corrupt(format!("no row from: {sql}")))
+}
+
+/// An event of the order's log (the `Db` twin of `insert_event`).
+pub(crate) fn insert_event_db(
+    db: &dyn Db,
+    order_id: &str,
+    at_ms: i64,
+    kind: &str,
+    detail: Option<&serde_json::Value>,
+) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase, detail) VALUES (?1, ?2, ?3, NULL, NULL, ?4)",
+        &[order_id.into(), at_ms.into(), kind.into(), detail.map(|d| d.to_string()).into()],
+    )?;
+    Ok(())
+}
+
+fn held_in(db: &dyn Db) -> Result<HeldFigures, StoreError> {
+    let r = one(
+        db,
+        "SELECT COUNT(*), CAST(COALESCE(SUM(amount_msat), 0) AS BIGINT), MIN(cltv_expiry) FROM htlcs \
+         WHERE resolution IS NULL",
+        &[],
+    )?;
+    // The IN lets SQLite use the partial index `chain_outputs_open`.
+    let o = one(
+        db,
+        "SELECT COUNT(*), CAST(COALESCE(SUM(amount_sat), 0) AS BIGINT) FROM chain_outputs \
+         WHERE role IN ('seen', 'payment', 'refunding') AND role = 'payment'",
+        &[],
+    )?;
     Ok(HeldFigures {
-        htlcs: to_u64(htlcs, "held htlcs")?,
-        htlc_msat: to_u64(msat, "held msat")?,
-        earliest_cltv_expiry: earliest.map(|e| u32_of(e, "cltv_expiry")).transpose()?,
-        onchain_outputs: to_u64(outputs, "held outputs")?,
-        onchain_sat: to_u64(sat, "held on-chain sat")?,
+        htlcs: to_u64(r.i64(0)?, "held htlcs")?,
+        htlc_msat: to_u64(r.i64(1)?, "held msat")?,
+        earliest_cltv_expiry: r.opt_i64(2)?.map(|e| u32_of(e, "cltv_expiry")).transpose()?,
+        onchain_outputs: to_u64(o.i64(0)?, "held outputs")?,
+        onchain_sat: to_u64(o.i64(1)?, "held on-chain sat")?,
     })
 }
 
-fn leases_in(conn: &Connection, height: u32) -> Result<LeaseFigures, StoreError> {
+fn leases_in(db: &dyn Db, height: u32) -> Result<LeaseFigures, StoreError> {
     let h = i64::from(height);
-    let (active, sat, d, w, m): (i64, i64, i64, i64, i64) = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(channels), 0), COALESCE(SUM(leased_sat), 0), \
-             COALESCE(SUM(CASE WHEN block <= ?2 THEN channels END), 0), \
-             COALESCE(SUM(CASE WHEN block <= ?3 THEN channels END), 0), \
-             COALESCE(SUM(CASE WHEN block <= ?4 THEN channels END), 0) \
-             FROM stats_lease_ends WHERE block > ?1",
-        )?
-        .query_row(params![h, h + i64::from(BLOCKS_1D), h + i64::from(BLOCKS_1W), h + i64::from(BLOCKS_1M)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?;
+    let r = one(
+        db,
+        "SELECT CAST(COALESCE(SUM(channels), 0) AS BIGINT), CAST(COALESCE(SUM(leased_sat), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN block <= ?2 THEN channels END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN block <= ?3 THEN channels END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN block <= ?4 THEN channels END), 0) AS BIGINT) \
+         FROM stats_lease_ends WHERE block > ?1",
+        &[
+            h.into(),
+            (h + i64::from(BLOCKS_1D)).into(),
+            (h + i64::from(BLOCKS_1W)).into(),
+            (h + i64::from(BLOCKS_1M)).into(),
+        ],
+    )?;
     Ok(LeaseFigures {
-        active: to_u64(active, "leases")?,
-        leased_sat: to_u64(sat, "leased sat")?,
-        ending_within_1_day: to_u64(d, "leases")?,
-        ending_within_1_week: to_u64(w, "leases")?,
-        ending_within_1_month: to_u64(m, "leases")?,
+        active: to_u64(r.i64(0)?, "leases")?,
+        leased_sat: to_u64(r.i64(1)?, "leased sat")?,
+        ending_within_1_day: to_u64(r.i64(2)?, "leases")?,
+        ending_within_1_week: to_u64(r.i64(3)?, "leases")?,
+        ending_within_1_month: to_u64(r.i64(4)?, "leases")?,
     })
-}
-
-/// A lease row as read: order, client, channel, balance, end, state, activity, active height.
-type RawLease = (String, String, Option<String>, i64, i64, Option<String>, Option<i64>, Option<i64>, String, i64);
-
-fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLease> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
 }
 
 const LEASE_COLUMNS: &str = "c.order_id, o.client_node_id, c.channel_id, o.lsp_balance_sat, c.lease_end_block, \
      c.lease_state, c.activity_count, c.active_height, c.funding_txid, c.funding_outnum \
      FROM channels c JOIN orders o ON o.order_id = c.order_id";
 
-fn leases_from(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<LeaseRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(args, lease_row)?;
-    let mut out = vec![];
-    for row in rows {
-        let (order_id, client_node_id, channel_id, lsp, end, state, count, active, txid, outnum) = row?;
-        out.push(LeaseRow {
-            order_id,
-            client_node_id,
-            channel_id,
-            funding_txid: txid,
-            funding_outnum: u32_of(outnum, "funding_outnum")?,
-            lsp_balance_sat: to_u64(lsp, "lsp_balance_sat")?,
-            lease_end_block: u32_of(end, "lease_end_block")?,
-            state: LeaseState::parse(state.as_deref())?,
-            activity_count: count.map(|c| to_u64(c, "activity_count")).transpose()?,
-            active_height: active.map(|a| u32_of(a, "active_height")).transpose()?,
-        });
+fn leases_from(db: &dyn Db, sql: &str, args: &[Val]) -> Result<Vec<LeaseRow>, StoreError> {
+    db.query(sql, args)?
+        .into_iter()
+        .map(|r| {
+            Ok(LeaseRow {
+                order_id: r.text(0)?,
+                client_node_id: r.text(1)?,
+                channel_id: r.opt_text(2)?,
+                lsp_balance_sat: to_u64(r.i64(3)?, "lsp_balance_sat")?,
+                lease_end_block: u32_of(r.i64(4)?, "lease_end_block")?,
+                state: LeaseState::parse(r.opt_text(5)?.as_deref())?,
+                activity_count: r.opt_i64(6)?.map(|c| to_u64(c, "activity_count")).transpose()?,
+                active_height: r.opt_i64(7)?.map(|a| u32_of(a, "active_height")).transpose()?,
+                funding_txid: r.text(8)?,
+                funding_outnum: u32_of(r.i64(9)?, "funding_outnum")?,
+            })
+        })
+        .collect()
+}
+
+/// [`Store::status_figures`] on any backend, inside one read snapshot the caller holds.
+pub(crate) fn status_figures_in(db: &dyn Db, now_ms: i64, height: u32, days: u32) -> Result<StoreFigures, StoreError> {
+    let mut by_phase: Vec<(String, u64)> = PHASES.iter().map(|p| (p.to_string(), 0)).collect();
+    for r in db.query("SELECT phase, orders FROM stats_phase", &[])? {
+        let phase = r.text(0)?;
+        if let Some(slot) = by_phase.iter_mut().find(|(p, _)| *p == phase) {
+            slot.1 = to_u64(r.i64(1)?, "orders by phase")?;
+        }
     }
+    let today = now_ms.div_euclid(DAY_MS);
+    let span = i64::from(days.max(30));
+    let first = today - span + 1;
+    let mut daily: Vec<DayFigures> = (first..=today).map(|day| DayFigures { day, ..DayFigures::default() }).collect();
+    for r in db.query(
+        "SELECT day, created, completed, failed, revenue_sat, capacity_sat FROM stats_daily WHERE day >= ?1 AND day <= ?2",
+        &[first.into(), today.into()],
+    )? {
+        let day = r.i64(0)?;
+        if let Some(slot) = usize::try_from(day - first).ok().and_then(|i| daily.get_mut(i)) {
+            *slot = DayFigures {
+                day,
+                created: to_u64(r.i64(1)?, "created")?,
+                completed: to_u64(r.i64(2)?, "completed")?,
+                failed: to_u64(r.i64(3)?, "failed")?,
+                revenue_sat: to_u64(r.i64(4)?, "revenue_sat")?,
+                capacity_sat: to_u64(r.i64(5)?, "capacity_sat")?,
+            };
+        }
+    }
+    let all = one(
+        db,
+        "SELECT CAST(COALESCE(SUM(revenue_sat), 0) AS BIGINT), CAST(COALESCE(SUM(capacity_sat), 0) AS BIGINT) \
+         FROM stats_daily",
+        &[],
+    )?;
+    let mut refunds = vec![];
+    for r in db.query("SELECT cause, refunds FROM stats_refunds ORDER BY cause", &[])? {
+        refunds.push((r.text(0)?, to_u64(r.i64(1)?, "refunds")?));
+    }
+    let window = |n: usize, f: fn(&DayFigures) -> u64| -> u64 {
+        daily[daily.len().saturating_sub(n)..].iter().map(f).fold(0, u64::saturating_add)
+    };
+    let revenue_windows = [1, 7, 30].map(|n| window(n, |d| d.revenue_sat));
+    let capacity_windows = [1, 7, 30].map(|n| window(n, |d| d.capacity_sat));
+    let keep = usize::try_from(days).unwrap_or(usize::MAX);
+    let days = daily.split_off(daily.len().saturating_sub(keep));
+    Ok(StoreFigures {
+        by_phase,
+        held: held_in(db)?,
+        days,
+        revenue_windows,
+        capacity_windows,
+        revenue_all_sat: to_u64(all.i64(0)?, "revenue")?,
+        capacity_all_sat: to_u64(all.i64(1)?, "capacity")?,
+        leases: leases_in(db, height)?,
+        refunds,
+    })
+}
+
+/// [`Store::held_orders`] on any backend.
+pub(crate) fn held_orders_in(db: &dyn Db) -> Result<Vec<HeldOrder>, StoreError> {
+    db.query(
+        "SELECT o.order_id, o.client_node_id, o.phase, o.paid_method, o.held_at_ms, o.order_total_sat, \
+         COUNT(h.htlc_id), CAST(COALESCE(SUM(h.amount_msat), 0) AS BIGINT), MIN(h.cltv_expiry) \
+         FROM orders o LEFT JOIN htlcs h ON h.order_id = o.order_id AND h.resolution IS NULL \
+         WHERE o.phase IN ('payment_held', 'opening') GROUP BY o.order_id \
+         ORDER BY MIN(h.cltv_expiry) IS NULL, MIN(h.cltv_expiry), o.held_at_ms",
+        &[],
+    )?
+    .into_iter()
+    .map(|r| {
+        Ok(HeldOrder {
+            order_id: r.text(0)?,
+            client_node_id: r.text(1)?,
+            phase: r.text(2)?,
+            paid_method: r.opt_text(3)?,
+            held_at_ms: r.opt_i64(4)?,
+            order_total_sat: to_u64(r.i64(5)?, "order_total_sat")?,
+            htlcs: to_u64(r.i64(6)?, "htlcs")?,
+            htlc_msat: to_u64(r.i64(7)?, "held msat")?,
+            earliest_cltv_expiry: r.opt_i64(8)?.map(|e| u32_of(e, "cltv_expiry")).transpose()?,
+        })
+    })
+    .collect()
+}
+
+/// [`Store::leases_until`] on any backend.
+pub(crate) fn leases_until_in(db: &dyn Db, until_block: u32, ended_since: u32) -> Result<Vec<LeaseRow>, StoreError> {
+    let mut out = leases_from(
+        db,
+        &format!(
+            "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IS NULL \
+             AND c.lease_end_block <= ?1"
+        ),
+        &[until_block.into()],
+    )?;
+    out.extend(leases_from(
+        db,
+        &format!(
+            "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IN ('ended', 'closing') \
+             AND (c.lease_end_block >= ?1 OR c.lease_state = 'closing')"
+        ),
+        &[ended_since.into()],
+    )?);
+    out.sort_by(|a, b| (a.lease_end_block, &a.order_id).cmp(&(b.lease_end_block, &b.order_id)));
     Ok(out)
+}
+
+/// [`Store::lease_of`] on any backend.
+pub(crate) fn lease_of_in(db: &dyn Db, order_id: &str) -> Result<Option<LeaseRow>, StoreError> {
+    Ok(leases_from(
+        db,
+        &format!("SELECT {LEASE_COLUMNS} WHERE c.order_id = ?1 AND c.lease_end_block IS NOT NULL"),
+        &[order_id.into()],
+    )?
+    .pop())
+}
+
+/// [`Store::end_leases`] inside a transaction the caller commits.
+pub(crate) fn end_leases_in(db: &dyn Db, height: u32, now_ms: i64) -> Result<Vec<LeaseRow>, StoreError> {
+    let ended = leases_from(
+        db,
+        &format!(
+            "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block <= ?1 \
+             AND c.lease_state IS NULL ORDER BY c.lease_end_block, c.order_id"
+        ),
+        &[height.into()],
+    )?;
+    for lease in &ended {
+        db.execute(
+            "UPDATE channels SET lease_state = 'ended', active_height = MAX(COALESCE(active_height, 0), lease_end_block) \
+             WHERE order_id = ?1 AND lease_state IS NULL",
+            &[lease.order_id.as_str().into()],
+        )?;
+        insert_event_db(
+            db,
+            &lease.order_id,
+            now_ms,
+            "lease_ended",
+            Some(&json!({"lease_end_block": lease.lease_end_block, "height": height})),
+        )?;
+    }
+    Ok(ended.into_iter().map(|l| LeaseRow { state: LeaseState::Ended, ..l }).collect())
+}
+
+/// [`Store::lease_channel_closed`] inside a transaction the caller commits.
+pub(crate) fn lease_channel_closed_in(
+    db: &dyn Db,
+    channel_id: &str,
+    now_ms: i64,
+    detail: &serde_json::Value,
+) -> Result<Option<String>, StoreError> {
+    let order = db
+        .query_opt(
+            "SELECT order_id FROM channels WHERE channel_id = ?1 AND lease_end_block IS NOT NULL \
+             AND (lease_state IS NULL OR lease_state <> 'closed')",
+            &[channel_id.to_ascii_lowercase().into()],
+        )?
+        .map(|r| r.text(0))
+        .transpose()?;
+    if let Some(id) = &order {
+        db.execute("UPDATE channels SET lease_state = 'closed' WHERE order_id = ?1", &[id.as_str().into()])?;
+        insert_event_db(db, id, now_ms, "lease_closed", Some(detail))?;
+    }
+    Ok(order)
+}
+
+/// [`Store::lease_close_refused`] inside a transaction the caller commits.
+pub(crate) fn lease_close_refused_in(
+    db: &dyn Db,
+    order_id: &str,
+    height: u32,
+    now_ms: i64,
+    detail: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    let n = db.execute(
+        "UPDATE channels SET lease_state = 'ended', active_height = MAX(COALESCE(active_height, 0), ?2) \
+         WHERE order_id = ?1 AND lease_state = 'closing'",
+        &[order_id.into(), height.into()],
+    )?;
+    if n == 1 {
+        insert_event_db(db, order_id, now_ms, "lease_close_refused", Some(detail))?;
+    }
+    Ok(n == 1)
+}
+
+/// [`Store::note_activity`] on any backend.
+pub(crate) fn note_activity_in(db: &dyn Db, order_id: &str, count: u64, height: u32) -> Result<(), StoreError> {
+    let count = i64::try_from(count).map_err(|_| StoreError::Range("activity_count"))?;
+    db.execute(
+        "UPDATE channels SET active_height = CASE WHEN activity_count IS NULL OR activity_count <> ?2 \
+         THEN MAX(?3, COALESCE(active_height, 0)) ELSE active_height END, activity_count = ?2 WHERE order_id = ?1",
+        &[order_id.into(), count.into(), height.into()],
+    )?;
+    Ok(())
+}
+
+/// [`Store::set_lease_state`] inside a transaction the caller commits.
+pub(crate) fn set_lease_state_in(
+    db: &dyn Db,
+    order_id: &str,
+    from: LeaseState,
+    to: LeaseState,
+    now_ms: i64,
+    detail: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    let n = db.execute(
+        "UPDATE channels SET lease_state = ?2 WHERE order_id = ?1 AND lease_state IS ?3",
+        &[order_id.into(), to.column().into(), from.column().into()],
+    )?;
+    if n == 1 {
+        insert_event_db(db, order_id, now_ms, &format!("lease_{}", to.as_str()), Some(detail))?;
+    }
+    Ok(n == 1)
+}
+
+/// [`Store::lease_state`] on any backend.
+pub(crate) fn lease_state_in(db: &dyn Db, order_id: &str) -> Result<Option<LeaseState>, StoreError> {
+    db.query_opt(
+        "SELECT lease_state FROM channels WHERE order_id = ?1 AND lease_end_block IS NOT NULL",
+        &[order_id.into()],
+    )?
+    .map(|r| LeaseState::parse(r.opt_text(0)?.as_deref()))
+    .transpose()
 }
 
 impl Store {
@@ -232,160 +472,25 @@ impl Store {
         let conn = self.read_lock();
         // One snapshot: every figure of an answer from the same moment.
         let snapshot = conn.unchecked_transaction()?;
-        let conn = &*snapshot;
-        let mut by_phase: Vec<(String, u64)> = PHASES.iter().map(|p| (p.to_string(), 0)).collect();
-        {
-            let mut stmt = conn.prepare_cached("SELECT phase, orders FROM stats_phase")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (phase, n) = row?;
-                if let Some(slot) = by_phase.iter_mut().find(|(p, _)| *p == phase) {
-                    slot.1 = to_u64(n, "orders by phase")?;
-                }
-            }
-        }
-        let today = now_ms.div_euclid(DAY_MS);
-        let span = i64::from(days.max(30));
-        let first = today - span + 1;
-        let mut daily: Vec<DayFigures> =
-            (first..=today).map(|day| DayFigures { day, ..DayFigures::default() }).collect();
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT day, created, completed, failed, revenue_sat, capacity_sat FROM stats_daily \
-                 WHERE day >= ?1 AND day <= ?2",
-            )?;
-            let rows = stmt.query_map(params![first, today], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })?;
-            for row in rows {
-                let (day, created, completed, failed, revenue, capacity) = row?;
-                if let Some(slot) = usize::try_from(day - first).ok().and_then(|i| daily.get_mut(i)) {
-                    *slot = DayFigures {
-                        day,
-                        created: to_u64(created, "created")?,
-                        completed: to_u64(completed, "completed")?,
-                        failed: to_u64(failed, "failed")?,
-                        revenue_sat: to_u64(revenue, "revenue_sat")?,
-                        capacity_sat: to_u64(capacity, "capacity_sat")?,
-                    };
-                }
-            }
-        }
-        let (revenue_all, capacity_all): (i64, i64) = conn
-            .prepare_cached("SELECT COALESCE(SUM(revenue_sat), 0), COALESCE(SUM(capacity_sat), 0) FROM stats_daily")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let mut refunds = vec![];
-        {
-            let mut stmt = conn.prepare_cached("SELECT cause, refunds FROM stats_refunds ORDER BY cause")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (cause, n) = row?;
-                refunds.push((cause, to_u64(n, "refunds")?));
-            }
-        }
-        let window = |n: usize, f: fn(&DayFigures) -> u64| -> u64 {
-            daily[daily.len().saturating_sub(n)..].iter().map(f).fold(0, u64::saturating_add)
-        };
-        let revenue_windows = [1, 7, 30].map(|n| window(n, |d| d.revenue_sat));
-        let capacity_windows = [1, 7, 30].map(|n| window(n, |d| d.capacity_sat));
-        let keep = usize::try_from(days).unwrap_or(usize::MAX);
-        let days = daily.split_off(daily.len().saturating_sub(keep));
-        Ok(StoreFigures {
-            by_phase,
-            held: held_in(conn)?,
-            days,
-            revenue_windows,
-            capacity_windows,
-            revenue_all_sat: to_u64(revenue_all, "revenue")?,
-            capacity_all_sat: to_u64(capacity_all, "capacity")?,
-            leases: leases_in(conn, height)?,
-            refunds,
-        })
+        status_figures_in(&*snapshot, now_ms, height, days)
     }
 
     /// Orders whose payment is held now (`payment_held`, `opening`), with their HTLCs still
     /// held, earliest expiry first.
     pub fn held_orders(&self) -> Result<Vec<HeldOrder>, StoreError> {
-        let conn = self.read_lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT o.order_id, o.client_node_id, o.phase, o.paid_method, o.held_at_ms, o.order_total_sat, \
-             COUNT(h.htlc_id), COALESCE(SUM(h.amount_msat), 0), MIN(h.cltv_expiry) \
-             FROM orders o LEFT JOIN htlcs h ON h.order_id = o.order_id AND h.resolution IS NULL \
-             WHERE o.phase IN ('payment_held', 'opening') GROUP BY o.order_id \
-             ORDER BY MIN(h.cltv_expiry) IS NULL, MIN(h.cltv_expiry), o.held_at_ms",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-            ))
-        })?;
-        let mut out = vec![];
-        for row in rows {
-            let (order_id, client_node_id, phase, paid_method, held_at_ms, total, htlcs, msat, earliest) = row?;
-            out.push(HeldOrder {
-                order_id,
-                client_node_id,
-                phase,
-                paid_method,
-                held_at_ms,
-                order_total_sat: to_u64(total, "order_total_sat")?,
-                htlcs: to_u64(htlcs, "htlcs")?,
-                htlc_msat: to_u64(msat, "held msat")?,
-                earliest_cltv_expiry: earliest.map(|e| u32_of(e, "cltv_expiry")).transpose()?,
-            });
-        }
-        Ok(out)
+        held_orders_in(&*self.read_lock())
     }
 
     /// Leases not closed, earliest end first: those still running that end by `until_block`,
     /// those ended at or after `ended_since` (0: all) and every one closing. Each part reads
     /// its own partial index.
     pub fn leases_until(&self, until_block: u32, ended_since: u32) -> Result<Vec<LeaseRow>, StoreError> {
-        let conn = self.read_lock();
-        let mut out = leases_from(
-            &conn,
-            &format!(
-                "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IS NULL \
-                 AND c.lease_end_block <= ?1"
-            ),
-            params![until_block],
-        )?;
-        out.extend(leases_from(
-            &conn,
-            &format!(
-                "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IN ('ended', 'closing') \
-                 AND (c.lease_end_block >= ?1 OR c.lease_state = 'closing')"
-            ),
-            params![ended_since],
-        )?);
-        out.sort_by(|a, b| (a.lease_end_block, &a.order_id).cmp(&(b.lease_end_block, &b.order_id)));
-        Ok(out)
+        leases_until_in(&*self.read_lock(), until_block, ended_since)
     }
 
     /// The lease of one order, if it has one.
     pub fn lease_of(&self, order_id: &str) -> Result<Option<LeaseRow>, StoreError> {
-        let conn = self.read_lock();
-        Ok(leases_from(
-            &conn,
-            &format!("SELECT {LEASE_COLUMNS} WHERE c.order_id = ?1 AND c.lease_end_block IS NOT NULL"),
-            params![order_id],
-        )?
-        .pop())
+        lease_of_in(&*self.read_lock(), order_id)
     }
 
     /// Mark every running lease whose end block is at or below `height` as ended, with an
@@ -393,32 +498,9 @@ impl Store {
     pub fn end_leases(&self, height: u32, now_ms: i64) -> Result<Vec<LeaseRow>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let ended = leases_from(
-            &tx,
-            &format!(
-                "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block <= ?1 \
-                 AND c.lease_state IS NULL ORDER BY c.lease_end_block, c.order_id"
-            ),
-            params![height],
-        )?;
-        for lease in &ended {
-            tx.execute(
-                "UPDATE channels SET lease_state = 'ended', active_height = MAX(COALESCE(active_height, 0), lease_end_block) \
-                 WHERE order_id = ?1 AND lease_state IS NULL",
-                params![lease.order_id],
-            )?;
-            insert_event(
-                &tx,
-                &lease.order_id,
-                now_ms,
-                "lease_ended",
-                None,
-                None,
-                Some(&json!({"lease_end_block": lease.lease_end_block, "height": height})),
-            )?;
-        }
+        let ended = end_leases_in(&*tx, height, now_ms)?;
         tx.commit()?;
-        Ok(ended.into_iter().map(|l| LeaseRow { state: LeaseState::Ended, ..l }).collect())
+        Ok(ended)
     }
 
     /// The channel `channel_id` is gone (closed by anyone): its lease, if not closed yet, is.
@@ -431,18 +513,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let order: Option<String> = tx
-            .query_row(
-                "SELECT order_id FROM channels WHERE channel_id = ?1 AND lease_end_block IS NOT NULL \
-                 AND (lease_state IS NULL OR lease_state <> 'closed')",
-                params![channel_id.to_ascii_lowercase()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = &order {
-            tx.execute("UPDATE channels SET lease_state = 'closed' WHERE order_id = ?1", params![id])?;
-            insert_event(&tx, id, now_ms, "lease_closed", None, None, Some(detail))?;
-        }
+        let order = lease_channel_closed_in(&*tx, channel_id, now_ms, detail)?;
         tx.commit()?;
         Ok(order)
     }
@@ -458,28 +529,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE channels SET lease_state = 'ended', active_height = MAX(COALESCE(active_height, 0), ?2) \
-             WHERE order_id = ?1 AND lease_state = 'closing'",
-            params![order_id, height],
-        )?;
-        if n == 1 {
-            insert_event(&tx, order_id, now_ms, "lease_close_refused", None, None, Some(detail))?;
-        }
+        let moved = lease_close_refused_in(&*tx, order_id, height, now_ms, detail)?;
         tx.commit()?;
-        Ok(n == 1)
+        Ok(moved)
     }
 
     /// Record a channel's fulfilled-payment count as seen at `height`; the active height
     /// moves only when the count moved.
     pub fn note_activity(&self, order_id: &str, count: u64, height: u32) -> Result<(), StoreError> {
-        let count = i64::try_from(count).map_err(|_| StoreError::Range("activity_count"))?;
-        self.lock().execute(
-            "UPDATE channels SET active_height = CASE WHEN activity_count IS NULL OR activity_count <> ?2 \
-             THEN MAX(?3, COALESCE(active_height, 0)) ELSE active_height END, activity_count = ?2 WHERE order_id = ?1",
-            params![order_id, count, height],
-        )?;
-        Ok(())
+        note_activity_in(&*self.lock(), order_id, count, height)
     }
 
     /// Move a lease from `from` to `to` (compare-and-set), with an event. `false` when it
@@ -494,14 +552,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE channels SET lease_state = ?2 WHERE order_id = ?1 AND lease_state IS ?3",
-            params![order_id, to.column(), from.column()],
-        )?;
-        if n == 1 {
-            insert_event(&tx, order_id, now_ms, &format!("lease_{}", to.as_str()), None, None, Some(detail))?;
-        }
+        let moved = set_lease_state_in(&*tx, order_id, from, to, now_ms, detail)?;
         tx.commit()?;
-        Ok(n == 1)
+        Ok(moved)
     }
 }

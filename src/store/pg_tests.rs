@@ -1,0 +1,102 @@
+//! The store's backend-neutral functions on both backends, side by side: the same rows, the
+//! same calls, the same answers from SQLite and from a real PostgreSQL (skipped, with the
+//! reason, where there is none, unless `LSPS1_REQUIRE_POSTGRES=1`).
+
+#[path = "../../tests/support/postgres.rs"]
+mod postgres;
+
+use serde_json::json;
+
+use super::db::Db;
+use super::pg::PgDb;
+use super::status::*;
+use super::{LeaseState, schema, schema_pg};
+
+/// Orders, payments, HTLCs, channels and events as the store writes them, in SQL both
+/// backends take: a completed order with a lease ending at 500, one held with two HTLCs, one
+/// failed after being held, one unpaid.
+const ROWS: &str = "
+INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat,
+  client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks,
+  token, announce_channel, phase, fee_total_sat, order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms)
+VALUES
+ ('a', 86400000, 86400000, 'p1', 'p2p', 100000, 0, 0, 6, 100, '', 0, 'awaiting_payment', 1000, 1000, 253, 0, 9999999999999),
+ ('b', 86400001, 86400001, 'p2', 'p2p', 200000, 0, 0, 6, 100, '', 0, 'awaiting_payment', 2000, 2000, 253, 0, 9999999999999),
+ ('c', 86400002, 86400002, 'p1', 'rest', 300000, 0, 0, 6, 100, '', 0, 'awaiting_payment', 3000, 3000, 253, 0, 9999999999999),
+ ('d', 86400003, 86400003, 'p3', 'p2p', 400000, 0, 0, 6, 100, '', 0, 'awaiting_payment', 4000, 4000, 253, 0, 9999999999999);
+INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat) VALUES
+ ('a', 'bolt11', 1, 1000, 1000), ('b', 'bolt11', 1, 2000, 2000), ('c', 'bolt11', 1, 3000, 3000), ('d', 'bolt11', 1, 4000, 4000);
+UPDATE orders SET phase = 'payment_held', paid_method = 'bolt11', held_at_ms = 172800000, updated_at_ms = 172800000
+  WHERE order_id IN ('a', 'b', 'c');
+UPDATE orders SET phase = 'opening', updated_at_ms = 172800000 WHERE order_id = 'a';
+UPDATE orders SET phase = 'completed', updated_at_ms = 172800000 WHERE order_id = 'a';
+INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase) VALUES ('a', 172800000, 'funding_broadcast', 'opening', 'completed');
+UPDATE orders SET phase = 'failed', failure_reason = 'cltv_deadline', updated_at_ms = 172800000 WHERE order_id = 'c';
+INSERT INTO channels (order_id, channel_id, funding_txid, funding_outnum, funded_at_ms, expires_at_ms, lease_end_block)
+  VALUES ('a', 'cc', 'aa', 0, 1, 2, 500);
+INSERT INTO htlcs (payment_hash, short_channel_id, htlc_id, amount_msat, cltv_expiry, received_at_ms, resolution, order_id) VALUES
+ ('h', '1x1x1', 0, 1000000, 700, 1, NULL, 'b'), ('h', '1x1x1', 1, 1000000, 650, 1, NULL, 'b'), ('g', '1x1x1', 2, 5, 600, 1, 'settled', 'a');
+";
+
+/// What the calls answer, as text, for comparing the two backends.
+fn script(db: &dyn Db) -> Vec<String> {
+    let mut out = vec![];
+    out.push(format!("{:?}", status_figures_in(db, 3 * 86_400_000, 450, 7).unwrap()));
+    out.push(format!("{:?}", held_orders_in(db).unwrap()));
+    out.push(format!("{:?}", leases_until_in(db, 10_000, 0).unwrap()));
+    out.push(format!("{:?}", end_leases_in(db, 499, 10).unwrap()));
+    out.push(format!("{:?}", end_leases_in(db, 500, 11).unwrap()));
+    out.push(format!("{:?}", end_leases_in(db, 501, 12).unwrap()));
+    note_activity_in(db, "a", 3, 510).unwrap();
+    note_activity_in(db, "a", 3, 520).unwrap();
+    out.push(format!("{:?}", lease_of_in(db, "a").unwrap()));
+    let d = json!({"why": "test"});
+    out.push(format!("{:?}", set_lease_state_in(db, "a", LeaseState::Ended, LeaseState::Closing, 13, &d).unwrap()));
+    out.push(format!("{:?}", set_lease_state_in(db, "a", LeaseState::Ended, LeaseState::Closing, 14, &d).unwrap()));
+    out.push(format!("{:?}", lease_close_refused_in(db, "a", 530, 15, &d).unwrap()));
+    out.push(format!("{:?}", lease_of_in(db, "a").unwrap()));
+    out.push(format!("{:?}", lease_channel_closed_in(db, "CC", 16, &d).unwrap()));
+    out.push(format!("{:?}", lease_state_in(db, "a").unwrap()));
+    out.push(format!("{:?}", leases_until_in(db, 10_000, 0).unwrap()));
+    out.push(format!("{:?}", status_figures_in(db, 3 * 86_400_000, 501, 3).unwrap()));
+    out
+}
+
+#[test]
+fn status_and_leases_answer_the_same_on_both_backends() {
+    // SQLite, as the plugin opens it.
+    let lite = rusqlite::Connection::open_in_memory().unwrap();
+    for step in schema::MIGRATIONS {
+        lite.execute_batch(step).unwrap();
+    }
+    lite.execute_batch(ROWS).unwrap();
+    let want = script(&lite);
+
+    let pg = match postgres::Postgres::start() {
+        Ok(pg) => pg,
+        Err(why) => {
+            assert!(std::env::var("LSPS1_REQUIRE_POSTGRES").as_deref() != Ok("1"), "LSPS1_REQUIRE_POSTGRES=1: {why}");
+            eprintln!("SKIPPED the PostgreSQL half: {why}");
+            return;
+        }
+    };
+    pg.create_db("same").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let url = pg.url("same");
+    let got = rt.block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        for step in schema_pg::PG_MIGRATIONS {
+            client.batch_execute(step).await.unwrap();
+        }
+        client.batch_execute(ROWS).await.unwrap();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || script(&PgDb { client: &client, handle })).await.unwrap()
+    });
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(w, g, "call {i} differs between SQLite and PostgreSQL");
+    }
+    assert_eq!(want.len(), got.len());
+}
