@@ -10,7 +10,7 @@
 //! Never edit a released step: add a new one, here and in `schema.rs` together.
 
 /// `pg_advisory_xact_lock` key of the migrations ("lsps1" in ASCII).
-pub const MIGRATION_LOCK: i64 = 0x6c73_7073_31;
+pub const MIGRATION_LOCK: i64 = 0x006c_7370_7331;
 
 /// Created before any step: where the version is kept.
 pub const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS lsps1_schema (version BIGINT NOT NULL); \
