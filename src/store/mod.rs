@@ -390,86 +390,7 @@ impl Store {
 
     fn insert_order_in(conn: &mut Connection, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let unpaid = unpaid_in(&tx, &o.client_node_id, limits.now_ms)?;
-        if unpaid >= limits.max_unpaid_per_client {
-            return Err(StoreError::TooManyUnpaid(unpaid));
-        }
-        let reserved = reserved_in(&tx)?;
-        if reserved.saturating_add(o.reserved_sat) > limits.fundable_sat {
-            return Err(StoreError::InsufficientFunds {
-                available_sat: limits.fundable_sat.saturating_sub(reserved),
-                reserved_sat: reserved,
-            });
-        }
-        tx.execute(
-            "INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat, \
-             client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks, \
-             token, refund_onchain_address, announce_channel, client_info, phase, failure_reason, fee_total_sat, \
-             order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms, token_null) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-            params![
-                o.order_id,
-                o.created_at_ms,
-                o.updated_at_ms,
-                o.client_node_id,
-                o.transport.as_str(),
-                to_i64(o.lsp_balance_sat, "lsp_balance_sat")?,
-                to_i64(o.client_balance_sat, "client_balance_sat")?,
-                o.required_channel_confirmations,
-                o.funding_confirms_within_blocks,
-                o.channel_expiry_blocks,
-                o.token.as_deref().unwrap_or(""),
-                o.refund_onchain_address,
-                o.announce_channel,
-                o.client_info.as_ref().map(|v| v.to_string()),
-                o.phase.as_str(),
-                o.failure_reason,
-                to_i64(o.fee_total_sat, "fee_total_sat")?,
-                to_i64(o.order_total_sat, "order_total_sat")?,
-                o.funding_feerate_perkw,
-                to_i64(o.reserved_sat, "reserved_sat")?,
-                o.expires_at_ms,
-                o.token.is_none(),
-            ],
-        )?;
-        if let Some(b) = &o.bolt11 {
-            tx.execute(
-                "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, invoice, \
-                 payment_hash, preimage, payment_secret, min_final_cltv) VALUES (?1, 'bolt11', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    o.order_id,
-                    b.expires_at_ms,
-                    to_i64(b.fee_total_sat, "fee_total_sat")?,
-                    to_i64(b.order_total_sat, "order_total_sat")?,
-                    b.invoice,
-                    b.payment_hash,
-                    b.preimage,
-                    b.payment_secret,
-                    b.min_final_cltv,
-                ],
-            )?;
-        }
-        if let Some(q) = &o.onchain {
-            tx.execute(
-                "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, address, \
-                 min_confirmations) VALUES (?1, 'onchain', ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    o.order_id,
-                    q.expires_at_ms,
-                    to_i64(q.fee_total_sat, "fee_total_sat")?,
-                    to_i64(q.order_total_sat, "order_total_sat")?,
-                    q.address,
-                    q.min_confirmations,
-                ],
-            )?;
-        }
-        let detail = serde_json::json!({
-            "transport": o.transport.as_str(),
-            "client_node_id": o.client_node_id,
-            "order_total_sat": o.order_total_sat,
-            "client_info": o.client_info,
-        });
-        insert_event(&tx, &o.order_id, o.created_at_ms, "created", None, Some(o.phase), Some(&detail))?;
+        insert_order_db(&*tx, o, limits)?;
         tx.commit()?;
         Ok(())
     }
@@ -611,13 +532,7 @@ impl Store {
 
 /// One order by id, on `conn`.
 pub(crate) fn order_in(conn: &Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-    // Cached: parsing this join costs more than running it (the REST benchmark).
-    let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
-    conn.prepare_cached(&sql)?
-        .query_row(params![order_id], RawRow::read)
-        .optional()?
-        .map(RawRow::into_record)
-        .transpose()
+    order_db(conn, order_id)
 }
 
 /// The order of a BOLT11 payment hash, on `conn`.
@@ -637,55 +552,15 @@ pub(crate) fn transition_in(
     now_ms: i64,
     detail: Option<&Value>,
 ) -> Result<Phase, StoreError> {
-    let to = event.apply(from)?;
-    let reason = match event {
-        Event::Fail(r) => Some(r.as_str()),
-        _ => None,
-    };
-    let paid = match event {
-        Event::PaymentHeld(m) => Some(m.as_str()),
-        _ => None,
-    };
-    let held_at = matches!(event, Event::PaymentHeld(_)).then_some(now_ms);
-    if event == Event::PaymentReorged {
-        // Waiting again: no option is paid (ruling 25).
-        let n = tx.execute(
-            "UPDATE orders SET phase = ?1, paid_method = NULL, held_at_ms = NULL, updated_at_ms = ?2 \
-             WHERE order_id = ?3 AND phase = ?4",
-            params![to.as_str(), now_ms, order_id, from.as_str()],
-        )?;
-        if n != 1 {
-            return Err(StoreError::Conflict(order_id.to_string()));
-        }
-        insert_event(tx, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
-        return Ok(to);
-    }
-    let n = tx.execute(
-        "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), \
-         paid_method = COALESCE(?3, paid_method), held_at_ms = COALESCE(?4, held_at_ms), updated_at_ms = ?5 \
-         WHERE order_id = ?6 AND phase = ?7",
-        params![to.as_str(), reason, paid, held_at, now_ms, order_id, from.as_str()],
-    )?;
-    if n != 1 {
-        return Err(StoreError::Conflict(order_id.to_string()));
-    }
-    insert_event(tx, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
-    Ok(to)
+    transition_db(tx, order_id, from, event, now_ms, detail)
 }
 
 fn reserved_in(conn: &Connection) -> Result<u64, StoreError> {
-    let sum: i64 = conn
-        .prepare_cached(&format!("SELECT COALESCE(SUM(reserved_sat), 0) FROM orders WHERE phase IN {RESERVING}"))?
-        .query_row([], |r| r.get(0))?;
-    to_u64(sum, "reserved_sat")
+    reserved_db(conn)
 }
 
 fn unpaid_in(conn: &Connection, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COUNT(*) FROM orders WHERE client_node_id = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
-    )?;
-    let n: i64 = stmt.query_row(params![client_node_id, now_ms], |r| r.get(0))?;
-    to_u64(n, "unpaid order count")
+    unpaid_db(conn, client_node_id, now_ms)
 }
 
 pub(crate) fn insert_event(
@@ -697,11 +572,7 @@ pub(crate) fn insert_event(
     to: Option<Phase>,
     detail: Option<&Value>,
 ) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![order_id, at_ms, kind, from.map(Phase::as_str), to.map(Phase::as_str), detail.map(|d| d.to_string())],
-    )?;
-    Ok(())
+    event_db(tx, order_id, at_ms, kind, from, to, detail)
 }
 
 /// A row as SQLite gives it, before range checks.
@@ -755,6 +626,58 @@ struct RawRow {
 }
 
 impl RawRow {
+    /// The same row read through the backend-neutral [`db::Row`].
+    fn from_row(r: &db::Row) -> Result<RawRow, StoreError> {
+        Ok(RawRow {
+            order_id: r.text(0)?,
+            created_at_ms: r.i64(1)?,
+            updated_at_ms: r.i64(2)?,
+            client_node_id: r.text(3)?,
+            transport: r.text(4)?,
+            lsp_balance_sat: r.i64(5)?,
+            client_balance_sat: r.i64(6)?,
+            required_channel_confirmations: r.i64(7)?,
+            funding_confirms_within_blocks: r.i64(8)?,
+            channel_expiry_blocks: r.i64(9)?,
+            token: r.text(10)?,
+            refund_onchain_address: r.opt_text(11)?,
+            announce_channel: r.flag(12)?,
+            client_info: r.opt_text(13)?,
+            phase: r.text(14)?,
+            failure_reason: r.opt_text(15)?,
+            fee_total_sat: r.i64(16)?,
+            order_total_sat: r.i64(17)?,
+            funding_feerate_perkw: r.i64(18)?,
+            reserved_sat: r.i64(19)?,
+            expires_at_ms: r.i64(20)?,
+            invoice: r.opt_text(21)?,
+            payment_hash: r.opt_text(22)?,
+            preimage: r.opt_text(23)?,
+            payment_secret: r.opt_text(24)?,
+            pay_expires_at_ms: r.opt_i64(25)?,
+            min_final_cltv: r.opt_i64(26)?,
+            pay_fee_total_sat: r.opt_i64(27)?,
+            pay_order_total_sat: r.opt_i64(28)?,
+            paid_method: r.opt_text(29)?,
+            channel_id: r.opt_text(30)?,
+            funding_txid: r.opt_text(31)?,
+            funding_outnum: r.opt_i64(32)?,
+            funded_at_ms: r.opt_i64(33)?,
+            chan_expires_at_ms: r.opt_i64(34)?,
+            lease_end_block: r.opt_i64(35)?,
+            token_null: r.flag(36)?,
+            held_at_ms: r.opt_i64(37)?,
+            refunded_after_open: r.flag(38)?,
+            address: r.opt_text(39)?,
+            onchain_expires_at_ms: r.opt_i64(40)?,
+            onchain_fee_total_sat: r.opt_i64(41)?,
+            onchain_order_total_sat: r.opt_i64(42)?,
+            min_confirmations: r.opt_i64(43)?,
+            reorg_flagged: r.flag(44)?,
+            surplus_sat: r.opt_i64(45)?,
+        })
+    }
+
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         Ok(RawRow {
             order_id: r.get(0)?,
@@ -905,3 +828,191 @@ impl RawRow {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+// ---------------------------------------------------------------------------------------
+// The same operations written once against the `Db` trait, for both backends (the store's
+// methods above still run their rusqlite twins until every caller moves).
+
+/// [`Store::get_order`] on any backend.
+pub(crate) fn order_db(db: &dyn db::Db, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.order_id = ?1");
+    db.query_opt(&sql, &[order_id.into()])?.map(|r| RawRow::from_row(&r)?.into_record()).transpose()
+}
+
+fn reserved_db(db: &dyn db::Db) -> Result<u64, StoreError> {
+    let r = db
+        .query_opt(
+            &format!("SELECT CAST(COALESCE(SUM(reserved_sat), 0) AS BIGINT) FROM orders WHERE phase IN {RESERVING}"),
+            &[],
+        )?
+        .ok_or_else(|| StoreError::Corrupt("no sum".into()))?;
+    to_u64(r.i64(0)?, "reserved_sat")
+}
+
+fn unpaid_db(db: &dyn db::Db, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+    let r = db
+        .query_opt(
+            "SELECT COUNT(*) FROM orders WHERE client_node_id = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
+            &[client_node_id.into(), now_ms.into()],
+        )?
+        .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+    to_u64(r.i64(0)?, "unpaid order count")
+}
+
+/// An event of the order's log, with the phases it moved between.
+pub(crate) fn event_db(
+    db: &dyn db::Db,
+    order_id: &str,
+    at_ms: i64,
+    kind: &str,
+    from: Option<Phase>,
+    to: Option<Phase>,
+    detail: Option<&Value>,
+) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &[
+            order_id.into(),
+            at_ms.into(),
+            kind.into(),
+            from.map(Phase::as_str).into(),
+            to.map(Phase::as_str).into(),
+            detail.map(|d| d.to_string()).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// [`Store::insert_order`]'s transaction on any backend: the quota and budget checks, the
+/// order, its options and its `created` event. The caller commits.
+pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
+    let unpaid = unpaid_db(db, &o.client_node_id, limits.now_ms)?;
+    if unpaid >= limits.max_unpaid_per_client {
+        return Err(StoreError::TooManyUnpaid(unpaid));
+    }
+    let reserved = reserved_db(db)?;
+    if reserved.saturating_add(o.reserved_sat) > limits.fundable_sat {
+        return Err(StoreError::InsufficientFunds {
+            available_sat: limits.fundable_sat.saturating_sub(reserved),
+            reserved_sat: reserved,
+        });
+    }
+    db.execute(
+        "INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat, \
+         client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks, \
+         token, refund_onchain_address, announce_channel, client_info, phase, failure_reason, fee_total_sat, \
+         order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms, token_null) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+        &[
+            o.order_id.as_str().into(),
+            o.created_at_ms.into(),
+            o.updated_at_ms.into(),
+            o.client_node_id.as_str().into(),
+            o.transport.as_str().into(),
+            to_i64(o.lsp_balance_sat, "lsp_balance_sat")?.into(),
+            to_i64(o.client_balance_sat, "client_balance_sat")?.into(),
+            i64::from(o.required_channel_confirmations).into(),
+            i64::from(o.funding_confirms_within_blocks).into(),
+            o.channel_expiry_blocks.into(),
+            o.token.as_deref().unwrap_or("").into(),
+            o.refund_onchain_address.clone().into(),
+            o.announce_channel.into(),
+            o.client_info.as_ref().map(|v| v.to_string()).into(),
+            o.phase.as_str().into(),
+            o.failure_reason.clone().into(),
+            to_i64(o.fee_total_sat, "fee_total_sat")?.into(),
+            to_i64(o.order_total_sat, "order_total_sat")?.into(),
+            i64::from(o.funding_feerate_perkw).into(),
+            to_i64(o.reserved_sat, "reserved_sat")?.into(),
+            o.expires_at_ms.into(),
+            o.token.is_none().into(),
+        ],
+    )?;
+    if let Some(b) = &o.bolt11 {
+        db.execute(
+            "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, invoice, \
+             payment_hash, preimage, payment_secret, min_final_cltv) VALUES (?1, 'bolt11', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            &[
+                o.order_id.as_str().into(),
+                b.expires_at_ms.into(),
+                to_i64(b.fee_total_sat, "fee_total_sat")?.into(),
+                to_i64(b.order_total_sat, "order_total_sat")?.into(),
+                b.invoice.as_str().into(),
+                b.payment_hash.as_str().into(),
+                b.preimage.as_str().into(),
+                b.payment_secret.as_str().into(),
+                i64::from(b.min_final_cltv).into(),
+            ],
+        )?;
+    }
+    if let Some(q) = &o.onchain {
+        db.execute(
+            "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, address, \
+             min_confirmations) VALUES (?1, 'onchain', ?2, ?3, ?4, ?5, ?6)",
+            &[
+                o.order_id.as_str().into(),
+                q.expires_at_ms.into(),
+                to_i64(q.fee_total_sat, "fee_total_sat")?.into(),
+                to_i64(q.order_total_sat, "order_total_sat")?.into(),
+                q.address.as_str().into(),
+                i64::from(q.min_confirmations).into(),
+            ],
+        )?;
+    }
+    let detail = serde_json::json!({
+        "transport": o.transport.as_str(),
+        "client_node_id": o.client_node_id,
+        "order_total_sat": o.order_total_sat,
+        "client_info": o.client_info,
+    });
+    event_db(db, &o.order_id, o.created_at_ms, "created", None, Some(o.phase), Some(&detail))
+}
+
+/// [`transition_in`] on any backend: the compare-and-set of a phase, as one statement, so
+/// two writers (two nodes) can never both move one order.
+pub(crate) fn transition_db(
+    db: &dyn db::Db,
+    order_id: &str,
+    from: Phase,
+    event: Event,
+    now_ms: i64,
+    detail: Option<&Value>,
+) -> Result<Phase, StoreError> {
+    let to = event.apply(from)?;
+    let n = if event == Event::PaymentReorged {
+        db.execute(
+            "UPDATE orders SET phase = ?1, paid_method = NULL, held_at_ms = NULL, updated_at_ms = ?2 \
+             WHERE order_id = ?3 AND phase = ?4",
+            &[to.as_str().into(), now_ms.into(), order_id.into(), from.as_str().into()],
+        )?
+    } else {
+        let reason = match event {
+            Event::Fail(r) => Some(r.as_str()),
+            _ => None,
+        };
+        let paid = match event {
+            Event::PaymentHeld(m) => Some(m.as_str()),
+            _ => None,
+        };
+        let held_at = matches!(event, Event::PaymentHeld(_)).then_some(now_ms);
+        db.execute(
+            "UPDATE orders SET phase = ?1, failure_reason = COALESCE(?2, failure_reason), \
+             paid_method = COALESCE(?3, paid_method), held_at_ms = COALESCE(?4, held_at_ms), updated_at_ms = ?5 \
+             WHERE order_id = ?6 AND phase = ?7",
+            &[
+                to.as_str().into(),
+                reason.into(),
+                paid.into(),
+                held_at.into(),
+                now_ms.into(),
+                order_id.into(),
+                from.as_str().into(),
+            ],
+        )?
+    };
+    if n != 1 {
+        return Err(StoreError::Conflict(order_id.to_string()));
+    }
+    event_db(db, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
+    Ok(to)
+}

@@ -100,3 +100,79 @@ fn status_and_leases_answer_the_same_on_both_backends() {
     }
     assert_eq!(want.len(), got.len());
 }
+
+/// Orders made, moved and read through the same code on both backends.
+fn order_script(db: &dyn Db) -> Vec<String> {
+    use super::tests::record;
+    use super::{InsertLimits, insert_order_db, order_db, transition_db};
+    use crate::order::{Event, FailReason, PaymentMethod, Phase};
+    let limits = |now| InsertLimits { fundable_sat: 3_100_000, max_unpaid_per_client: 2, now_ms: now };
+    let mut out = vec![];
+    for (id, peer) in [("o1", "p"), ("o2", "p"), ("o3", "p"), ("o4", "q"), ("o5", "q")] {
+        out.push(format!("{id}: {:?}", insert_order_db(db, &record(id, peer, 1_000), limits(1_000)).err()));
+    }
+    out.push(format!(
+        "{:?}",
+        transition_db(db, "o1", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 2_000, None)
+    ));
+    out.push(format!(
+        "{:?}",
+        transition_db(db, "o1", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 2_001, None).err()
+    ));
+    out.push(format!(
+        "{:?}",
+        transition_db(
+            db,
+            "o2",
+            Phase::AwaitingPayment,
+            Event::Fail(FailReason::PaymentExpired),
+            2_002,
+            Some(&json!({"x": 1}))
+        )
+    ));
+    // A held order reserves its funds: the budget now refuses a new one.
+    let tight = InsertLimits { fundable_sat: 1_500_000, max_unpaid_per_client: 9, now_ms: 2_000 };
+    out.push(format!("o6: {:?}", insert_order_db(db, &record("o6", "r", 2_000), tight).err()));
+    out.push(format!("{:?}", transition_db(db, "o1", Phase::PaymentHeld, Event::PaymentReorged, 2_003, None)));
+    for id in ["o1", "o2", "o4", "nope"] {
+        out.push(format!("{:?}", order_db(db, id).unwrap()));
+    }
+    out
+}
+
+#[test]
+fn orders_are_made_moved_and_read_the_same_on_both_backends() {
+    let lite = rusqlite::Connection::open_in_memory().unwrap();
+    for step in schema::MIGRATIONS {
+        lite.execute_batch(step).unwrap();
+    }
+    let want = order_script(&lite);
+    assert!(want[2].contains("TooManyUnpaid"), "{want:?}");
+    assert!(want[8].contains("InsufficientFunds"), "{want:?}");
+    let pg = match postgres::Postgres::start() {
+        Ok(pg) => pg,
+        Err(why) => {
+            assert!(std::env::var("LSPS1_REQUIRE_POSTGRES").as_deref() != Ok("1"), "LSPS1_REQUIRE_POSTGRES=1: {why}");
+            eprintln!("SKIPPED the PostgreSQL half: {why}");
+            return;
+        }
+    };
+    pg.create_db("orders").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let url = pg.url("orders");
+    let got = rt.block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        for step in schema_pg::PG_MIGRATIONS {
+            client.batch_execute(step).await.unwrap();
+        }
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || order_script(&PgDb { client: &client, handle })).await.unwrap()
+    });
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(w, g, "step {i} differs between SQLite and PostgreSQL");
+    }
+    assert_eq!(want.len(), got.len());
+}
