@@ -7,8 +7,9 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+use super::db::{Db, Row};
 use super::{ChannelRecord, ORDER_COLUMNS, ORDER_FROM, OrderRecord, RawRow, Store, StoreError, to_i64, to_u64};
-use super::{insert_event, order_id_by_hash_in, order_in, transition_in};
+use super::{insert_event, order_db, order_id_by_hash_in, order_in, transition_db};
 use crate::order::{Event, FailReason, PaymentMethod, Phase};
 
 /// What became of a held HTLC.
@@ -69,10 +70,6 @@ pub struct Lease {
 /// An `htlcs` row as SQLite gives it: scid, id, hash, amount, cltv, received at, resolution.
 type HtlcRow = (String, i64, String, i64, i64, i64, Option<String>);
 
-fn read_htlc(r: &rusqlite::Row<'_>) -> rusqlite::Result<HtlcRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-}
-
 fn htlc_from(row: HtlcRow) -> Result<HtlcRecord, StoreError> {
     let (scid, id, hash, amount, cltv, at, res) = row;
     Ok(HtlcRecord {
@@ -93,27 +90,154 @@ fn htlc_from(row: HtlcRow) -> Result<HtlcRecord, StoreError> {
 const HTLC_COLUMNS: &str =
     "short_channel_id, htlc_id, payment_hash, amount_msat, cltv_expiry, received_at_ms, resolution";
 
+fn htlc_of(r: &Row) -> Result<HtlcRecord, StoreError> {
+    htlc_from((r.text(0)?, r.i64(1)?, r.text(2)?, r.i64(3)?, r.i64(4)?, r.i64(5)?, r.opt_text(6)?))
+}
+
+/// An order's HTLCs, oldest first, on any backend.
+pub(crate) fn htlcs_db(db: &dyn Db, order_id: &str) -> Result<Vec<HtlcRecord>, StoreError> {
+    db.query(
+        &format!(
+            "SELECT {HTLC_COLUMNS} FROM htlcs WHERE order_id = ?1 ORDER BY received_at_ms, short_channel_id, htlc_id"
+        ),
+        &[order_id.into()],
+    )?
+    .iter()
+    .map(htlc_of)
+    .collect()
+}
+
 fn htlcs_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Vec<HtlcRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {HTLC_COLUMNS} FROM htlcs WHERE order_id = ?1 ORDER BY received_at_ms, short_channel_id, htlc_id"
-    ))?;
-    let rows = stmt.query_map(params![order_id], read_htlc)?;
-    rows.map(|r| htlc_from(r?)).collect()
+    htlcs_db(conn, order_id)
 }
 
 /// Mark every unresolved HTLC of an order; returns their keys.
+pub(crate) fn resolve_all_db(db: &dyn Db, order_id: &str, resolution: Resolution) -> Result<Vec<HtlcKey>, StoreError> {
+    let keys: Vec<HtlcKey> =
+        htlcs_db(db, order_id)?.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
+    db.execute(
+        "UPDATE htlcs SET resolution = ?1 WHERE order_id = ?2 AND resolution IS NULL",
+        &[resolution.as_str().into(), order_id.into()],
+    )?;
+    Ok(keys)
+}
+
 fn resolve_all_in(
     conn: &rusqlite::Connection,
     order_id: &str,
     resolution: Resolution,
 ) -> Result<Vec<HtlcKey>, StoreError> {
-    let keys: Vec<HtlcKey> =
-        htlcs_in(conn, order_id)?.into_iter().filter(|h| h.resolution.is_none()).map(|h| h.key).collect();
-    conn.execute(
-        "UPDATE htlcs SET resolution = ?1 WHERE order_id = ?2 AND resolution IS NULL",
-        params![resolution.as_str(), order_id],
+    resolve_all_db(conn, order_id, resolution)
+}
+
+/// The order of a payment hash, on any backend.
+pub(crate) fn order_id_by_hash_db(db: &dyn Db, payment_hash: &str) -> Result<Option<String>, StoreError> {
+    db.query_opt("SELECT order_id FROM payments WHERE payment_hash = ?1", &[payment_hash.into()])?
+        .map(|r| r.text(0))
+        .transpose()
+}
+
+/// [`Store::apply_htlc`]'s transaction on any backend, once the hash is known to be order
+/// `id`'s. The caller commits.
+pub(crate) fn apply_htlc_db<D>(
+    db: &dyn Db,
+    id: &str,
+    htlc: &HtlcRecord,
+    now_ms: i64,
+    decide: impl FnOnce(&OrderRecord, &[HtlcRecord]) -> (D, HtlcWrite),
+) -> Result<Option<(D, OrderRecord)>, StoreError> {
+    let Some(order) = order_db(db, id)? else { return Ok(None) };
+    let set = htlcs_db(db, id)?;
+    let (decision, write) = decide(&order, &set);
+    let mut order = order;
+    if let HtlcWrite::Hold { complete } = write {
+        // The key is new to this order (a replay is decided `Wait` and writes nothing), so
+        // an existing row means another order's HTLC: refuse rather than miscount.
+        let inserted = db.execute(
+            "INSERT OR IGNORE INTO htlcs (payment_hash, short_channel_id, htlc_id, amount_msat, cltv_expiry, \
+             received_at_ms, resolution, order_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+            &[
+                htlc.payment_hash.as_str().into(),
+                htlc.key.short_channel_id.as_str().into(),
+                to_i64(htlc.key.id, "htlc id")?.into(),
+                to_i64(htlc.amount_msat, "amount_msat")?.into(),
+                htlc.cltv_expiry.into(),
+                htlc.received_at_ms.into(),
+                id.into(),
+            ],
+        )?;
+        if inserted != 1 {
+            return Err(StoreError::Conflict(format!(
+                "HTLC {}/{} is known already",
+                htlc.key.short_channel_id, htlc.key.id
+            )));
+        }
+        if complete {
+            let total = db
+                .query_opt(
+                    "SELECT CAST(COALESCE(SUM(amount_msat), 0) AS BIGINT) FROM htlcs WHERE order_id = ?1 AND resolution IS NULL",
+                    &[id.into()],
+                )?
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0);
+            let detail = serde_json::json!({ "htlcs_held_msat": total });
+            transition_db(
+                db,
+                id,
+                Phase::AwaitingPayment,
+                Event::PaymentHeld(PaymentMethod::Bolt11),
+                now_ms,
+                Some(&detail),
+            )?;
+            order = order_db(db, id)?.ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))?;
+        }
+    }
+    Ok(Some((decision, order)))
+}
+
+/// [`Store::complete_order`]'s transaction on any backend. The caller commits.
+pub(crate) fn complete_order_db(
+    db: &dyn Db,
+    order_id: &str,
+    channel: &ChannelRecord,
+    now_ms: i64,
+    refunded_after_open: bool,
+    detail: &Value,
+) -> Result<Vec<HtlcKey>, StoreError> {
+    transition_db(db, order_id, Phase::Opening, Event::FundingBroadcast, now_ms, Some(detail))?;
+    db.execute(
+        "INSERT INTO channels (order_id, channel_id, funding_txid, funding_outnum, funded_at_ms, expires_at_ms, \
+         lease_end_block) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        &[
+            order_id.into(),
+            channel.channel_id.clone().into(),
+            channel.funding_txid.as_str().into(),
+            channel.funding_outnum.into(),
+            channel.funded_at_ms.into(),
+            channel.expires_at_ms.into(),
+            channel.lease_end_block.into(),
+        ],
     )?;
-    Ok(keys)
+    if refunded_after_open {
+        db.execute("UPDATE orders SET refunded_after_open = 1 WHERE order_id = ?1", &[order_id.into()])?;
+        resolve_all_db(db, order_id, Resolution::Failed)
+    } else {
+        resolve_all_db(db, order_id, Resolution::Settled)
+    }
+}
+
+/// [`Store::fail_order`]'s transaction on any backend. The caller commits.
+pub(crate) fn fail_order_db(
+    db: &dyn Db,
+    order_id: &str,
+    from: Phase,
+    reason: FailReason,
+    now_ms: i64,
+    detail: &Value,
+) -> Result<Vec<HtlcKey>, StoreError> {
+    transition_db(db, order_id, from, Event::Fail(reason), now_ms, Some(detail))?;
+    resolve_all_db(db, order_id, Resolution::Failed)
 }
 
 impl Store {
@@ -140,52 +264,9 @@ impl Store {
         // without taking the write lock.
         let Some(id) = order_id_by_hash_in(&conn, &htlc.payment_hash)? else { return Ok(None) };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(order) = order_in(&tx, &id)? else { return Ok(None) };
-        let set = htlcs_in(&tx, &id)?;
-        let (decision, write) = decide(&order, &set);
-        let mut order = order;
-        if let HtlcWrite::Hold { complete } = write {
-            // The key is new to this order (a replay is decided `Wait` and writes nothing), so
-            // an existing row means another order's HTLC: refuse rather than miscount.
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO htlcs (payment_hash, short_channel_id, htlc_id, amount_msat, cltv_expiry, \
-                 received_at_ms, resolution, order_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
-                params![
-                    htlc.payment_hash,
-                    htlc.key.short_channel_id,
-                    to_i64(htlc.key.id, "htlc id")?,
-                    to_i64(htlc.amount_msat, "amount_msat")?,
-                    htlc.cltv_expiry,
-                    htlc.received_at_ms,
-                    id,
-                ],
-            )?;
-            if inserted != 1 {
-                return Err(StoreError::Conflict(format!(
-                    "HTLC {}/{} is known already",
-                    htlc.key.short_channel_id, htlc.key.id
-                )));
-            }
-            if complete {
-                let total: i64 = tx.query_row(
-                    "SELECT COALESCE(SUM(amount_msat), 0) FROM htlcs WHERE order_id = ?1 AND resolution IS NULL",
-                    params![id],
-                    |r| r.get(0),
-                )?;
-                let detail = serde_json::json!({ "htlcs_held_msat": total });
-                transition_in(
-                    &tx,
-                    &id,
-                    Phase::AwaitingPayment,
-                    Event::PaymentHeld(PaymentMethod::Bolt11),
-                    now_ms,
-                    Some(&detail),
-                )?;
-                order = order_in(&tx, &id)?.ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))?;
-            }
-        }
+        let applied = apply_htlc_db(&*tx, &id, htlc, now_ms, decide)?;
         tx.commit()?;
-        Ok(Some((decision, order)))
+        Ok(applied)
     }
 
     /// Fail the held parts of a payment that has not completed, received at or before
@@ -234,26 +315,7 @@ impl Store {
     ) -> Result<Vec<HtlcKey>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        transition_in(&tx, order_id, Phase::Opening, Event::FundingBroadcast, now_ms, Some(detail))?;
-        tx.execute(
-            "INSERT INTO channels (order_id, channel_id, funding_txid, funding_outnum, funded_at_ms, expires_at_ms, \
-             lease_end_block) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                order_id,
-                channel.channel_id,
-                channel.funding_txid,
-                channel.funding_outnum,
-                channel.funded_at_ms,
-                channel.expires_at_ms,
-                channel.lease_end_block,
-            ],
-        )?;
-        let keys = if refunded_after_open {
-            tx.execute("UPDATE orders SET refunded_after_open = 1 WHERE order_id = ?1", params![order_id])?;
-            resolve_all_in(&tx, order_id, Resolution::Failed)?
-        } else {
-            resolve_all_in(&tx, order_id, Resolution::Settled)?
-        };
+        let keys = complete_order_db(&*tx, order_id, channel, now_ms, refunded_after_open, detail)?;
         tx.commit()?;
         Ok(keys)
     }
@@ -270,8 +332,7 @@ impl Store {
     ) -> Result<Vec<HtlcKey>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        transition_in(&tx, order_id, from, Event::Fail(reason), now_ms, Some(detail))?;
-        let keys = resolve_all_in(&tx, order_id, Resolution::Failed)?;
+        let keys = fail_order_db(&*tx, order_id, from, reason, now_ms, detail)?;
         tx.commit()?;
         Ok(keys)
     }

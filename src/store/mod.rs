@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use serde_json::Value;
 
 use crate::order::Transport;
@@ -537,10 +537,7 @@ pub(crate) fn order_in(conn: &Connection, order_id: &str) -> Result<Option<Order
 
 /// The order of a BOLT11 payment hash, on `conn`.
 pub(crate) fn order_id_by_hash_in(conn: &Connection, payment_hash: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT order_id FROM payments WHERE payment_hash = ?1")?
-        .query_row(params![payment_hash], |r| r.get(0))
-        .optional()?)
+    lifecycle::order_id_by_hash_db(conn, payment_hash)
 }
 
 /// [`Store::transition`] inside a transaction the caller commits.

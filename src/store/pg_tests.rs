@@ -176,3 +176,95 @@ fn orders_are_made_moved_and_read_the_same_on_both_backends() {
     }
     assert_eq!(want.len(), got.len());
 }
+
+/// A purchase and a refund through the lifecycle's transactions, on any backend.
+fn purchase_script(db: &dyn Db) -> Vec<String> {
+    use super::lifecycle::{apply_htlc_db, complete_order_db, fail_order_db, htlcs_db};
+    use super::tests::record;
+    use super::{
+        ChannelRecord, HtlcKey, HtlcRecord, HtlcWrite, InsertLimits, insert_order_db, order_db, transition_db,
+    };
+    use crate::order::{Event, FailReason, Phase};
+    let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 9, now_ms: 0 };
+    let mut out = vec![];
+    for id in ["buy", "lose"] {
+        insert_order_db(db, &record(id, "p", 0), limits).unwrap();
+    }
+    let part = |order: &str, n: u64, amount: u64| HtlcRecord {
+        key: HtlcKey { short_channel_id: format!("{order}x1x0"), id: n },
+        payment_hash: format!("{:0>64}", order),
+        amount_msat: amount,
+        cltv_expiry: 900,
+        received_at_ms: 10 + n as i64,
+        resolution: None,
+    };
+    // Two parts of one payment: the second completes the set and holds the order.
+    for (n, complete) in [(0, false), (1, true)] {
+        let r = apply_htlc_db(db, "buy", &part("buy", n, 10_000_000), 20, |o, set| {
+            ((o.phase, set.len()), HtlcWrite::Hold { complete })
+        });
+        out.push(format!("{:?}", r.map(|o| o.map(|(d, o)| (d, o.phase)))));
+    }
+    out.push(format!(
+        "{:?}",
+        apply_htlc_db(db, "buy", &part("buy", 1, 10_000_000), 21, |_, _| ((), HtlcWrite::Hold { complete: false }))
+            .err()
+    ));
+    out.push(format!("{:?}", transition_db(db, "buy", Phase::PaymentHeld, Event::OpenStarted, 30, None)));
+    let ch = ChannelRecord {
+        channel_id: Some("ab".repeat(32)),
+        funding_txid: "cd".repeat(32),
+        funding_outnum: 1,
+        funded_at_ms: 40,
+        expires_at_ms: 50,
+        lease_end_block: Some(1_000),
+    };
+    out.push(format!("{:?}", complete_order_db(db, "buy", &ch, 40, false, &json!({"h": 1}))));
+    out.push(format!("{:?}", complete_order_db(db, "buy", &ch, 41, false, &json!({})).err()));
+    out.push(format!("{:?}", htlcs_db(db, "buy")));
+    // A held payment refunded at its margin.
+    apply_htlc_db(db, "lose", &part("lose", 0, 20_000_000), 60, |_, _| ((), HtlcWrite::Hold { complete: true }))
+        .unwrap();
+    out.push(format!("{:?}", fail_order_db(db, "lose", Phase::PaymentHeld, FailReason::CltvDeadline, 70, &json!({}))));
+    for id in ["buy", "lose"] {
+        out.push(format!("{:?}", order_db(db, id).unwrap()));
+    }
+    out.push(format!("{:?}", status_figures_in(db, 100, 500, 1).unwrap()));
+    out
+}
+
+#[test]
+fn a_purchase_and_a_refund_are_recorded_the_same_on_both_backends() {
+    let lite = rusqlite::Connection::open_in_memory().unwrap();
+    for step in schema::MIGRATIONS {
+        lite.execute_batch(step).unwrap();
+    }
+    let want = purchase_script(&lite);
+    assert!(want[1].contains("PaymentHeld"), "{want:?}");
+    let pg = match postgres::Postgres::start() {
+        Ok(pg) => pg,
+        Err(why) => {
+            assert!(std::env::var("LSPS1_REQUIRE_POSTGRES").as_deref() != Ok("1"), "LSPS1_REQUIRE_POSTGRES=1: {why}");
+            eprintln!("SKIPPED the PostgreSQL half: {why}");
+            return;
+        }
+    };
+    pg.create_db("buy").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let url = pg.url("buy");
+    let got = rt.block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        for step in schema_pg::PG_MIGRATIONS {
+            client.batch_execute(step).await.unwrap();
+        }
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || purchase_script(&PgDb { client: &client, handle })).await.unwrap()
+    });
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(w, g, "step {i} differs between SQLite and PostgreSQL");
+    }
+    assert_eq!(want.len(), got.len());
+}
