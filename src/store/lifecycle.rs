@@ -196,6 +196,32 @@ pub(crate) fn apply_htlc_db<D>(
     Ok(Some((decision, order)))
 }
 
+/// [`Store::active_leases`] on any backend.
+pub(crate) fn active_leases_db(db: &dyn Db, height: u32) -> Result<Vec<Lease>, StoreError> {
+    db.query(
+        "SELECT o.order_id, o.client_node_id, c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, \
+         c.expires_at_ms, c.lease_end_block FROM channels c JOIN orders o ON o.order_id = c.order_id \
+         WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block > ?1",
+        &[height.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Lease {
+            order_id: r.text(0)?,
+            client_node_id: r.text(1)?,
+            channel: ChannelRecord {
+                channel_id: r.opt_text(2)?,
+                funding_txid: r.text(3)?,
+                funding_outnum: u32::try_from(r.i64(4)?).map_err(|_| StoreError::Range("funding_outnum"))?,
+                funded_at_ms: r.i64(5)?,
+                expires_at_ms: r.i64(6)?,
+                lease_end_block: Some(u32::try_from(r.i64(7)?).map_err(|_| StoreError::Range("lease_end_block"))?),
+            },
+        })
+    })
+    .collect()
+}
+
 /// [`Store::complete_order`]'s transaction on any backend. The caller commits.
 pub(crate) fn complete_order_db(
     db: &dyn Db,
@@ -360,41 +386,7 @@ impl Store {
 
     /// Channels whose lease has not ended at `height` (N-10).
     pub fn active_leases(&self, height: u32) -> Result<Vec<Lease>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT o.order_id, o.client_node_id, c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, \
-             c.expires_at_ms, c.lease_end_block FROM channels c JOIN orders o ON o.order_id = c.order_id \
-             WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block > ?1",
-        )?;
-        let rows = stmt.query_map(params![height], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        })?;
-        let mut out = vec![];
-        for row in rows {
-            let (order_id, client_node_id, channel_id, funding_txid, outnum, funded_at_ms, expires_at_ms, end) = row?;
-            out.push(Lease {
-                order_id,
-                client_node_id,
-                channel: ChannelRecord {
-                    channel_id,
-                    funding_txid,
-                    funding_outnum: u32::try_from(outnum).map_err(|_| StoreError::Range("funding_outnum"))?,
-                    funded_at_ms,
-                    expires_at_ms,
-                    lease_end_block: Some(u32::try_from(end).map_err(|_| StoreError::Range("lease_end_block"))?),
-                },
-            });
-        }
-        Ok(out)
+        active_leases_db(&*self.lock(), height)
     }
 
     /// The order an HTLC belongs to.

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 use serde_json::Value;
 
 use crate::order::Transport;
@@ -425,82 +425,12 @@ impl Store {
                 &shared
             }
         };
-        let mut sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE 1 = 1");
-        let mut args: Vec<rusqlite::types::Value> = vec![];
-        if let Some(phases) = &filter.phases {
-            let marks: Vec<String> = phases
-                .iter()
-                .map(|p| {
-                    args.push(p.as_str().to_string().into());
-                    format!("?{}", args.len())
-                })
-                .collect();
-            sql.push_str(&format!(
-                " AND o.phase IN ({})",
-                if marks.is_empty() { "NULL".into() } else { marks.join(", ") }
-            ));
-        }
-        if let Some(node) = &filter.client_node_id {
-            args.push(node.clone().into());
-            sql.push_str(&format!(" AND o.client_node_id = ?{}", args.len()));
-        }
-        if let Some(since) = filter.created_since_ms {
-            args.push(since.into());
-            sql.push_str(&format!(" AND o.created_at_ms >= ?{}", args.len()));
-        }
-        if let Some(prefix) = &filter.id_prefix {
-            // A range on the primary key, not LIKE: case-sensitive and indexed.
-            args.push(prefix.clone().into());
-            let lo = args.len();
-            args.push(format!("{prefix}\u{10FFFF}").into());
-            sql.push_str(&format!(" AND o.order_id >= ?{lo} AND o.order_id < ?{}", args.len()));
-        }
-        if let Some(before) = filter.created_before_ms {
-            args.push(before.into());
-            sql.push_str(&format!(" AND o.created_at_ms < ?{}", args.len()));
-        }
-        match filter.onchain {
-            None => {}
-            Some(OnchainFilter::Offered) => sql.push_str(" AND q.address IS NOT NULL"),
-            Some(OnchainFilter::Paid) => sql.push_str(" AND o.paid_method = 'onchain'"),
-            Some(OnchainFilter::Refunds) => {
-                sql.push_str(" AND EXISTS (SELECT 1 FROM chain_refunds r WHERE r.order_id = o.order_id)")
-            }
-        }
-        sql.push_str(" ORDER BY o.created_at_ms DESC, o.order_id");
-        match (filter.limit, filter.offset) {
-            (Some(limit), Some(offset)) => sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}")),
-            (Some(limit), None) => sql.push_str(&format!(" LIMIT {limit}")),
-            (None, Some(offset)) => sql.push_str(&format!(" LIMIT -1 OFFSET {offset}")),
-            (None, None) => {}
-        }
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), RawRow::read)?;
-        let mut out = vec![];
-        for r in rows {
-            out.push(r?.into_record()?);
-        }
-        Ok(out)
+        list_orders_db(conn, filter)
     }
 
     /// The event log of one order, oldest first.
     pub fn events(&self, order_id: &str) -> Result<Vec<EventRecord>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT seq, order_id, at_ms, kind, from_phase, to_phase, detail FROM events WHERE order_id = ?1 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![order_id], |r| {
-            Ok(EventRecord {
-                seq: r.get(0)?,
-                order_id: r.get(1)?,
-                at_ms: r.get(2)?,
-                kind: r.get(3)?,
-                from_phase: r.get(4)?,
-                to_phase: r.get(5)?,
-                detail: r.get::<_, Option<String>>(6)?.and_then(|s| serde_json::from_str(&s).ok()),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        events_db(&*self.lock(), order_id)
     }
 
     /// Apply `event` to an order that is in phase `from`: compare-and-set, with its event
@@ -1012,4 +942,76 @@ pub(crate) fn transition_db(
     }
     event_db(db, order_id, now_ms, event.kind(), Some(from), Some(to), detail)?;
     Ok(to)
+}
+
+/// [`Store::list_orders`] on any backend.
+pub(crate) fn list_orders_db(db: &dyn db::Db, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+    let mut sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE 1 = 1");
+    let mut args: Vec<db::Val> = vec![];
+    if let Some(phases) = &filter.phases {
+        let marks: Vec<String> = phases
+            .iter()
+            .map(|p| {
+                args.push(p.as_str().into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(" AND o.phase IN ({})", if marks.is_empty() { "NULL".into() } else { marks.join(", ") }));
+    }
+    if let Some(node) = &filter.client_node_id {
+        args.push(node.as_str().into());
+        sql.push_str(&format!(" AND o.client_node_id = ?{}", args.len()));
+    }
+    if let Some(since) = filter.created_since_ms {
+        args.push(since.into());
+        sql.push_str(&format!(" AND o.created_at_ms >= ?{}", args.len()));
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        // A range on the primary key, not LIKE: case-sensitive and indexed.
+        args.push(prefix.as_str().into());
+        let lo = args.len();
+        args.push(format!("{prefix}\u{10FFFF}").into());
+        sql.push_str(&format!(" AND o.order_id >= ?{lo} AND o.order_id < ?{}", args.len()));
+    }
+    if let Some(before) = filter.created_before_ms {
+        args.push(before.into());
+        sql.push_str(&format!(" AND o.created_at_ms < ?{}", args.len()));
+    }
+    match filter.onchain {
+        None => {}
+        Some(OnchainFilter::Offered) => sql.push_str(" AND q.address IS NOT NULL"),
+        Some(OnchainFilter::Paid) => sql.push_str(" AND o.paid_method = 'onchain'"),
+        Some(OnchainFilter::Refunds) => {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM chain_refunds r WHERE r.order_id = o.order_id)")
+        }
+    }
+    sql.push_str(" ORDER BY o.created_at_ms DESC, o.order_id");
+    match (filter.limit, filter.offset) {
+        (Some(limit), Some(offset)) => sql.push_str(&format!(" LIMIT {limit} OFFSET {offset}")),
+        (Some(limit), None) => sql.push_str(&format!(" LIMIT {limit}")),
+        (None, Some(offset)) => sql.push_str(&format!(" LIMIT -1 OFFSET {offset}")),
+        (None, None) => {}
+    }
+    db.query(&sql, &args)?.iter().map(|r| RawRow::from_row(r)?.into_record()).collect()
+}
+
+/// [`Store::events`] on any backend.
+pub(crate) fn events_db(db: &dyn db::Db, order_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+    db.query(
+        "SELECT seq, order_id, at_ms, kind, from_phase, to_phase, detail FROM events WHERE order_id = ?1 ORDER BY seq",
+        &[order_id.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(EventRecord {
+            seq: r.i64(0)?,
+            order_id: r.text(1)?,
+            at_ms: r.i64(2)?,
+            kind: r.text(3)?,
+            from_phase: r.opt_text(4)?,
+            to_phase: r.opt_text(5)?,
+            detail: r.opt_text(6)?.and_then(|s| serde_json::from_str(&s).ok()),
+        })
+    })
+    .collect()
 }

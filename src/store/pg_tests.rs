@@ -230,6 +230,21 @@ fn purchase_script(db: &dyn Db) -> Vec<String> {
         out.push(format!("{:?}", order_db(db, id).unwrap()));
     }
     out.push(format!("{:?}", status_figures_in(db, 100, 500, 1).unwrap()));
+    use super::{OrderFilter, events_db, list_orders_db};
+    for f in [
+        OrderFilter::default(),
+        OrderFilter { phases: Some(vec![Phase::Failed]), ..OrderFilter::default() },
+        OrderFilter { id_prefix: Some("bu".into()), limit: Some(5), offset: Some(0), ..OrderFilter::default() },
+        OrderFilter { client_node_id: Some("nobody".into()), ..OrderFilter::default() },
+        OrderFilter { offset: Some(1), ..OrderFilter::default() },
+    ] {
+        let ids: Vec<String> = list_orders_db(db, &f).unwrap().into_iter().map(|o| o.order_id).collect();
+        out.push(format!("{f:?} -> {ids:?}"));
+    }
+    // The event log without its sequence numbers' origin (both start at 1).
+    out.push(format!("{:?}", events_db(db, "buy").unwrap()));
+    out.push(format!("{:?}", super::lifecycle::active_leases_db(db, 999).unwrap()));
+    out.push(format!("{:?}", super::lifecycle::active_leases_db(db, 1_000).unwrap()));
     out
 }
 
