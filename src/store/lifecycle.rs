@@ -4,10 +4,10 @@
 //! and the HTLCs marked settled (ruling 11); `FAILED`, `REFUNDED` and the HTLCs marked
 //! failed (P-07).
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 use serde_json::Value;
 
-use super::db::{Db, Row};
+use super::db::{Db, Row, Val};
 use super::{ChannelRecord, ORDER_COLUMNS, ORDER_FROM, OrderRecord, RawRow, Store, StoreError, to_i64, to_u64};
 use super::{insert_event, order_db, order_id_by_hash_in, order_in, transition_db};
 use crate::order::{Event, FailReason, PaymentMethod, Phase};
@@ -196,6 +196,17 @@ pub(crate) fn apply_htlc_db<D>(
     Ok(Some((decision, order)))
 }
 
+/// Orders in any of `phases`, oldest first, on any backend.
+pub(crate) fn orders_in_phases_db(db: &dyn Db, phases: &[Phase]) -> Result<Vec<OrderRecord>, StoreError> {
+    let marks: Vec<String> = (1..=phases.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.phase IN ({}) ORDER BY o.created_at_ms",
+        if marks.is_empty() { "NULL".to_string() } else { marks.join(", ") }
+    );
+    let args: Vec<Val> = phases.iter().map(|p| p.as_str().into()).collect();
+    db.query(&sql, &args)?.iter().map(|r| RawRow::from_row(r)?.into_record()).collect()
+}
+
 /// [`Store::active_leases`] on any backend.
 pub(crate) fn active_leases_db(db: &dyn Db, height: u32) -> Result<Vec<Lease>, StoreError> {
     db.query(
@@ -365,22 +376,17 @@ impl Store {
 
     /// Orders in any of `phases`, oldest first (reconciliation at start, the driver).
     pub fn orders_in_phases(&self, phases: &[Phase]) -> Result<Vec<OrderRecord>, StoreError> {
-        let conn = self.lock();
-        let marks: Vec<String> = phases.iter().map(|p| format!("'{}'", p.as_str())).collect();
-        let sql = format!(
-            "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.phase IN ({}) ORDER BY o.created_at_ms",
-            if marks.is_empty() { "NULL".to_string() } else { marks.join(", ") }
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map([], RawRow::read)?;
-        rows.map(|r| r?.into_record()).collect()
+        orders_in_phases_db(&*self.lock(), phases)
     }
 
     /// Whether some order already owns the channel `channel_id` (no channel counts twice).
     pub fn channel_recorded(&self, channel_id: &str) -> Result<bool, StoreError> {
-        let n: i64 =
-            self.lock()
-                .query_row("SELECT COUNT(*) FROM channels WHERE channel_id = ?1", params![channel_id], |r| r.get(0))?;
+        let n = self
+            .lock()
+            .query_opt("SELECT COUNT(*) FROM channels WHERE channel_id = ?1", &[channel_id.into()])?
+            .map(|r| r.i64(0))
+            .transpose()?
+            .unwrap_or(0);
         Ok(n > 0)
     }
 
@@ -391,12 +397,14 @@ impl Store {
 
     /// The order an HTLC belongs to.
     pub fn order_of_htlc(&self, key: &HtlcKey) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .lock()
-            .prepare_cached("SELECT order_id FROM htlcs WHERE short_channel_id = ?1 AND htlc_id = ?2")?
-            .query_row(params![key.short_channel_id, to_i64(key.id, "htlc id")?], |r| r.get(0))
-            .optional()?
-            .flatten())
+        let conn = self.lock();
+        conn.query_opt(
+            "SELECT order_id FROM htlcs WHERE short_channel_id = ?1 AND htlc_id = ?2",
+            &[key.short_channel_id.as_str().into(), to_i64(key.id, "htlc id")?.into()],
+        )?
+        .map(|r| r.opt_text(0))
+        .transpose()
+        .map(Option::flatten)
     }
 
     /// Fail every unpaid order whose payment deadline has passed (ruling 13), with any
@@ -440,13 +448,15 @@ impl Store {
 
     /// Unpaid orders holding parts of a payment (MPP sets not yet complete).
     pub fn unpaid_with_parts(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT DISTINCT o.order_id FROM orders o JOIN htlcs h ON h.order_id = o.order_id \
-             WHERE o.phase = 'awaiting_payment' AND h.resolution IS NULL",
-        )?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.lock()
+            .query(
+                "SELECT DISTINCT o.order_id FROM orders o JOIN htlcs h ON h.order_id = o.order_id \
+                 WHERE o.phase = 'awaiting_payment' AND h.resolution IS NULL",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
     }
 
     /// The peer's channels that existed before this order's open (recorded with the intent),
@@ -469,11 +479,15 @@ impl Store {
     /// Funds held back by paid orders whose open has not started. Orders being opened are
     /// left out: their coins are already reserved in the wallet (`listfunds`).
     pub fn reserved_held_sat(&self) -> Result<u64, StoreError> {
-        let sum: i64 = self.lock().query_row(
-            "SELECT COALESCE(SUM(reserved_sat), 0) FROM orders WHERE phase = 'payment_held'",
-            [],
-            |r| r.get(0),
-        )?;
+        let sum = self
+            .lock()
+            .query_opt(
+                "SELECT CAST(COALESCE(SUM(reserved_sat), 0) AS BIGINT) FROM orders WHERE phase = 'payment_held'",
+                &[],
+            )?
+            .map(|r| r.i64(0))
+            .transpose()?
+            .unwrap_or(0);
         to_u64(sum, "reserved_sat")
     }
 }
