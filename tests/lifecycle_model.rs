@@ -852,11 +852,13 @@ impl World {
                 channel: None,
                 onchain: None,
                 reorg_flagged: false,
+                node_id: None,
+                client_ip: None,
             };
             store
                 .insert_order(
                     &rec,
-                    InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 100, now_ms: now },
+                    InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 100, max_unpaid_per_ip: 100, now_ms: now },
                 )
                 .map_err(|e| format!("insert_order: {e}"))?;
             infos.push(OrderInfo {

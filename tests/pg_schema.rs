@@ -102,18 +102,14 @@ async fn migrations_apply_once_and_the_totals_count() {
 #[test]
 fn store_statements_run_translated_through_the_trait() {
     use cln_lsps1::store::db::{Db, Val};
-    use cln_lsps1::store::pg::PgDb;
+    use cln_lsps1::store::pg::PgBackend;
     let Some(pg) = server() else { return };
     pg.create_db("trait").unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let url = pg.url("trait");
-    let client = rt.block_on(connect(&url));
-    let handle = rt.handle().clone();
-    // The store's blocking calls run on the blocking pool, as here.
-    let out = rt.block_on(async move {
-        tokio::task::spawn_blocking(move || {
-            let db = PgDb { client: &client, handle };
-            db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, h BIGINT, s TEXT)", &[]).unwrap();
+    let backend = PgBackend::connect(&pg.url("trait"), None).unwrap();
+    // The store's blocking calls, from a plain thread: the backend drives its own runtime.
+    let out = backend
+        .write(false, &|db: &dyn Db| {
+            db.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, h BIGINT, s TEXT)", &[]).unwrap();
             db.execute("INSERT OR IGNORE INTO t (k, h, s) VALUES (?1, ?2, ?3)", &["a".into(), 5i64.into(), Val::Null])
                 .unwrap();
             let again = db
@@ -129,10 +125,8 @@ fn store_statements_run_translated_through_the_trait() {
                 .query_opt("SELECT h, s, CAST(SUM(h) OVER () AS BIGINT) FROM t WHERE k = ?1", &["a".into()])
                 .unwrap()
                 .unwrap();
-            (again, moved, row.i64(0).unwrap(), row.opt_text(1).unwrap(), row.i64(2).unwrap())
+            Ok((again, moved, row.i64(0).unwrap(), row.opt_text(1).unwrap(), row.i64(2).unwrap()))
         })
-        .await
-        .unwrap()
-    });
+        .unwrap();
     assert_eq!(out, (0, 1, 7, None, 7));
 }

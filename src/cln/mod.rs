@@ -220,8 +220,7 @@ pub async fn run() -> Result<()> {
     let height = getinfo.get("blockheight").and_then(Value::as_u64).and_then(|h| u32::try_from(h).ok()).unwrap_or(0);
     let emergency_reserve_sat = emergency_reserve_sat(&node).await;
 
-    let db_path = cfg.db_path.clone().unwrap_or_else(|| lightning_dir.join("lsps1.sqlite3"));
-    let store = match Store::open(&db_path) {
+    let (store, store_shown) = match open_store(&cfg, &lightning_dir, &node_id.to_string()).await {
         Ok(s) => s,
         Err(e) => return cp.disable(&format!("cln-lsps1 disabled: {e}")).await,
     };
@@ -321,9 +320,8 @@ pub async fn run() -> Result<()> {
         log::warn!("Operator console not available; lightning-cli lsps1-status and the other commands still work");
     }
     log::info!(
-        "cln-lsps1 serving LSPS1 on {} for node {node_id} (store {}, feature bit 729 {})",
+        "cln-lsps1 serving LSPS1 on {} for node {node_id} (store {store_shown}, feature bit 729 {})",
         conf.network,
-        db_path.display(),
         if advertised { "advertised" } else { "not advertised" }
     );
 
@@ -567,5 +565,63 @@ mod tests {
         std::fs::write(net.join("config"), "lsps1-feature-bit = 0\n").unwrap();
         std::fs::remove_file(dir.path().join("config")).unwrap();
         assert!(!feature_bit_at_manifest(None, &net));
+    }
+}
+
+/// Open the order store `lsps1-db` names (SQLite beside the node by default; PostgreSQL
+/// shared by several nodes), as seen by this node. PostgreSQL that cannot be reached at
+/// start is tried for a few seconds: nodes and their database often start together.
+async fn open_store(
+    cfg: &crate::config::Config,
+    lightning_dir: &std::path::Path,
+    node_id: &str,
+) -> Result<(Store, String), String> {
+    use crate::config::DbUrl;
+    let db = match &cfg.db {
+        Some(db) => db.clone(),
+        None => DbUrl::Sqlite(cfg.db_path.clone().unwrap_or_else(|| lightning_dir.join("lsps1.sqlite3"))),
+    };
+    let node = node_id.to_string();
+    match db {
+        DbUrl::Sqlite(path) => {
+            let shown = path.display().to_string();
+            tokio::task::spawn_blocking(move || Store::open(&path).and_then(|s| s.for_node(&node)))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|s| (s, shown))
+                .map_err(|e| e.to_string())
+        }
+        DbUrl::Postgres { url, password_file } => {
+            let password = match &password_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .map_err(|e| format!("cannot read lsps1-db-password-file {}: {e}", f.display()))?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let mut tries = 0;
+            loop {
+                let (url, password, node) = (url.clone(), password.clone(), node.clone());
+                let opened = tokio::task::spawn_blocking(move || {
+                    Store::open_postgres(&url, password.as_deref()).and_then(|s| s.for_node(&node))
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                match opened {
+                    Ok(s) => {
+                        let shown = format!("PostgreSQL {}", s.shown());
+                        return Ok((s, shown));
+                    }
+                    Err(crate::store::StoreError::Unavailable(e)) if tries < 5 => {
+                        log::warn!("The order store is not reachable yet ({e}); trying again");
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
     }
 }

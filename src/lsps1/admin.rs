@@ -39,8 +39,8 @@ pub fn bind_params(params: &Value, names: &[&str]) -> Result<Vec<Option<Value>>,
     }
 }
 
-pub const LISTORDERS_PARAMS: [&str; 8] =
-    ["state", "peer_id", "since", "limit", "payment", "until", "offset", "id_prefix"];
+pub const LISTORDERS_PARAMS: [&str; 9] =
+    ["state", "peer_id", "since", "limit", "payment", "until", "offset", "id_prefix", "all_nodes"];
 
 /// Orders `lsps1-listorders` returns when no `limit` is given: the newest first, so a store
 /// of a million orders never builds a million-entry answer by accident.
@@ -51,7 +51,7 @@ pub const LISTORDERS_DEFAULT_LIMIT: u32 = 1_000;
 /// `since` is unix seconds or an RFC 3339 datetime; `limit` defaults to
 /// [`LISTORDERS_DEFAULT_LIMIT`].
 pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
-    let [state, peer, since, limit, payment, until, offset, id_prefix]: [Option<Value>; 8] =
+    let [state, peer, since, limit, payment, until, offset, id_prefix, all_nodes]: [Option<Value>; 9] =
         bind_params(params, &LISTORDERS_PARAMS)?
             .try_into()
             .map_err(|_| ArgError("internal: parameter count".into()))?;
@@ -105,7 +105,24 @@ pub fn parse_listorders(params: &Value) -> Result<OrderFilter, ArgError> {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 128 => Some(s.trim().to_string()),
         Some(_) => return Err(ArgError("id_prefix must be the start of an order id".into())),
     };
-    Ok(OrderFilter { phases, client_node_id, created_since_ms, created_before_ms, limit, offset, onchain, id_prefix })
+    // Every node sharing the order book, or (by default) this node's orders only.
+    let all_nodes = match all_nodes {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        Some(_) => return Err(ArgError("all_nodes must be true or false".into())),
+    };
+    Ok(OrderFilter {
+        phases,
+        client_node_id,
+        created_since_ms,
+        created_before_ms,
+        limit,
+        offset,
+        onchain,
+        id_prefix,
+        all_nodes,
+    })
 }
 
 /// A time parameter: unix seconds, an RFC 3339 datetime, or a date (`YYYY-MM-DD`, UTC

@@ -371,7 +371,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         {
             return Ok(info.clone());
         }
-        let reserved = self.store.read_reserved_sat().map_err(internal)?;
+        let reserved = self.store.read_reserved_sat_async().await.map_err(internal)?;
         let mut info = GetInfoResponse::from(&self.effective_options(&market, reserved));
         if self.cfg.onchain.enabled {
             info.min_onchain_payment_confirmations = Some(self.cfg.onchain.min_confirmations);
@@ -389,6 +389,18 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         transport: Transport,
         params: &Map<String, Value>,
     ) -> Result<OrderResponse, RpcError> {
+        self.create_order_from(peer, transport, params, None).await
+    }
+
+    /// [`Service::create_order`] for a REST client at `origin.0`, which may have at most
+    /// `origin.1` unpaid orders on every node sharing the order book.
+    pub async fn create_order_from(
+        &self,
+        peer: Option<PublicKey>,
+        transport: Transport,
+        params: &Map<String, Value>,
+        origin: Option<(std::net::IpAddr, u32)>,
+    ) -> Result<OrderResponse, RpcError> {
         if let Some(peer) = peer
             && self.cfg.deny_nodes.contains(&peer)
         {
@@ -399,7 +411,7 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let deadline = tokio::time::Instant::now() + CREATE_ORDER_BUDGET;
         let market = self.market_now(false).await;
         let now = self.clock.now_ms();
-        let reserved = self.store.read_reserved_sat().map_err(internal)?;
+        let reserved = self.store.read_reserved_sat_async().await.map_err(internal)?;
         let options = self.effective_options(&market, reserved);
         let tokens = TokenPolicy { accepted: self.cfg.tokens.clone(), accept_unknown: self.cfg.accept_unknown_tokens };
         let req = validate_create_order(params, transport, self.node_info.network, &options, &tokens)?;
@@ -419,7 +431,10 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         // Ruling 10, checked again in the insert transaction; checked here too so that a
         // peer over its quota costs no invoice signing.
         let client_id = client.to_string();
-        let unpaid = self.store.unpaid_count(&client_id, now).map_err(internal)?;
+        let unpaid = {
+            let client_id = client_id.clone();
+            self.store.read_async(move |s| s.unpaid_count(&client_id, now)).await.map_err(internal)?
+        };
         if unpaid >= u64::from(self.cfg.max_unpaid_orders_per_peer) {
             return Err(too_many_unpaid(unpaid));
         }
@@ -459,15 +474,22 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let at = Moment { now_ms: now, deadline };
         let mut record = self.new_order_record(client, transport, &req, &quote, at, &market.route_hints).await?;
         self.add_onchain_option(&mut record, &req, deadline).await;
+        record.client_ip = origin.map(|(ip, _)| ip.to_string());
         let limits = InsertLimits {
             fundable_sat: self.fundable_sat(&funds),
             max_unpaid_per_client: u64::from(self.cfg.max_unpaid_orders_per_peer),
+            max_unpaid_per_ip: origin.map_or(u64::MAX, |(_, n)| u64::from(n)),
             now_ms: now,
         };
         let stored = record.clone();
         match self.store.call(move |s| s.insert_order(&stored, limits)).await {
             Ok(()) => {}
             Err(StoreError::TooManyUnpaid(n)) => return Err(too_many_unpaid(n)),
+            Err(StoreError::TooManyUnpaidFromAddress(_)) => {
+                return Err(RpcError::client_rejected(
+                    "too many unpaid orders from this address; pay or let them expire first",
+                ));
+            }
             Err(StoreError::InsufficientFunds { available_sat, .. }) => {
                 // Name the bound that was crossed: the LSP's balance alone, or the channel.
                 let can = available_sat.saturating_sub(quote.onchain_fee_sat);
@@ -477,6 +499,10 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
                     property,
                     format!("the LSP can currently fund channels of at most {can} sat"),
                 ));
+            }
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Retry(_))) => {
+                log::warn!("Cannot store a new order: {e}");
+                return Err(RpcError::unavailable("the order store is unavailable; nothing was created, try again shortly"));
             }
             Err(e) => {
                 log::warn!("Cannot store a new order: {e}");
@@ -627,6 +653,8 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             reserved_sat,
             expires_at_ms,
             paid_method: None,
+            node_id: None,
+            client_ip: None,
             bolt11: Some(Bolt11Record {
                 invoice: signed,
                 payment_hash: hex::encode(spec.payment_hash),
@@ -705,8 +733,10 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
         let id = order_id.clone();
         // The common case, an order that needs no lazy expiry, is read inline on the read
         // connection; only an expiry to settle goes to the writer.
-        let record = match self.store.read_order(&id).map_err(internal)? {
+        let record = match self.store.read_order_async(&id).await.map_err(internal)? {
             Some(r) if !(r.phase == Phase::AwaitingPayment && r.expires_at_ms <= now) => Some((r, None)),
+            // Another node's order: that node expires it (each node drives its own orders).
+            Some(r) if r.node_id.as_deref().is_some_and(|n| n != self.store.node()) => Some((r, None)),
             None => None,
             Some(_) => self.expire_and_read(id, now).await?,
         };
@@ -785,8 +815,20 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
 }
 
 fn internal(e: StoreError) -> RpcError {
+    store_error(&e)
+}
+
+/// A store failure as the client hears it: an outage of the database (PostgreSQL down) is
+/// the spec's error with `"retry": true` (REST: 503 with `Retry-After`); anything else an
+/// internal error. Nothing was changed either way.
+pub fn store_error(e: &StoreError) -> RpcError {
     log::warn!("Order store error: {e}");
-    RpcError::internal("order store unavailable")
+    match e {
+        StoreError::Unavailable(_) | StoreError::Retry(_) => {
+            RpcError::unavailable("the order store is unavailable for a moment; try again shortly")
+        }
+        _ => RpcError::internal("order store unavailable"),
+    }
 }
 
 /// The wire order object for a stored order (R-01: the same shape as create_order's).

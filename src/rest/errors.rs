@@ -30,7 +30,13 @@ fn human(e: &RpcError) -> String {
 /// An LSPS error as a REST response.
 pub fn error_response(e: &RpcError) -> Response {
     let body = json!({ "error": e, "message": human(e) });
-    (status_of(e), [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    let status = status_of(e);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // The order store or the node is out for a moment: say when to come back.
+        return (status, [(header::CONTENT_TYPE, "application/json"), (header::RETRY_AFTER, "5")], body.to_string())
+            .into_response();
+    }
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// An HTTP-level error (no LSPS code applies: 404 route, 405, 408, 413, 415) in the same shape,

@@ -59,8 +59,6 @@ pub struct RestState<N, C, E> {
     pub service: Arc<Service<N, C, E>>,
     pub cfg: RestConfig,
     limiter: Limiter<IpAddr>,
-    /// Unpaid orders created per IP: their payment deadlines (unix ms).
-    unpaid: Mutex<HashMap<IpAddr, Vec<i64>>>,
     uris: Mutex<Option<(Instant, Vec<String>)>>,
     /// get_info's body as last served, reused for [`INFO_TTL`].
     info_body: Mutex<Option<(Instant, Bytes)>>,
@@ -76,9 +74,6 @@ pub struct RestState<N, C, E> {
 /// REST get_info was 0.5× the static floor).
 const INFO_TTL: Duration = Duration::from_secs(1);
 
-/// Most IP addresses whose unpaid orders are tracked at once.
-const MAX_TRACKED_IPS: usize = 10_000;
-
 impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
     pub fn new(service: Arc<Service<N, C, E>>, cfg: RestConfig) -> Self {
         let limiter = Limiter::new(cfg.limits);
@@ -86,7 +81,6 @@ impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
             service,
             cfg,
             limiter,
-            unpaid: Mutex::new(HashMap::new()),
             uris: Mutex::new(None),
             info_body: Mutex::new(None),
             order_bodies: Answers::default(),
@@ -115,28 +109,16 @@ impl<N: NodeApi, C: Clock, E: Entropy> RestState<N, C, E> {
         addr.ip()
     }
 
-    fn unpaid_from(&self, ip: IpAddr, now_ms: i64) -> usize {
-        let mut m = self.unpaid.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = m.get_mut(&ip) {
-            v.retain(|exp| *exp > now_ms);
-            v.len()
-        } else {
-            0
+    /// Unpaid orders created from `ip` on every node sharing the order book (the store
+    /// counts them, so the limit holds across nodes). A pre-check only: the insert counts
+    /// again in its transaction.
+    async fn unpaid_from(&self, ip: IpAddr, now_ms: i64) -> Result<u64, crate::store::StoreError> {
+        let ip = ip.to_string();
+        let store = self.service.store();
+        if store.reads_inline() {
+            return store.unpaid_from_ip(&ip, now_ms);
         }
-    }
-
-    fn record_unpaid(&self, ip: IpAddr, expires_at_ms: i64, now_ms: i64) {
-        let mut m = self.unpaid.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= MAX_TRACKED_IPS && !m.contains_key(&ip) {
-            m.retain(|_, v| {
-                v.retain(|exp| *exp > now_ms);
-                !v.is_empty()
-            });
-            if m.len() >= MAX_TRACKED_IPS {
-                return; // the store's per-node quota still applies
-            }
-        }
-        m.entry(ip).or_default().push(expires_at_ms);
+        store.call(move |s| s.unpaid_from_ip(&ip, now_ms)).await
     }
 
     /// `uris` of get_info: the override, or the node's addresses as `pubkey@host:port`, IPv4
@@ -403,27 +385,20 @@ async fn create_order<N: NodeApi, C: Clock, E: Entropy>(
         Err(e) => return error_response(&e),
     };
     let now = chrono::Utc::now().timestamp_millis();
-    if let Some(ip) = ip
-        && state.unpaid_from(ip, now) >= state.cfg.max_unpaid_per_ip as usize
-    {
-        return error_response(&RpcError::client_rejected(
-            "too many unpaid orders from this address; pay or let them expire first",
-        ));
-    }
-    match state.service.create_order(None, Transport::Rest, &params).await {
-        Ok(order) => {
-            if let Some(ip) = ip {
-                // The payment deadline is in the answer already: no second read of the store.
-                let expires = order
-                    .payment
-                    .bolt11
-                    .as_ref()
-                    .and_then(|b| crate::lsps0::ser::parse_datetime(&b.expires_at))
-                    .unwrap_or(now + 3_600_000);
-                state.record_unpaid(ip, expires, now);
+    if let Some(ip) = ip {
+        match state.unpaid_from(ip, now).await {
+            Ok(n) if n >= u64::from(state.cfg.max_unpaid_per_ip) => {
+                return error_response(&RpcError::client_rejected(
+                    "too many unpaid orders from this address; pay or let them expire first",
+                ));
             }
-            json_ok(&order)
+            Ok(_) => {}
+            Err(e) => return error_response(&crate::lsps1::service::store_error(&e)),
         }
+    }
+    let origin = ip.map(|ip| (ip, state.cfg.max_unpaid_per_ip));
+    match state.service.create_order_from(None, Transport::Rest, &params, origin).await {
+        Ok(order) => json_ok(&order),
         Err(e) => error_response(&e),
     }
 }

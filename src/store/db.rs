@@ -102,6 +102,12 @@ pub trait Db {
     fn query_opt(&self, sql: &str, args: &[Val]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, args)?.into_iter().next())
     }
+    /// Hold `key` until the transaction ends: a read-decide-write that two nodes could run
+    /// at once on one order book runs one at a time. SQLite's writer lock already makes
+    /// every write transaction exclusive, so there it does nothing.
+    fn lock_key(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl rusqlite::ToSql for Val {

@@ -4,12 +4,11 @@
 //! and the HTLCs marked settled (ruling 11); `FAILED`, `REFUNDED` and the HTLCs marked
 //! failed (P-07).
 
-use rusqlite::{TransactionBehavior, params};
 use serde_json::Value;
 
 use super::db::{Db, Row, Val};
 use super::{ChannelRecord, ORDER_COLUMNS, ORDER_FROM, OrderRecord, RawRow, Store, StoreError, to_i64, to_u64};
-use super::{insert_event, order_db, order_id_by_hash_in, order_in, transition_db};
+use super::{event_db, order_db, transition_db};
 use crate::order::{Event, FailReason, PaymentMethod, Phase};
 
 /// What became of a held HTLC.
@@ -107,9 +106,6 @@ pub(crate) fn htlcs_db(db: &dyn Db, order_id: &str) -> Result<Vec<HtlcRecord>, S
     .collect()
 }
 
-fn htlcs_in(conn: &rusqlite::Connection, order_id: &str) -> Result<Vec<HtlcRecord>, StoreError> {
-    htlcs_db(conn, order_id)
-}
 
 /// Mark every unresolved HTLC of an order; returns their keys.
 pub(crate) fn resolve_all_db(db: &dyn Db, order_id: &str, resolution: Resolution) -> Result<Vec<HtlcKey>, StoreError> {
@@ -122,17 +118,14 @@ pub(crate) fn resolve_all_db(db: &dyn Db, order_id: &str, resolution: Resolution
     Ok(keys)
 }
 
-fn resolve_all_in(
-    conn: &rusqlite::Connection,
-    order_id: &str,
-    resolution: Resolution,
-) -> Result<Vec<HtlcKey>, StoreError> {
-    resolve_all_db(conn, order_id, resolution)
-}
 
 /// The order of a payment hash, on any backend.
-pub(crate) fn order_id_by_hash_db(db: &dyn Db, payment_hash: &str) -> Result<Option<String>, StoreError> {
-    db.query_opt("SELECT order_id FROM payments WHERE payment_hash = ?1", &[payment_hash.into()])?
+pub(crate) fn order_id_by_hash_db(db: &dyn Db, payment_hash: &str, node: &str) -> Result<Option<String>, StoreError> {
+    db.query_opt(
+        "SELECT p.order_id FROM payments p JOIN orders o ON o.order_id = p.order_id \
+         WHERE p.payment_hash = ?1 AND o.node_id = ?2",
+        &[payment_hash.into(), node.into()],
+    )?
         .map(|r| r.text(0))
         .transpose()
 }
@@ -146,6 +139,9 @@ pub(crate) fn apply_htlc_db<D>(
     now_ms: i64,
     decide: impl FnOnce(&OrderRecord, &[HtlcRecord]) -> (D, HtlcWrite),
 ) -> Result<Option<(D, OrderRecord)>, StoreError> {
+    // Parts of one payment arriving together are decided one at a time, so the last one
+    // always sees the set complete.
+    db.lock_key(&format!("order:{id}"))?;
     let Some(order) = order_db(db, id)? else { return Ok(None) };
     let set = htlcs_db(db, id)?;
     let (decision, write) = decide(&order, &set);
@@ -197,23 +193,24 @@ pub(crate) fn apply_htlc_db<D>(
 }
 
 /// Orders in any of `phases`, oldest first, on any backend.
-pub(crate) fn orders_in_phases_db(db: &dyn Db, phases: &[Phase]) -> Result<Vec<OrderRecord>, StoreError> {
-    let marks: Vec<String> = (1..=phases.len()).map(|i| format!("?{i}")).collect();
+pub(crate) fn orders_in_phases_db(db: &dyn Db, phases: &[Phase], node: &str) -> Result<Vec<OrderRecord>, StoreError> {
+    let marks: Vec<String> = (2..=phases.len() + 1).map(|i| format!("?{i}")).collect();
     let sql = format!(
-        "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.phase IN ({}) ORDER BY o.created_at_ms",
+        "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.node_id = ?1 AND o.phase IN ({}) ORDER BY o.created_at_ms",
         if marks.is_empty() { "NULL".to_string() } else { marks.join(", ") }
     );
-    let args: Vec<Val> = phases.iter().map(|p| p.as_str().into()).collect();
+    let mut args: Vec<Val> = vec![node.into()];
+    args.extend(phases.iter().map(|p| p.as_str().into()));
     db.query(&sql, &args)?.iter().map(|r| RawRow::from_row(r)?.into_record()).collect()
 }
 
 /// [`Store::active_leases`] on any backend.
-pub(crate) fn active_leases_db(db: &dyn Db, height: u32) -> Result<Vec<Lease>, StoreError> {
+pub(crate) fn active_leases_db(db: &dyn Db, height: u32, node: &str) -> Result<Vec<Lease>, StoreError> {
     db.query(
         "SELECT o.order_id, o.client_node_id, c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, \
          c.expires_at_ms, c.lease_end_block FROM channels c JOIN orders o ON o.order_id = c.order_id \
-         WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block > ?1",
-        &[height.into()],
+         WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block > ?1 AND o.node_id = ?2",
+        &[height.into(), node.into()],
     )?
     .iter()
     .map(|r| {
@@ -280,56 +277,47 @@ pub(crate) fn fail_order_db(
 impl Store {
     /// An order with its HTLCs.
     pub fn order_with_htlcs(&self, order_id: &str) -> Result<Option<(OrderRecord, Vec<HtlcRecord>)>, StoreError> {
-        let conn = self.lock();
-        let Some(order) = order_in(&conn, order_id)? else { return Ok(None) };
-        let htlcs = htlcs_in(&conn, order_id)?;
-        Ok(Some((order, htlcs)))
+        self.read_fresh(|db| {
+            let Some(order) = order_db(db, order_id)? else { return Ok(None) };
+            Ok(Some((order, htlcs_db(db, order_id)?)))
+        })
     }
 
     /// Handle an arriving HTLC in one transaction: read the order of `htlc.payment_hash`
     /// and its HTLCs, let `decide` (a pure function) say what to do, and write it. `None`
-    /// when the hash is not an order's. Serialised with every other write, so two parts
-    /// arriving together cannot both miss completing the set.
+    /// when the hash is not one of this node's orders. Serialised with every other write
+    /// to the order, so two parts arriving together cannot both miss completing the set.
     pub fn apply_htlc<D>(
         &self,
         htlc: &HtlcRecord,
         now_ms: i64,
-        decide: impl FnOnce(&OrderRecord, &[HtlcRecord]) -> (D, HtlcWrite),
+        decide: impl Fn(&OrderRecord, &[HtlcRecord]) -> (D, HtlcWrite),
     ) -> Result<Option<(D, OrderRecord)>, StoreError> {
-        let mut conn = self.lock();
         // Most final-hop HTLCs are the node's own invoices: find that out with a plain read,
         // without taking the write lock.
-        let Some(id) = order_id_by_hash_in(&conn, &htlc.payment_hash)? else { return Ok(None) };
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let applied = apply_htlc_db(&*tx, &id, htlc, now_ms, decide)?;
-        tx.commit()?;
-        Ok(applied)
+        let Some(id) = self.order_id_by_payment_hash(&htlc.payment_hash)? else { return Ok(None) };
+        self.write(|db| apply_htlc_db(db, &id, htlc, now_ms, &decide))
     }
 
     /// Fail the held parts of a payment that has not completed, received at or before
     /// `cutoff_ms` (BOLT 4 `mpp_timeout`). Only while the order still waits for payment.
     pub fn fail_incomplete_parts(&self, order_id: &str, cutoff_ms: i64) -> Result<Vec<HtlcKey>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(order) = order_in(&tx, order_id)? else { return Ok(vec![]) };
-        if order.phase != Phase::AwaitingPayment {
-            return Ok(vec![]);
-        }
-        let set = htlcs_in(&tx, order_id)?;
-        let stale: Vec<HtlcKey> = set
-            .iter()
-            .filter(|h| h.resolution.is_none() && h.received_at_ms <= cutoff_ms)
-            .map(|h| h.key.clone())
-            .collect();
-        if stale.is_empty() {
-            return Ok(vec![]);
-        }
-        // The whole incomplete set goes back: a payer retries with a fresh set.
-        let keys = resolve_all_in(&tx, order_id, Resolution::Failed)?;
-        let detail = serde_json::json!({ "htlcs": keys.len(), "why": "mpp_timeout" });
-        insert_event(&tx, order_id, cutoff_ms, "parts_timed_out", Some(order.phase), Some(order.phase), Some(&detail))?;
-        tx.commit()?;
-        Ok(keys)
+        self.write(|db| {
+            db.lock_key(&format!("order:{order_id}"))?;
+            let Some(order) = order_db(db, order_id)? else { return Ok(vec![]) };
+            if order.phase != Phase::AwaitingPayment {
+                return Ok(vec![]);
+            }
+            let set = htlcs_db(db, order_id)?;
+            if !set.iter().any(|h| h.resolution.is_none() && h.received_at_ms <= cutoff_ms) {
+                return Ok(vec![]);
+            }
+            // The whole incomplete set goes back: a payer retries with a fresh set.
+            let keys = resolve_all_db(db, order_id, Resolution::Failed)?;
+            let detail = serde_json::json!({ "htlcs": keys.len(), "why": "mpp_timeout" });
+            event_db(db, order_id, cutoff_ms, "parts_timed_out", Some(order.phase), Some(order.phase), Some(&detail))?;
+            Ok(keys)
+        })
     }
 
     /// `PaymentHeld` → `Opening`: the intent to open, durable before `fundchannel` is
@@ -350,11 +338,7 @@ impl Store {
         refunded_after_open: bool,
         detail: &Value,
     ) -> Result<Vec<HtlcKey>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let keys = complete_order_db(&*tx, order_id, channel, now_ms, refunded_after_open, detail)?;
-        tx.commit()?;
-        Ok(keys)
+        self.write(|db| complete_order_db(db, order_id, channel, now_ms, refunded_after_open, detail))
     }
 
     /// End an order without a channel: `from` → `Failed` for `reason`, its held HTLCs
@@ -367,59 +351,58 @@ impl Store {
         now_ms: i64,
         detail: &Value,
     ) -> Result<Vec<HtlcKey>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let keys = fail_order_db(&*tx, order_id, from, reason, now_ms, detail)?;
-        tx.commit()?;
-        Ok(keys)
+        self.write(|db| fail_order_db(db, order_id, from, reason, now_ms, detail))
     }
 
-    /// Orders in any of `phases`, oldest first (reconciliation at start, the driver).
+    /// This node's orders in any of `phases`, oldest first (reconciliation at start, the
+    /// driver).
     pub fn orders_in_phases(&self, phases: &[Phase]) -> Result<Vec<OrderRecord>, StoreError> {
-        orders_in_phases_db(&*self.lock(), phases)
+        self.read_fresh(|db| orders_in_phases_db(db, phases, &self.node))
     }
 
     /// Whether some order already owns the channel `channel_id` (no channel counts twice).
     pub fn channel_recorded(&self, channel_id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .query_opt("SELECT COUNT(*) FROM channels WHERE channel_id = ?1", &[channel_id.into()])?
-            .map(|r| r.i64(0))
-            .transpose()?
-            .unwrap_or(0);
-        Ok(n > 0)
+        let n = self.read_fresh(|db| {
+            db.query_opt("SELECT COUNT(*) FROM channels WHERE channel_id = ?1", &[channel_id.into()])?
+                .map(|r| r.i64(0))
+                .transpose()
+        })?;
+        Ok(n.unwrap_or(0) > 0)
     }
 
-    /// Channels whose lease has not ended at `height` (N-10).
+    /// This node's channels whose lease has not ended at `height` (N-10).
     pub fn active_leases(&self, height: u32) -> Result<Vec<Lease>, StoreError> {
-        active_leases_db(&*self.lock(), height)
+        self.read_fresh(|db| active_leases_db(db, height, &self.node))
     }
 
     /// The order an HTLC belongs to.
     pub fn order_of_htlc(&self, key: &HtlcKey) -> Result<Option<String>, StoreError> {
-        let conn = self.lock();
-        conn.query_opt(
-            "SELECT order_id FROM htlcs WHERE short_channel_id = ?1 AND htlc_id = ?2",
-            &[key.short_channel_id.as_str().into(), to_i64(key.id, "htlc id")?.into()],
-        )?
-        .map(|r| r.opt_text(0))
-        .transpose()
-        .map(Option::flatten)
+        let id = to_i64(key.id, "htlc id")?;
+        self.read_fresh(|db| {
+            db.query_opt(
+                "SELECT order_id FROM htlcs WHERE short_channel_id = ?1 AND htlc_id = ?2",
+                &[key.short_channel_id.as_str().into(), id.into()],
+            )?
+            .map(|r| r.opt_text(0))
+            .transpose()
+            .map(Option::flatten)
+        })
     }
 
-    /// Fail every unpaid order whose payment deadline has passed (ruling 13), with any
-    /// parts of an incomplete payment marked failed. Returns the orders (as they were) and
-    /// the HTLCs to fail back.
+    /// Fail every unpaid order of this node whose payment deadline has passed (ruling 13),
+    /// with any parts of an incomplete payment marked failed. Returns the orders (as they
+    /// were) and the HTLCs to fail back.
     pub fn expire_unpaid(&self, now_ms: i64) -> Result<Vec<(OrderRecord, Vec<HtlcKey>)>, StoreError> {
-        let due: Vec<OrderRecord> = {
-            let conn = self.lock();
+        let due: Vec<OrderRecord> = self.read_fresh(|db| {
             let sql = format!(
-                "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.phase = 'awaiting_payment' AND o.expires_at_ms <= ?1"
+                "SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE o.node_id = ?1 AND o.phase = 'awaiting_payment' \
+                 AND o.expires_at_ms <= ?2"
             );
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(params![now_ms], RawRow::read)?;
-            rows.map(|r| r?.into_record()).collect::<Result<_, _>>()?
-        };
+            db.query(&sql, &[(*self.node).into(), now_ms.into()])?
+                .iter()
+                .map(|r| RawRow::from_row(r)?.into_record())
+                .collect()
+        })?;
         let mut moved = vec![];
         for o in due {
             let detail = serde_json::json!({ "message": FailReason::PaymentExpired.describe() });
@@ -434,29 +417,30 @@ impl Store {
 
     /// Mark some held HTLCs failed (they were failed back while the plugin was down).
     pub fn mark_failed(&self, keys: &[HtlcKey]) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for k in keys {
-            tx.execute(
-                "UPDATE htlcs SET resolution = 'failed' WHERE short_channel_id = ?1 AND htlc_id = ?2 AND resolution IS NULL",
-                params![k.short_channel_id, to_i64(k.id, "htlc id")?],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.write(|db| {
+            for k in keys {
+                db.execute(
+                    "UPDATE htlcs SET resolution = 'failed' WHERE short_channel_id = ?1 AND htlc_id = ?2 \
+                     AND resolution IS NULL",
+                    &[k.short_channel_id.as_str().into(), to_i64(k.id, "htlc id")?.into()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
-    /// Unpaid orders holding parts of a payment (MPP sets not yet complete).
+    /// This node's unpaid orders holding parts of a payment (MPP sets not yet complete).
     pub fn unpaid_with_parts(&self) -> Result<Vec<String>, StoreError> {
-        self.lock()
-            .query(
+        self.read_fresh(|db| {
+            db.query(
                 "SELECT DISTINCT o.order_id FROM orders o JOIN htlcs h ON h.order_id = o.order_id \
-                 WHERE o.phase = 'awaiting_payment' AND h.resolution IS NULL",
-                &[],
+                 WHERE o.node_id = ?1 AND o.phase = 'awaiting_payment' AND h.resolution IS NULL",
+                &[(*self.node).into()],
             )?
             .iter()
             .map(|r| r.text(0))
             .collect()
+        })
     }
 
     /// The peer's channels that existed before this order's open (recorded with the intent),
@@ -476,18 +460,18 @@ impl Store {
             .collect())
     }
 
-    /// Funds held back by paid orders whose open has not started. Orders being opened are
-    /// left out: their coins are already reserved in the wallet (`listfunds`).
+    /// Funds held back by this node's paid orders whose open has not started. Orders being
+    /// opened are left out: their coins are already reserved in the wallet (`listfunds`).
     pub fn reserved_held_sat(&self) -> Result<u64, StoreError> {
-        let sum = self
-            .lock()
-            .query_opt(
-                "SELECT CAST(COALESCE(SUM(reserved_sat), 0) AS BIGINT) FROM orders WHERE phase = 'payment_held'",
-                &[],
+        let sum = self.read_fresh(|db| {
+            db.query_opt(
+                "SELECT CAST(COALESCE(SUM(reserved_sat), 0) AS BIGINT) FROM orders \
+                 WHERE phase = 'payment_held' AND node_id = ?1",
+                &[(*self.node).into()],
             )?
             .map(|r| r.i64(0))
-            .transpose()?
-            .unwrap_or(0);
-        to_u64(sum, "reserved_sat")
+            .transpose()
+        })?;
+        to_u64(sum.unwrap_or(0), "reserved_sat")
     }
 }

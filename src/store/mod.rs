@@ -15,6 +15,9 @@ mod lifecycle;
 pub mod pg;
 #[cfg(test)]
 mod pg_tests;
+#[cfg(test)]
+#[path = "../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
 pub mod schema;
 pub mod schema_pg;
 mod status;
@@ -47,7 +50,14 @@ pub enum StoreError {
     )]
     TooNew { path: String, found: u32, supported: u32 },
     #[error("order store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+    #[error("cannot open the order store: {0}")]
+    OpenPg(String),
+    #[error(
+        "the order store at {url} has schema version {found}, newer than this plugin understands ({supported}); \
+         refusing to touch it: upgrade cln-lsps1 or point lsps1-db elsewhere"
+    )]
+    TooNewPg { url: String, found: u32, supported: u32 },
     #[error("order store: value out of range for {0}")]
     Range(&'static str),
     #[error("order store: corrupt row: {0}")]
@@ -58,12 +68,35 @@ pub enum StoreError {
     InsufficientFunds { available_sat: u64, reserved_sat: u64 },
     #[error("the peer already has {0} unpaid orders")]
     TooManyUnpaid(u64),
+    #[error("this address already has {0} unpaid orders")]
+    TooManyUnpaidFromAddress(u64),
+    /// The database cannot be reached now (PostgreSQL down, the pool exhausted): the
+    /// request may be retried later.
+    #[error("the order store is unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness or foreign-key rule refused a write.
+    #[error("order store: constraint: {0}")]
+    Constraint(String),
+    /// PostgreSQL aborted a transaction for a conflict with another one: run it again.
+    #[error("order store: transaction conflict: {0}")]
+    Retry(String),
     #[error("order store task failed: {0}")]
     Task(String),
     #[error("order {0} is not in the phase this transition needs")]
     Conflict(String),
     #[error("order store: {0}")]
     Illegal(#[from] TransitionError),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Constraint(msg.unwrap_or_else(|| f.to_string()))
+            }
+            other => StoreError::Sql(other),
+        }
+    }
 }
 
 fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
@@ -150,6 +183,10 @@ pub struct OrderRecord {
     pub channel: Option<ChannelRecord>,
     /// An on-chain payment of this order left the chain after the open (ruling 25).
     pub reorg_flagged: bool,
+    /// The node that sells the order (schema v6); the store fills in its own when `None`.
+    pub node_id: Option<String>,
+    /// The address a REST order came from (per-address limits on every node).
+    pub client_ip: Option<String>,
 }
 
 /// One entry of the event log.
@@ -171,6 +208,8 @@ pub struct InsertLimits {
     pub fundable_sat: u64,
     /// Unexpired unpaid orders the client may hold, this one included.
     pub max_unpaid_per_client: u64,
+    /// Unpaid orders one address may have over REST, on every node.
+    pub max_unpaid_per_ip: u64,
     /// "Now", for deciding which unpaid orders still count.
     pub now_ms: i64,
 }
@@ -200,25 +239,43 @@ pub struct OrderFilter {
     pub onchain: Option<OnchainFilter>,
     /// Orders whose id starts with this (the page's search box).
     pub id_prefix: Option<String>,
+    /// Orders of every node sharing the order book; by default only this node's.
+    pub all_nodes: bool,
 }
 
-/// The order store. Cheap to clone.
+/// The order store: one interface over SQLite (the default, a file beside the node) and
+/// PostgreSQL (one order book shared by several nodes). Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Backend,
+    /// See [`Store::generation`].
+    generation: Arc<AtomicU64>,
+    /// The node this plugin sells from (`orders.node_id`): it drives only its own orders.
+    node: Arc<str>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<Sqlite>),
+    Postgres(Arc<pg::PgBackend>),
+}
+
+struct Sqlite {
+    conn: Mutex<Connection>,
     /// A read-only connection for the hot reads (`get_order`, `get_info`'s reserve): in WAL
     /// mode it never waits for the writer, so those reads run inline on the async threads
     /// instead of hopping to the blocking pool. `None` for in-memory stores.
-    reader: Option<Arc<Mutex<Connection>>>,
+    reader: Option<Mutex<Connection>>,
     /// The file, for connections of their own (long listings).
     path: Option<PathBuf>,
-    /// See [`Store::generation`].
-    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+        f.write_str(match self.backend {
+            Backend::Sqlite(_) => "Store(sqlite)",
+            Backend::Postgres(_) => "Store(postgres)",
+        })
     }
 }
 
@@ -230,7 +287,8 @@ const ORDER_COLUMNS: &str = "o.order_id, o.created_at_ms, o.updated_at_ms, o.cli
     p.fee_total_sat, p.order_total_sat, o.paid_method, \
     c.channel_id, c.funding_txid, c.funding_outnum, c.funded_at_ms, c.expires_at_ms, c.lease_end_block, \
     o.token_null, o.held_at_ms, o.refunded_after_open, \
-    q.address, q.expires_at_ms, q.fee_total_sat, q.order_total_sat, q.min_confirmations, o.reorg_flagged, q.surplus_sat";
+    q.address, q.expires_at_ms, q.fee_total_sat, q.order_total_sat, q.min_confirmations, o.reorg_flagged, q.surplus_sat, \
+    o.node_id, o.client_ip";
 
 const ORDER_FROM: &str = "FROM orders o LEFT JOIN payments p ON p.order_id = o.order_id AND p.method = 'bolt11' \
     LEFT JOIN payments q ON q.order_id = o.order_id AND q.method = 'onchain' \
@@ -273,26 +331,86 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let conn = Connection::open(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
-        let mut store = Self::init(conn, &shown)?;
+        let conn = Self::init(conn, &shown)?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|source| StoreError::Open { path: shown.clone(), source })?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
-        store.reader = Some(Arc::new(Mutex::new(reader)));
-        store.path = Some(path.to_path_buf());
-        Ok(store)
+        Ok(Self::sqlite(Sqlite {
+            conn: Mutex::new(conn),
+            reader: Some(Mutex::new(reader)),
+            path: Some(path.to_path_buf()),
+        }))
     }
 
     /// An in-memory store (tests, benchmarks).
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let conn =
             Connection::open_in_memory().map_err(|source| StoreError::Open { path: ":memory:".into(), source })?;
-        Self::init(conn, ":memory:")
+        let conn = Self::init(conn, ":memory:")?;
+        Ok(Self::sqlite(Sqlite { conn: Mutex::new(conn), reader: None, path: None }))
     }
 
-    fn init(mut conn: Connection, path: &str) -> Result<Store, StoreError> {
+    /// Open the PostgreSQL order book at `url` (`postgres://…`), migrating it under an
+    /// advisory lock so that several plugins starting together migrate once. `password`
+    /// (from `lsps1-db-password-file`) overrides the URL's.
+    pub fn open_postgres(url: &str, password: Option<&str>) -> Result<Store, StoreError> {
+        let pg = pg::PgBackend::connect(url, password)?;
+        Ok(Store {
+            backend: Backend::Postgres(Arc::new(pg)),
+            generation: Arc::default(),
+            node: Arc::from(""),
+        })
+    }
+
+    fn sqlite(s: Sqlite) -> Store {
+        Store { backend: Backend::Sqlite(Arc::new(s)), generation: Arc::default(), node: Arc::from("") }
+    }
+
+    /// The store as seen by the node `node_id`: the orders it creates are its own, and the
+    /// drivers (holds, opens, expiry, the chain and lease passes) see only those. Orders
+    /// recorded before the store knew nodes (schema v5 and older) become this node's.
+    pub fn for_node(mut self, node_id: &str) -> Result<Store, StoreError> {
+        self.node = Arc::from(node_id);
+        if !node_id.is_empty() {
+            self.write(|db| {
+                db.execute("UPDATE orders SET node_id = ?1 WHERE node_id = ''", &[node_id.into()])?;
+                Ok(())
+            })?;
+        }
+        Ok(self)
+    }
+
+    /// The node this store drives orders for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether the order book is shared (PostgreSQL): answers cached by generation must not
+    /// outlive a write made by another node.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Where the store is, for the logs (never a password).
+    pub fn shown(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(s) => s.path.as_ref().map_or_else(|| ":memory:".into(), |p| p.display().to_string()),
+            Backend::Postgres(p) => p.shown().to_string(),
+        }
+    }
+
+    /// Which backend, for the logs.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    fn init(mut conn: Connection, path: &str) -> Result<Connection, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_string(), source };
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         // The first statement reads the header: a file that is not SQLite fails here.
@@ -309,38 +427,112 @@ impl Store {
             tx.pragma_update(None, "user_version", i as u32 + 1)?;
             tx.commit()?;
         }
-        Ok(Store { conn: Arc::new(Mutex::new(conn)), reader: None, path: None, generation: Arc::default() })
+        Ok(conn)
     }
 
-    fn lock(&self) -> WriterGuard<'_> {
-        // A panic while holding the lock leaves SQLite consistent (the transaction rolls
-        // back on drop), so a poisoned lock is safe to take over.
-        WriterGuard { conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()), generation: &self.generation }
+    /// Run `f` in one write transaction, committed before this returns: on SQLite under the
+    /// writer lock (`BEGIN IMMEDIATE`); on PostgreSQL a transaction retried whole when the
+    /// server aborts it for a conflict (deadlock, serialization), so `f` may run twice.
+    pub(crate) fn write<R>(&self, f: impl Fn(&dyn db::Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let mut conn = s.lock(&self.generation);
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let r = f(&*tx)?;
+                tx.commit()?;
+                Ok(r)
+            }
+            Backend::Postgres(p) => {
+                let r = p.write(false, &f);
+                self.generation.fetch_add(1, Ordering::Release);
+                r
+            }
+        }
+    }
+
+    /// Run `f` on the read connection (SQLite's reader; a pooled PostgreSQL connection).
+    pub(crate) fn read<R>(&self, f: impl Fn(&dyn db::Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => f(&*s.read_lock()),
+            Backend::Postgres(p) => p.read(false, &f),
+        }
+    }
+
+    /// Run `f` on one consistent snapshot (every figure of an answer from the same moment).
+    pub(crate) fn snapshot<R>(&self, f: impl Fn(&dyn db::Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let conn = s.read_lock();
+                let snapshot = conn.unchecked_transaction()?;
+                f(&*snapshot)
+            }
+            Backend::Postgres(p) => p.read(true, &f),
+        }
+    }
+
+    /// Run `f` on the writer connection without a transaction of its own (reads that must
+    /// see the writer's last commit at once). PostgreSQL: any pooled connection.
+    pub(crate) fn read_fresh<R>(&self, f: impl Fn(&dyn db::Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => f(&*s.lock(&self.generation)),
+            Backend::Postgres(p) => p.read(false, &f),
+        }
     }
 
     /// A number that changes after every use of the writer connection, so after every
     /// write: what was read while it stayed the same is still what the store holds. Read
-    /// it *before* reading the data it will vouch for.
+    /// it *before* reading the data it will vouch for. On a shared order book another node
+    /// writes without this one knowing, so the number changes at every read.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn read_lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        match &self.reader {
-            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
-            // In memory: reads share the writer (a read moves no generation).
-            None => self.conn.lock().unwrap_or_else(|p| p.into_inner()),
+        match self.backend {
+            Backend::Sqlite(_) => self.generation.load(Ordering::Acquire),
+            Backend::Postgres(_) => self.generation.fetch_add(1, Ordering::AcqRel),
         }
     }
 
-    /// One order by id, on the read connection: fast enough to call from async code.
+    /// Whether reads are cheap enough to run inline on the async threads (SQLite's reader).
+    /// PostgreSQL's are network round trips: callers hop to the blocking pool.
+    pub fn reads_inline(&self) -> bool {
+        matches!(self.backend, Backend::Sqlite(_))
+    }
+
+    /// One order by id, on the read connection: fast enough to call from async code on
+    /// SQLite (see [`Store::read_order_async`]).
     pub fn read_order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        order_in(&self.read_lock(), order_id)
+        self.read(|db| order_db(db, order_id))
     }
 
     /// [`Store::reserved_sat`] on the read connection.
     pub fn read_reserved_sat(&self) -> Result<u64, StoreError> {
-        reserved_in(&self.read_lock())
+        self.read(|db| reserved_db(db, &self.node))
+    }
+
+    /// [`Store::read_order`] from async code: inline on SQLite, on the blocking pool on
+    /// PostgreSQL.
+    pub async fn read_order_async(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        if self.reads_inline() {
+            return self.read_order(order_id);
+        }
+        let id = order_id.to_string();
+        self.call(move |s| s.read_order(&id)).await
+    }
+
+    /// [`Store::read_reserved_sat`] from async code.
+    pub async fn read_reserved_sat_async(&self) -> Result<u64, StoreError> {
+        if self.reads_inline() {
+            return self.read_reserved_sat();
+        }
+        self.call(|s| s.read_reserved_sat()).await
+    }
+
+    /// A quick read from async code: inline on SQLite (its reader never waits for the
+    /// writer), on the blocking pool on PostgreSQL (a network round trip).
+    pub async fn read_async<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Store) -> Result<R, StoreError> + Send + 'static,
+    {
+        if self.reads_inline() { f(self) } else { self.call(f).await }
     }
 
     /// Run a blocking store operation on tokio's blocking pool.
@@ -356,87 +548,114 @@ impl Store {
     /// Run raw SQL (tests that need to break the store on purpose).
     #[cfg(test)]
     pub(crate) fn exec_for_test(&self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.lock().execute_batch(sql)?)
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(s.lock(&self.generation).execute_batch(sql)?),
+            Backend::Postgres(p) => p.batch(sql),
+        }
     }
 
-    /// The schema version on disk.
+    /// SQLite's writer connection (tests of SQLite's own settings).
+    #[cfg(test)]
+    pub(crate) fn sqlite_for_test(&self) -> WriterGuard<'_> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.lock(&self.generation),
+            Backend::Postgres(_) => panic!("not a SQLite store"),
+        }
+    }
+
+    /// The schema version in the store.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        Ok(self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(s.lock(&self.generation).query_row("PRAGMA user_version", [], |r| r.get(0))?),
+            Backend::Postgres(p) => p.schema_version(),
+        }
     }
 
     /// Funds held back by orders in flight: paid and being opened (see `RESERVING`).
     pub fn reserved_sat(&self) -> Result<u64, StoreError> {
-        reserved_in(&self.lock())
+        self.read_fresh(|db| reserved_db(db, &self.node))
     }
 
     /// Insert a new order with its BOLT11 option and its `created` event, in one
     /// transaction that also checks the wallet budget and the client's unpaid quota.
     ///
-    /// Committed with `synchronous=NORMAL` (the durability policy): a power cut
-    /// may lose the orders created in the last moments before it, never anything else.
-    /// That loses no money: an unpaid order's invoice is known only to this store, so a
-    /// payment to a lost order finds no order, is answered `continue`, and lightningd,
-    /// which has no such invoice, fails it back to the payer. And the first write about a
-    /// payment (its HTLC, `synchronous=FULL`) syncs the write-ahead log up to it, so an
-    /// order that was paid is on disk with the payment.
+    /// Committed with `synchronous=NORMAL` on SQLite and `synchronous_commit = off` on
+    /// PostgreSQL (the durability policy): a crash may lose the orders created in the last
+    /// moments before it, never anything else. That loses no money: an unpaid order's
+    /// invoice is known only to this store, so a payment to a lost order finds no order, is
+    /// answered `continue`, and lightningd, which has no such invoice, fails it back to the
+    /// payer. And the first write about a payment (its HTLC, fully durable) flushes the log
+    /// up to it, so an order that was paid is on disk with the payment.
     pub fn insert_order(&self, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let inserted = Self::insert_order_in(&mut conn, o, limits);
-        // Every other write (HTLCs, holds, opens, settlements) stays FULL.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        inserted
-    }
-
-    fn insert_order_in(conn: &mut Connection, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        insert_order_db(&*tx, o, limits)?;
-        tx.commit()?;
-        Ok(())
+        let mut o = o.clone();
+        if o.node_id.is_none() {
+            o.node_id = Some(self.node.to_string());
+        }
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let mut conn = s.lock(&self.generation);
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                let inserted = (|| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    insert_order_db(&*tx, &o, limits)?;
+                    tx.commit()?;
+                    Ok(())
+                })();
+                // Every other write (HTLCs, holds, opens, settlements) stays FULL.
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                inserted
+            }
+            Backend::Postgres(p) => {
+                let r = p.write(true, &|db: &dyn db::Db| insert_order_db(db, &o, limits));
+                self.generation.fetch_add(1, Ordering::Release);
+                r
+            }
+        }
     }
 
     /// One order by id.
     pub fn get_order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        order_in(&self.lock(), order_id)
+        self.read_fresh(|db| order_db(db, order_id))
     }
 
-    /// The order a payment hash belongs to, on the read connection (the `htlc_accepted`
-    /// fast path: most final-hop HTLCs are the node's own invoices).
+    /// The order of this node a payment hash belongs to, on the read connection (the
+    /// `htlc_accepted` fast path: most final-hop HTLCs are the node's own invoices).
     pub fn order_id_by_payment_hash(&self, payment_hash: &str) -> Result<Option<String>, StoreError> {
-        order_id_by_hash_in(&self.read_lock(), payment_hash)
+        self.read(|db| lifecycle::order_id_by_hash_db(db, payment_hash, &self.node))
     }
 
     /// Orders matching `filter`, newest first.
     /// On a read-only connection of its own: a long listing holds up neither the writer
     /// (HTLC records, new orders) nor the shared reader (the `htlc_accepted` fast path).
     pub fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
-        let own = match &self.path {
-            Some(p) => Some(Connection::open_with_flags(
-                p,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?),
-            None => None,
-        };
-        let shared;
-        let conn: &Connection = match &own {
-            Some(c) => c,
-            None => {
-                shared = self.lock();
-                &shared
+        let node = (!filter.all_nodes).then_some(&*self.node);
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let own = match &s.path {
+                    Some(p) => Some(Connection::open_with_flags(
+                        p,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?),
+                    None => None,
+                };
+                match &own {
+                    Some(c) => list_orders_db(c, filter, node),
+                    None => list_orders_db(&*s.lock(&self.generation), filter, node),
+                }
             }
-        };
-        list_orders_db(conn, filter)
+            Backend::Postgres(p) => p.read(false, &|db: &dyn db::Db| list_orders_db(db, filter, node)),
+        }
     }
 
     /// The event log of one order, oldest first.
     pub fn events(&self, order_id: &str) -> Result<Vec<EventRecord>, StoreError> {
-        events_db(&*self.lock(), order_id)
+        self.read_fresh(|db| events_db(db, order_id))
     }
 
     /// Apply `event` to an order that is in phase `from`: compare-and-set, with its event
     /// log entry, in one transaction. The target phase comes from the state machine
     /// ([`Event::apply`]), so the store cannot make an illegal move. `Conflict` when the
-    /// order is no longer in `from` (another handler got there first).
+    /// order is no longer in `from` (another handler, or another node, got there first).
     pub fn transition(
         &self,
         order_id: &str,
@@ -445,61 +664,45 @@ impl Store {
         now_ms: i64,
         detail: Option<&Value>,
     ) -> Result<Phase, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let to = transition_in(&tx, order_id, from, event, now_ms, detail)?;
-        tx.commit()?;
-        Ok(to)
+        self.write(|db| transition_db(db, order_id, from, event, now_ms, detail))
     }
 
-    /// Unexpired unpaid orders of `client_node_id` at `now_ms`, on the read connection (one
-    /// indexed count: fast enough for async code). A pre-check only: the insert counts again
-    /// in its transaction.
+    /// Unexpired unpaid orders of `client_node_id` at `now_ms`, on every node, on the read
+    /// connection (one indexed count). A pre-check only: the insert counts again in its
+    /// transaction.
     pub fn unpaid_count(&self, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
-        unpaid_in(&self.read_lock(), client_node_id, now_ms)
+        self.read(|db| unpaid_db(db, client_node_id, now_ms))
+    }
+
+    /// Unexpired unpaid orders created over REST from `ip`, on every node.
+    pub fn unpaid_from_ip(&self, ip: &str, now_ms: i64) -> Result<u64, StoreError> {
+        self.read(|db| {
+            let r = db
+                .query_opt(
+                    "SELECT COUNT(*) FROM orders WHERE client_ip = ?1 AND phase = 'awaiting_payment' \
+                     AND expires_at_ms > ?2",
+                    &[ip.into(), now_ms.into()],
+                )?
+                .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+            to_u64(r.i64(0)?, "unpaid order count")
+        })
     }
 }
 
-/// One order by id, on `conn`.
-pub(crate) fn order_in(conn: &Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-    order_db(conn, order_id)
-}
+impl Sqlite {
+    fn lock<'a>(&'a self, generation: &'a AtomicU64) -> WriterGuard<'a> {
+        // A panic while holding the lock leaves SQLite consistent (the transaction rolls
+        // back on drop), so a poisoned lock is safe to take over.
+        WriterGuard { conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()), generation }
+    }
 
-/// The order of a BOLT11 payment hash, on `conn`.
-pub(crate) fn order_id_by_hash_in(conn: &Connection, payment_hash: &str) -> Result<Option<String>, StoreError> {
-    lifecycle::order_id_by_hash_db(conn, payment_hash)
-}
-
-/// [`Store::transition`] inside a transaction the caller commits.
-pub(crate) fn transition_in(
-    tx: &Connection,
-    order_id: &str,
-    from: Phase,
-    event: Event,
-    now_ms: i64,
-    detail: Option<&Value>,
-) -> Result<Phase, StoreError> {
-    transition_db(tx, order_id, from, event, now_ms, detail)
-}
-
-fn reserved_in(conn: &Connection) -> Result<u64, StoreError> {
-    reserved_db(conn)
-}
-
-fn unpaid_in(conn: &Connection, client_node_id: &str, now_ms: i64) -> Result<u64, StoreError> {
-    unpaid_db(conn, client_node_id, now_ms)
-}
-
-pub(crate) fn insert_event(
-    tx: &Connection,
-    order_id: &str,
-    at_ms: i64,
-    kind: &str,
-    from: Option<Phase>,
-    to: Option<Phase>,
-    detail: Option<&Value>,
-) -> Result<(), StoreError> {
-    event_db(tx, order_id, at_ms, kind, from, to, detail)
+    fn read_lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+            // In memory: reads share the writer (a read moves no generation).
+            None => self.conn.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
 }
 
 /// A row as SQLite gives it, before range checks.
@@ -550,6 +753,8 @@ struct RawRow {
     min_confirmations: Option<i64>,
     reorg_flagged: bool,
     surplus_sat: Option<i64>,
+    node_id: Option<String>,
+    client_ip: Option<String>,
 }
 
 impl RawRow {
@@ -602,59 +807,11 @@ impl RawRow {
             min_confirmations: r.opt_i64(43)?,
             reorg_flagged: r.flag(44)?,
             surplus_sat: r.opt_i64(45)?,
+            node_id: r.opt_text(46)?.filter(|n| !n.is_empty()),
+            client_ip: r.opt_text(47)?,
         })
     }
 
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-        Ok(RawRow {
-            order_id: r.get(0)?,
-            created_at_ms: r.get(1)?,
-            updated_at_ms: r.get(2)?,
-            client_node_id: r.get(3)?,
-            transport: r.get(4)?,
-            lsp_balance_sat: r.get(5)?,
-            client_balance_sat: r.get(6)?,
-            required_channel_confirmations: r.get(7)?,
-            funding_confirms_within_blocks: r.get(8)?,
-            channel_expiry_blocks: r.get(9)?,
-            token: r.get(10)?,
-            refund_onchain_address: r.get(11)?,
-            announce_channel: r.get(12)?,
-            client_info: r.get(13)?,
-            phase: r.get(14)?,
-            failure_reason: r.get(15)?,
-            fee_total_sat: r.get(16)?,
-            order_total_sat: r.get(17)?,
-            funding_feerate_perkw: r.get(18)?,
-            reserved_sat: r.get(19)?,
-            expires_at_ms: r.get(20)?,
-            invoice: r.get(21)?,
-            payment_hash: r.get(22)?,
-            preimage: r.get(23)?,
-            payment_secret: r.get(24)?,
-            pay_expires_at_ms: r.get(25)?,
-            min_final_cltv: r.get(26)?,
-            pay_fee_total_sat: r.get(27)?,
-            pay_order_total_sat: r.get(28)?,
-            paid_method: r.get(29)?,
-            channel_id: r.get(30)?,
-            funding_txid: r.get(31)?,
-            funding_outnum: r.get(32)?,
-            funded_at_ms: r.get(33)?,
-            chan_expires_at_ms: r.get(34)?,
-            lease_end_block: r.get(35)?,
-            token_null: r.get(36)?,
-            held_at_ms: r.get(37)?,
-            refunded_after_open: r.get(38)?,
-            address: r.get(39)?,
-            onchain_expires_at_ms: r.get(40)?,
-            onchain_fee_total_sat: r.get(41)?,
-            onchain_order_total_sat: r.get(42)?,
-            min_confirmations: r.get(43)?,
-            reorg_flagged: r.get(44)?,
-            surplus_sat: r.get(45)?,
-        })
-    }
 
     fn into_record(self) -> Result<OrderRecord, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("order {}: {what}", self.order_id));
@@ -745,6 +902,8 @@ impl RawRow {
             reserved_sat: to_u64(self.reserved_sat, "reserved_sat")?,
             expires_at_ms: self.expires_at_ms,
             paid_method,
+            node_id: self.node_id,
+            client_ip: self.client_ip,
             bolt11,
             onchain,
             channel,
@@ -766,11 +925,15 @@ pub(crate) fn order_db(db: &dyn db::Db, order_id: &str) -> Result<Option<OrderRe
     db.query_opt(&sql, &[order_id.into()])?.map(|r| RawRow::from_row(&r)?.into_record()).transpose()
 }
 
-fn reserved_db(db: &dyn db::Db) -> Result<u64, StoreError> {
+/// Funds held back by `node`'s orders in flight: each node funds its own orders.
+fn reserved_db(db: &dyn db::Db, node: &str) -> Result<u64, StoreError> {
     let r = db
         .query_opt(
-            &format!("SELECT CAST(COALESCE(SUM(reserved_sat), 0) AS BIGINT) FROM orders WHERE phase IN {RESERVING}"),
-            &[],
+            &format!(
+                "SELECT CAST(COALESCE(SUM(reserved_sat), 0) AS BIGINT) FROM orders \
+                 WHERE phase IN {RESERVING} AND node_id = ?1"
+            ),
+            &[node.into()],
         )?
         .ok_or_else(|| StoreError::Corrupt("no sum".into()))?;
     to_u64(r.i64(0)?, "reserved_sat")
@@ -813,11 +976,27 @@ pub(crate) fn event_db(
 /// [`Store::insert_order`]'s transaction on any backend: the quota and budget checks, the
 /// order, its options and its `created` event. The caller commits.
 pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLimits) -> Result<(), StoreError> {
+    // Counted and inserted under the client's lock: two nodes taking orders from one
+    // client at once cannot both find room (SQLite's writer lock does this on its own).
+    db.lock_key(&format!("client:{}", o.client_node_id))?;
     let unpaid = unpaid_db(db, &o.client_node_id, limits.now_ms)?;
     if unpaid >= limits.max_unpaid_per_client {
         return Err(StoreError::TooManyUnpaid(unpaid));
     }
-    let reserved = reserved_db(db)?;
+    if let Some(ip) = &o.client_ip {
+        db.lock_key(&format!("ip:{ip}"))?;
+        let r = db
+            .query_opt(
+                "SELECT COUNT(*) FROM orders WHERE client_ip = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
+                &[ip.as_str().into(), limits.now_ms.into()],
+            )?
+            .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+        let from_ip = to_u64(r.i64(0)?, "unpaid order count")?;
+        if from_ip >= limits.max_unpaid_per_ip {
+            return Err(StoreError::TooManyUnpaidFromAddress(from_ip));
+        }
+    }
+    let reserved = reserved_db(db, o.node_id.as_deref().unwrap_or(""))?;
     if reserved.saturating_add(o.reserved_sat) > limits.fundable_sat {
         return Err(StoreError::InsufficientFunds {
             available_sat: limits.fundable_sat.saturating_sub(reserved),
@@ -828,8 +1007,9 @@ pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLi
         "INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat, \
          client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks, \
          token, refund_onchain_address, announce_channel, client_info, phase, failure_reason, fee_total_sat, \
-         order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms, token_null) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+         order_total_sat, funding_feerate_perkw, reserved_sat, expires_at_ms, token_null, node_id, client_ip) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
+         ?23, ?24)",
         &[
             o.order_id.as_str().into(),
             o.created_at_ms.into(),
@@ -853,6 +1033,8 @@ pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLi
             to_i64(o.reserved_sat, "reserved_sat")?.into(),
             o.expires_at_ms.into(),
             o.token.is_none().into(),
+            o.node_id.as_deref().unwrap_or("").into(),
+            o.client_ip.clone().into(),
         ],
     )?;
     if let Some(b) = &o.bolt11 {
@@ -945,9 +1127,17 @@ pub(crate) fn transition_db(
 }
 
 /// [`Store::list_orders`] on any backend.
-pub(crate) fn list_orders_db(db: &dyn db::Db, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+pub(crate) fn list_orders_db(
+    db: &dyn db::Db,
+    filter: &OrderFilter,
+    node: Option<&str>,
+) -> Result<Vec<OrderRecord>, StoreError> {
     let mut sql = format!("SELECT {ORDER_COLUMNS} {ORDER_FROM} WHERE 1 = 1");
     let mut args: Vec<db::Val> = vec![];
+    if let Some(node) = node {
+        args.push(node.into());
+        sql.push_str(&format!(" AND o.node_id = ?{}", args.len()));
+    }
     if let Some(phases) = &filter.phases {
         let marks: Vec<String> = phases
             .iter()

@@ -5,8 +5,15 @@
 
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+
 use super::StoreError;
 use super::db::{Db, Row, Val, pg_sql};
+use super::schema_pg::{MIGRATION_LOCK, PG_MIGRATIONS, VERSION_TABLE};
 
 impl ToSql for Val {
     fn to_sql(
@@ -36,7 +43,7 @@ impl ToSql for Val {
 }
 
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Corrupt(format!("postgres: {e}"))
+    classify(e)
 }
 
 fn read_row(r: &tokio_postgres::Row) -> Result<Row, StoreError> {
@@ -62,35 +69,249 @@ fn read_row(r: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
-/// One pooled connection, used from a blocking thread.
-pub struct PgDb<'a> {
-    pub client: &'a tokio_postgres::Client,
-    pub handle: tokio::runtime::Handle,
+/// A pooled connection or a transaction on one, used from a blocking thread.
+pub struct PgDb<'a, C: GenericClient> {
+    pub c: &'a C,
 }
 
-impl PgDb<'_> {
-    fn params(args: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
-        args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
-    }
+fn params(args: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }
 
-impl Db for PgDb<'_> {
+impl<C: GenericClient> Db for PgDb<'_, C> {
     fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         let sql = pg_sql(sql);
-        let client = self.client;
-        self.handle.block_on(async {
-            let stmt = client.prepare(&sql).await.map_err(pg_err)?;
-            client.execute(&stmt, &Self::params(args)).await.map_err(pg_err)
+        futures_executor::block_on(async {
+            let stmt = self.c.prepare_cached(&sql).await.map_err(pg_err)?;
+            self.c.execute(&stmt, &params(args)).await.map_err(pg_err)
         })
     }
 
     fn query(&self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
         let sql = pg_sql(sql);
-        let client = self.client;
-        self.handle.block_on(async {
-            let stmt = client.prepare(&sql).await.map_err(pg_err)?;
-            let rows = client.query(&stmt, &Self::params(args)).await.map_err(pg_err)?;
+        futures_executor::block_on(async {
+            let stmt = self.c.prepare_cached(&sql).await.map_err(pg_err)?;
+            let rows = self.c.query(&stmt, &params(args)).await.map_err(pg_err)?;
             rows.iter().map(read_row).collect()
         })
+    }
+
+    fn lock_key(&self, key: &str) -> Result<(), StoreError> {
+        self.query("SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))::text", &[key.into()]).map(|_| ())
+    }
+}
+
+/// The PostgreSQL side of [`super::Store`]: a pool of connections driven by a small runtime
+/// of its own, so that the store's blocking calls work from any thread (the blocking pool,
+/// a test, the copy command) without borrowing the plugin's async threads.
+pub struct PgBackend {
+    pool: deadpool_postgres::Pool,
+    rt: Option<tokio::runtime::Runtime>,
+    /// What the URL names, without its password (for messages).
+    shown: String,
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks; from async code that panics. Let its threads go.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Waits longer than this for a connection are an outage: the caller answers "try again".
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most this many retries of a transaction aborted for a conflict with another one.
+const CONFLICT_RETRIES: usize = 20;
+
+fn classify(e: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+            StoreError::Retry(e.to_string())
+        }
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            StoreError::Constraint(e.to_string())
+        }
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") || c.code().starts_with("53") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some(_) => StoreError::Corrupt(format!("postgres: {e}")),
+        // No SQLSTATE: the connection itself failed (closed, reset, timed out).
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn shown_url(cfg: &tokio_postgres::Config) -> String {
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        cfg.get_user().unwrap_or(""),
+        cfg.get_dbname().unwrap_or("")
+    )
+}
+
+impl PgBackend {
+    /// Connect to `url` and migrate the schema under the advisory lock. A database written
+    /// by a newer version is refused untouched.
+    pub fn connect(url: &str, password: Option<&str>) -> Result<PgBackend, StoreError> {
+        let mut cfg: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::OpenPg(format!("lsps1-db is not a PostgreSQL URL: {e}")))?;
+        if let Some(p) = password {
+            cfg.password(p);
+        }
+        cfg.application_name("cln-lsps1");
+        cfg.connect_timeout(CONNECT_TIMEOUT);
+        // A dead peer (a failed-over server) is noticed in seconds, not at the next timeout.
+        cfg.keepalives_idle(Duration::from_secs(10));
+        let shown = shown_url(&cfg);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lsps1-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::OpenPg(format!("cannot start the database runtime: {e}")))?;
+        let mgr_cfg =
+            deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast };
+        let mgr = if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            deadpool_postgres::Manager::from_config(cfg, tokio_postgres::NoTls, mgr_cfg)
+        } else {
+            // `sslmode=prefer` (the default) or `require`: the server's certificate is checked
+            // against the web's roots, as any TLS client would.
+            let roots = tokio_rustls::rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| StoreError::OpenPg(format!("TLS: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            deadpool_postgres::Manager::from_config(cfg, tokio_postgres_rustls::MakeRustlsConnect::new(tls), mgr_cfg)
+        };
+        let pool = {
+            let _guard = rt.enter();
+            deadpool_postgres::Pool::builder(mgr)
+                .max_size(16)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(CONNECT_TIMEOUT))
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .recycle_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(|e| StoreError::OpenPg(format!("cannot build the connection pool: {e}")))?
+        };
+        let backend = PgBackend { pool, rt: Some(rt), shown };
+        backend.migrate()?;
+        Ok(backend)
+    }
+
+    /// Run `fut` on this backend's runtime and wait for it from any thread.
+    fn on_rt<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T, StoreError> {
+        let rt = self.rt.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?;
+        futures_executor::block_on(rt.spawn(fut)).map_err(|e| StoreError::Task(e.to_string()))
+    }
+
+    fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        let pool = self.pool.clone();
+        self.on_rt(async move { pool.get().await })?.map_err(|e| {
+            StoreError::Unavailable(format!("cannot reach PostgreSQL at {}: {e}", self.shown))
+        })
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client()?;
+        futures_executor::block_on(async {
+            let tx = client.transaction().await.map_err(classify)?;
+            // The lock first: even the version table is made by one plugin only.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(classify)?;
+            tx.batch_execute(VERSION_TABLE).await.map_err(classify)?;
+            let v: i64 = tx.query_one("SELECT version FROM lsps1_schema", &[]).await.map_err(classify)?.get(0);
+            let latest = PG_MIGRATIONS.len() as i64;
+            if v > latest {
+                return Err(StoreError::TooNewPg {
+                    url: self.shown.clone(),
+                    found: u32::try_from(v).unwrap_or(u32::MAX),
+                    supported: latest as u32,
+                });
+            }
+            for (i, step) in PG_MIGRATIONS.iter().enumerate().skip(v as usize) {
+                tx.batch_execute(step)
+                    .await
+                    .map_err(|e| StoreError::OpenPg(format!("schema step v{}: {e}", i + 1)))?;
+            }
+            tx.execute("UPDATE lsps1_schema SET version = $1", &[&latest]).await.map_err(classify)?;
+            tx.commit().await.map_err(classify)
+        })
+    }
+
+    /// The URL without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let client = self.client()?;
+        let v: i64 = futures_executor::block_on(client.query_one("SELECT version FROM lsps1_schema", &[]))
+            .map_err(classify)?
+            .get(0);
+        u32::try_from(v).map_err(|_| StoreError::Range("schema version"))
+    }
+
+    /// Run SQL text as it is (tests; the copy command's checks).
+    pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        let client = self.client()?;
+        futures_executor::block_on(client.batch_execute(sql)).map_err(classify)
+    }
+
+    /// Run `f` in one transaction (READ COMMITTED: the compare-and-sets are single
+    /// statements and the read-decide-writes take [`Db::lock_key`]), committed before this
+    /// returns; run again when the server aborts it for a conflict. `relaxed`: committed
+    /// without waiting for the flush (new orders, see `Store::insert_order`).
+    pub fn write<R>(&self, relaxed: bool, f: &dyn Fn(&dyn Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut client = self.client()?;
+        let mut attempt = 0;
+        loop {
+            let tx = futures_executor::block_on(client.transaction()).map_err(classify)?;
+            if relaxed {
+                futures_executor::block_on(tx.batch_execute("SET LOCAL synchronous_commit = off"))
+                    .map_err(classify)?;
+            }
+            let done = f(&PgDb { c: &tx });
+            let outcome = match done {
+                Ok(r) => futures_executor::block_on(tx.commit()).map_err(classify).map(|()| r),
+                // Dropping the transaction rolls it back.
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Err(StoreError::Retry(_)) if attempt < CONFLICT_RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Run `f` on a pooled connection; `snapshot`: in one read-only REPEATABLE READ
+    /// transaction, so every read sees the same moment.
+    pub fn read<R>(&self, snapshot: bool, f: &dyn Fn(&dyn Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut client = self.client()?;
+        if !snapshot {
+            return f(&PgDb { c: &client });
+        }
+        let tx = futures_executor::block_on(
+            client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start(),
+        )
+        .map_err(classify)?;
+        let r = f(&PgDb { c: &tx })?;
+        futures_executor::block_on(tx.commit()).map_err(classify)?;
+        Ok(r)
     }
 }

@@ -2,15 +2,14 @@
 //! same calls, the same answers from SQLite and from a real PostgreSQL (skipped, with the
 //! reason, where there is none, unless `LSPS1_REQUIRE_POSTGRES=1`).
 
-#[path = "../../tests/support/postgres.rs"]
-mod postgres;
+use super::test_postgres as postgres;
 
 use serde_json::json;
 
 use super::db::Db;
-use super::pg::PgDb;
+use super::pg::PgBackend;
 use super::status::*;
-use super::{LeaseState, schema, schema_pg};
+use super::{LeaseState, schema};
 
 /// Orders, payments, HTLCs, channels and events as the store writes them, in SQL both
 /// backends take: a completed order with a lease ending at 500, one held with two HTLCs, one
@@ -42,11 +41,11 @@ INSERT INTO htlcs (payment_hash, short_channel_id, htlc_id, amount_msat, cltv_ex
 fn script(db: &dyn Db) -> Vec<String> {
     let mut out = vec![];
     out.push(format!("{:?}", status_figures_in(db, 3 * 86_400_000, 450, 7).unwrap()));
-    out.push(format!("{:?}", held_orders_in(db).unwrap()));
-    out.push(format!("{:?}", leases_until_in(db, 10_000, 0).unwrap()));
-    out.push(format!("{:?}", end_leases_in(db, 499, 10).unwrap()));
-    out.push(format!("{:?}", end_leases_in(db, 500, 11).unwrap()));
-    out.push(format!("{:?}", end_leases_in(db, 501, 12).unwrap()));
+    out.push(format!("{:?}", held_orders_in(db, "").unwrap()));
+    out.push(format!("{:?}", leases_until_in(db, 10_000, 0, "").unwrap()));
+    out.push(format!("{:?}", end_leases_in(db, 499, 10, "").unwrap()));
+    out.push(format!("{:?}", end_leases_in(db, 500, 11, "").unwrap()));
+    out.push(format!("{:?}", end_leases_in(db, 501, 12, "").unwrap()));
     note_activity_in(db, "a", 3, 510).unwrap();
     note_activity_in(db, "a", 3, 520).unwrap();
     out.push(format!("{:?}", lease_of_in(db, "a").unwrap()));
@@ -56,8 +55,8 @@ fn script(db: &dyn Db) -> Vec<String> {
     out.push(format!("{:?}", lease_close_refused_in(db, "a", 530, 15, &d).unwrap()));
     out.push(format!("{:?}", lease_of_in(db, "a").unwrap()));
     out.push(format!("{:?}", lease_channel_closed_in(db, "CC", 16, &d).unwrap()));
-    out.push(format!("{:?}", lease_state_in(db, "a").unwrap()));
-    out.push(format!("{:?}", leases_until_in(db, 10_000, 0).unwrap()));
+    out.push(format!("{:?}", lease_of_in(db, "a").unwrap().map(|l| l.state)));
+    out.push(format!("{:?}", leases_until_in(db, 10_000, 0, "").unwrap()));
     out.push(format!("{:?}", status_figures_in(db, 3 * 86_400_000, 501, 3).unwrap()));
     out
 }
@@ -72,29 +71,16 @@ fn status_and_leases_answer_the_same_on_both_backends() {
     lite.execute_batch(ROWS).unwrap();
     let want = script(&lite);
 
-    let pg = match postgres::Postgres::start() {
-        Ok(pg) => pg,
+    let url = match postgres::fresh_database() {
+        Ok(url) => url,
         Err(why) => {
-            assert!(std::env::var("LSPS1_REQUIRE_POSTGRES").as_deref() != Ok("1"), "LSPS1_REQUIRE_POSTGRES=1: {why}");
             eprintln!("SKIPPED the PostgreSQL half: {why}");
             return;
         }
     };
-    pg.create_db("same").unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let url = pg.url("same");
-    let got = rt.block_on(async move {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        for step in schema_pg::PG_MIGRATIONS {
-            client.batch_execute(step).await.unwrap();
-        }
-        client.batch_execute(ROWS).await.unwrap();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || script(&PgDb { client: &client, handle })).await.unwrap()
-    });
+    let backend = PgBackend::connect(&url, None).unwrap();
+    backend.batch(ROWS).unwrap();
+    let got = backend.read(false, &|db: &dyn Db| Ok(script(db))).unwrap();
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(w, g, "call {i} differs between SQLite and PostgreSQL");
     }
@@ -106,7 +92,7 @@ fn order_script(db: &dyn Db) -> Vec<String> {
     use super::tests::record;
     use super::{InsertLimits, insert_order_db, order_db, transition_db};
     use crate::order::{Event, FailReason, PaymentMethod, Phase};
-    let limits = |now| InsertLimits { fundable_sat: 3_100_000, max_unpaid_per_client: 2, now_ms: now };
+    let limits = |now| InsertLimits { fundable_sat: 3_100_000, max_unpaid_per_client: 2, max_unpaid_per_ip: 9, now_ms: now };
     let mut out = vec![];
     for (id, peer) in [("o1", "p"), ("o2", "p"), ("o3", "p"), ("o4", "q"), ("o5", "q")] {
         out.push(format!("{id}: {:?}", insert_order_db(db, &record(id, peer, 1_000), limits(1_000)).err()));
@@ -131,7 +117,7 @@ fn order_script(db: &dyn Db) -> Vec<String> {
         )
     ));
     // A held order reserves its funds: the budget now refuses a new one.
-    let tight = InsertLimits { fundable_sat: 1_500_000, max_unpaid_per_client: 9, now_ms: 2_000 };
+    let tight = InsertLimits { fundable_sat: 1_500_000, max_unpaid_per_client: 9, max_unpaid_per_ip: 9, now_ms: 2_000 };
     out.push(format!("o6: {:?}", insert_order_db(db, &record("o6", "r", 2_000), tight).err()));
     out.push(format!("{:?}", transition_db(db, "o1", Phase::PaymentHeld, Event::PaymentReorged, 2_003, None)));
     for id in ["o1", "o2", "o4", "nope"] {
@@ -149,28 +135,15 @@ fn orders_are_made_moved_and_read_the_same_on_both_backends() {
     let want = order_script(&lite);
     assert!(want[2].contains("TooManyUnpaid"), "{want:?}");
     assert!(want[8].contains("InsufficientFunds"), "{want:?}");
-    let pg = match postgres::Postgres::start() {
-        Ok(pg) => pg,
+    let url = match postgres::fresh_database() {
+        Ok(url) => url,
         Err(why) => {
-            assert!(std::env::var("LSPS1_REQUIRE_POSTGRES").as_deref() != Ok("1"), "LSPS1_REQUIRE_POSTGRES=1: {why}");
             eprintln!("SKIPPED the PostgreSQL half: {why}");
             return;
         }
     };
-    pg.create_db("orders").unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let url = pg.url("orders");
-    let got = rt.block_on(async move {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        for step in schema_pg::PG_MIGRATIONS {
-            client.batch_execute(step).await.unwrap();
-        }
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || order_script(&PgDb { client: &client, handle })).await.unwrap()
-    });
+    let backend = PgBackend::connect(&url, None).unwrap();
+    let got = backend.read(false, &|db: &dyn Db| Ok(order_script(db))).unwrap();
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(w, g, "step {i} differs between SQLite and PostgreSQL");
     }
@@ -185,7 +158,7 @@ fn purchase_script(db: &dyn Db) -> Vec<String> {
         ChannelRecord, HtlcKey, HtlcRecord, HtlcWrite, InsertLimits, insert_order_db, order_db, transition_db,
     };
     use crate::order::{Event, FailReason, Phase};
-    let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 9, now_ms: 0 };
+    let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 9, max_unpaid_per_ip: 9, now_ms: 0 };
     let mut out = vec![];
     for id in ["buy", "lose"] {
         insert_order_db(db, &record(id, "p", 0), limits).unwrap();
@@ -238,13 +211,13 @@ fn purchase_script(db: &dyn Db) -> Vec<String> {
         OrderFilter { client_node_id: Some("nobody".into()), ..OrderFilter::default() },
         OrderFilter { offset: Some(1), ..OrderFilter::default() },
     ] {
-        let ids: Vec<String> = list_orders_db(db, &f).unwrap().into_iter().map(|o| o.order_id).collect();
+        let ids: Vec<String> = list_orders_db(db, &f, None).unwrap().into_iter().map(|o| o.order_id).collect();
         out.push(format!("{f:?} -> {ids:?}"));
     }
     // The event log without its sequence numbers' origin (both start at 1).
     out.push(format!("{:?}", events_db(db, "buy").unwrap()));
-    out.push(format!("{:?}", super::lifecycle::active_leases_db(db, 999).unwrap()));
-    out.push(format!("{:?}", super::lifecycle::active_leases_db(db, 1_000).unwrap()));
+    out.push(format!("{:?}", super::lifecycle::active_leases_db(db, 999, "").unwrap()));
+    out.push(format!("{:?}", super::lifecycle::active_leases_db(db, 1_000, "").unwrap()));
     out
 }
 
@@ -256,28 +229,15 @@ fn a_purchase_and_a_refund_are_recorded_the_same_on_both_backends() {
     }
     let want = purchase_script(&lite);
     assert!(want[1].contains("PaymentHeld"), "{want:?}");
-    let pg = match postgres::Postgres::start() {
-        Ok(pg) => pg,
+    let url = match postgres::fresh_database() {
+        Ok(url) => url,
         Err(why) => {
-            assert!(std::env::var("LSPS1_REQUIRE_POSTGRES").as_deref() != Ok("1"), "LSPS1_REQUIRE_POSTGRES=1: {why}");
             eprintln!("SKIPPED the PostgreSQL half: {why}");
             return;
         }
     };
-    pg.create_db("buy").unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let url = pg.url("buy");
-    let got = rt.block_on(async move {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        for step in schema_pg::PG_MIGRATIONS {
-            client.batch_execute(step).await.unwrap();
-        }
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || purchase_script(&PgDb { client: &client, handle })).await.unwrap()
-    });
+    let backend = PgBackend::connect(&url, None).unwrap();
+    let got = backend.read(false, &|db: &dyn Db| Ok(purchase_script(db))).unwrap();
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(w, g, "step {i} differs between SQLite and PostgreSQL");
     }

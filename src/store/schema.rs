@@ -298,6 +298,24 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX channels_lease_open ON channels (lease_end_block)
         WHERE lease_end_block IS NOT NULL AND lease_state IN ('ended', 'closing');
     "#,
+    // v6 (several nodes, one order book): the node that sells each order, which alone
+    // drives it ('' until a node claims the orders recorded before it; see
+    // `Store::for_node`); the address a REST order came from, so that per-address limits
+    // count on every node; each node's own view of the chain.
+    r#"
+    ALTER TABLE orders ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE orders ADD COLUMN client_ip TEXT;
+    CREATE INDEX orders_by_node_phase ON orders (node_id, phase, expires_at_ms);
+    CREATE INDEX orders_unpaid_by_ip ON orders (client_ip, expires_at_ms)
+        WHERE phase = 'awaiting_payment' AND client_ip IS NOT NULL;
+    DROP TABLE chain_blocks;
+    CREATE TABLE chain_blocks (
+        node_id TEXT NOT NULL,
+        height INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (node_id, height)
+    );
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -299,14 +299,14 @@ pub(crate) fn status_figures_in(db: &dyn Db, now_ms: i64, height: u32, days: u32
 }
 
 /// [`Store::held_orders`] on any backend.
-pub(crate) fn held_orders_in(db: &dyn Db) -> Result<Vec<HeldOrder>, StoreError> {
+pub(crate) fn held_orders_in(db: &dyn Db, node: &str) -> Result<Vec<HeldOrder>, StoreError> {
     db.query(
         "SELECT o.order_id, o.client_node_id, o.phase, o.paid_method, o.held_at_ms, o.order_total_sat, \
          COUNT(h.htlc_id), CAST(COALESCE(SUM(h.amount_msat), 0) AS BIGINT), MIN(h.cltv_expiry) \
          FROM orders o LEFT JOIN htlcs h ON h.order_id = o.order_id AND h.resolution IS NULL \
-         WHERE o.phase IN ('payment_held', 'opening') GROUP BY o.order_id \
+         WHERE o.phase IN ('payment_held', 'opening') AND o.node_id = ?1 GROUP BY o.order_id \
          ORDER BY MIN(h.cltv_expiry) IS NULL, MIN(h.cltv_expiry), o.held_at_ms",
-        &[],
+        &[node.into()],
     )?
     .into_iter()
     .map(|r| {
@@ -326,22 +326,27 @@ pub(crate) fn held_orders_in(db: &dyn Db) -> Result<Vec<HeldOrder>, StoreError> 
 }
 
 /// [`Store::leases_until`] on any backend.
-pub(crate) fn leases_until_in(db: &dyn Db, until_block: u32, ended_since: u32) -> Result<Vec<LeaseRow>, StoreError> {
+pub(crate) fn leases_until_in(
+    db: &dyn Db,
+    until_block: u32,
+    ended_since: u32,
+    node: &str,
+) -> Result<Vec<LeaseRow>, StoreError> {
     let mut out = leases_from(
         db,
         &format!(
             "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IS NULL \
-             AND c.lease_end_block <= ?1"
+             AND c.lease_end_block <= ?1 AND o.node_id = ?2"
         ),
-        &[until_block.into()],
+        &[until_block.into(), node.into()],
     )?;
     out.extend(leases_from(
         db,
         &format!(
             "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_state IN ('ended', 'closing') \
-             AND (c.lease_end_block >= ?1 OR c.lease_state = 'closing')"
+             AND (c.lease_end_block >= ?1 OR c.lease_state = 'closing') AND o.node_id = ?2"
         ),
-        &[ended_since.into()],
+        &[ended_since.into(), node.into()],
     )?);
     out.sort_by(|a, b| (a.lease_end_block, &a.order_id).cmp(&(b.lease_end_block, &b.order_id)));
     Ok(out)
@@ -358,14 +363,14 @@ pub(crate) fn lease_of_in(db: &dyn Db, order_id: &str) -> Result<Option<LeaseRow
 }
 
 /// [`Store::end_leases`] inside a transaction the caller commits.
-pub(crate) fn end_leases_in(db: &dyn Db, height: u32, now_ms: i64) -> Result<Vec<LeaseRow>, StoreError> {
+pub(crate) fn end_leases_in(db: &dyn Db, height: u32, now_ms: i64, node: &str) -> Result<Vec<LeaseRow>, StoreError> {
     let ended = leases_from(
         db,
         &format!(
             "SELECT {LEASE_COLUMNS} WHERE c.lease_end_block IS NOT NULL AND c.lease_end_block <= ?1 \
-             AND c.lease_state IS NULL ORDER BY c.lease_end_block, c.order_id"
+             AND c.lease_state IS NULL AND o.node_id = ?2 ORDER BY c.lease_end_block, c.order_id"
         ),
-        &[height.into()],
+        &[height.into(), node.into()],
     )?;
     for lease in &ended {
         db.execute(
@@ -455,52 +460,38 @@ pub(crate) fn set_lease_state_in(
     Ok(n == 1)
 }
 
-/// [`Store::lease_state`] on any backend.
-pub(crate) fn lease_state_in(db: &dyn Db, order_id: &str) -> Result<Option<LeaseState>, StoreError> {
-    db.query_opt(
-        "SELECT lease_state FROM channels WHERE order_id = ?1 AND lease_end_block IS NOT NULL",
-        &[order_id.into()],
-    )?
-    .map(|r| LeaseState::parse(r.opt_text(0)?.as_deref()))
-    .transpose()
-}
 
 impl Store {
     /// The operator's figures at `now_ms` and `height`, with the last `days` days (at least
-    /// 30, for the 30-day window) of daily totals.
+    /// 30, for the 30-day window) of daily totals. The running totals cover the whole order
+    /// book (every node sharing it); what is held now is this node's.
     pub fn status_figures(&self, now_ms: i64, height: u32, days: u32) -> Result<StoreFigures, StoreError> {
-        let conn = self.read_lock();
         // One snapshot: every figure of an answer from the same moment.
-        let snapshot = conn.unchecked_transaction()?;
-        status_figures_in(&*snapshot, now_ms, height, days)
+        self.snapshot(|db| status_figures_in(db, now_ms, height, days))
     }
 
-    /// Orders whose payment is held now (`payment_held`, `opening`), with their HTLCs still
-    /// held, earliest expiry first.
+    /// This node's orders whose payment is held now (`payment_held`, `opening`), with their
+    /// HTLCs still held, earliest expiry first.
     pub fn held_orders(&self) -> Result<Vec<HeldOrder>, StoreError> {
-        held_orders_in(&*self.read_lock())
+        self.read(|db| held_orders_in(db, &self.node))
     }
 
-    /// Leases not closed, earliest end first: those still running that end by `until_block`,
-    /// those ended at or after `ended_since` (0: all) and every one closing. Each part reads
-    /// its own partial index.
+    /// This node's leases not closed, earliest end first: those still running that end by
+    /// `until_block`, those ended at or after `ended_since` (0: all) and every one closing.
+    /// Each part reads its own partial index.
     pub fn leases_until(&self, until_block: u32, ended_since: u32) -> Result<Vec<LeaseRow>, StoreError> {
-        leases_until_in(&*self.read_lock(), until_block, ended_since)
+        self.read(|db| leases_until_in(db, until_block, ended_since, &self.node))
     }
 
     /// The lease of one order, if it has one.
     pub fn lease_of(&self, order_id: &str) -> Result<Option<LeaseRow>, StoreError> {
-        lease_of_in(&*self.read_lock(), order_id)
+        self.read(|db| lease_of_in(db, order_id))
     }
 
-    /// Mark every running lease whose end block is at or below `height` as ended, with an
-    /// event each, in one transaction. Returns the leases that ended now.
+    /// Mark every running lease of this node whose end block is at or below `height` as
+    /// ended, with an event each, in one transaction. Returns the leases that ended now.
     pub fn end_leases(&self, height: u32, now_ms: i64) -> Result<Vec<LeaseRow>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let ended = end_leases_in(&*tx, height, now_ms)?;
-        tx.commit()?;
-        Ok(ended)
+        self.write(|db| end_leases_in(db, height, now_ms, &self.node))
     }
 
     /// The channel `channel_id` is gone (closed by anyone): its lease, if not closed yet, is.
@@ -511,11 +502,7 @@ impl Store {
         now_ms: i64,
         detail: &serde_json::Value,
     ) -> Result<Option<String>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let order = lease_channel_closed_in(&*tx, channel_id, now_ms, detail)?;
-        tx.commit()?;
-        Ok(order)
+        self.write(|db| lease_channel_closed_in(db, channel_id, now_ms, detail))
     }
 
     /// lightningd refused the policy's close: the lease is ended again and its idle count
@@ -527,17 +514,13 @@ impl Store {
         now_ms: i64,
         detail: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let moved = lease_close_refused_in(&*tx, order_id, height, now_ms, detail)?;
-        tx.commit()?;
-        Ok(moved)
+        self.write(|db| lease_close_refused_in(db, order_id, height, now_ms, detail))
     }
 
     /// Record a channel's fulfilled-payment count as seen at `height`; the active height
     /// moves only when the count moved.
     pub fn note_activity(&self, order_id: &str, count: u64, height: u32) -> Result<(), StoreError> {
-        note_activity_in(&*self.lock(), order_id, count, height)
+        self.write(|db| note_activity_in(db, order_id, count, height))
     }
 
     /// Move a lease from `from` to `to` (compare-and-set), with an event. `false` when it
@@ -550,10 +533,6 @@ impl Store {
         now_ms: i64,
         detail: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let moved = set_lease_state_in(&*tx, order_id, from, to, now_ms, detail)?;
-        tx.commit()?;
-        Ok(moved)
+        self.write(|db| set_lease_state_in(db, order_id, from, to, now_ms, detail))
     }
 }

@@ -40,11 +40,24 @@ pub(crate) fn record(id: &str, peer: &str, now: i64) -> OrderRecord {
         channel: None,
         onchain: None,
         reorg_flagged: false,
+        node_id: None,
+        client_ip: None,
+    }
+}
+
+/// Run `test` on every backend: SQLite in memory, and a fresh PostgreSQL database when a
+/// server can run here (skipped with the reason otherwise, unless
+/// `LSPS1_REQUIRE_POSTGRES=1`). One suite, both stores.
+pub(crate) fn for_each_backend(test: impl Fn(Store)) {
+    test(Store::open_in_memory().unwrap());
+    match super::test_postgres::fresh_database() {
+        Ok(url) => test(Store::open_postgres(&url, None).unwrap()),
+        Err(why) => eprintln!("SKIPPED on PostgreSQL: {why}"),
     }
 }
 
 fn roomy(now: i64) -> InsertLimits {
-    InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 100, now_ms: now }
+    InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 100, max_unpaid_per_ip: 100, now_ms: now }
 }
 
 #[test]
@@ -99,7 +112,7 @@ fn refuses_a_directory_it_cannot_write() {
 fn wal_mode_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("x.sqlite3")).unwrap();
-    let mode: String = s.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = s.sqlite_for_test().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -109,7 +122,7 @@ fn new_orders_commit_normal_and_everything_else_stays_full() {
     // the connection is back to FULL (2) for the next write, also after a refused insert.
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("x.sqlite3")).unwrap();
-    let sync = |s: &Store| -> i64 { s.lock().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+    let sync = |s: &Store| -> i64 { s.sqlite_for_test().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
     assert_eq!(sync(&s), 2);
     s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
     assert_eq!(sync(&s), 2);
@@ -119,132 +132,138 @@ fn new_orders_commit_normal_and_everything_else_stays_full() {
 
 #[test]
 fn events_are_append_only() {
-    let s = Store::open_in_memory().unwrap();
-    s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
-    let c = s.lock();
-    assert!(c.execute("UPDATE events SET kind = 'x'", []).is_err());
-    assert!(c.execute("DELETE FROM events", []).is_err());
+    for_each_backend(|s| {
+        s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
+        assert!(s.exec_for_test("UPDATE events SET kind = 'x'").is_err());
+        assert!(s.exec_for_test("DELETE FROM events").is_err());
+    });
 }
 
 #[test]
 fn duplicate_order_id_leaves_nothing_half_written() {
-    let s = Store::open_in_memory().unwrap();
-    s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
-    let mut dup = record("a", "p", 0);
-    dup.bolt11.as_mut().unwrap().payment_hash = "ff".repeat(32);
-    assert!(s.insert_order(&dup, roomy(0)).is_err());
-    // Same payment hash, other id: the payment insert fails after the order row; the
-    // transaction rolls back both.
-    let mut clash = record("b", "p", 0);
-    clash.bolt11.as_mut().unwrap().payment_hash = record("a", "p", 0).bolt11.unwrap().payment_hash;
-    assert!(s.insert_order(&clash, roomy(0)).is_err());
-    assert!(s.get_order("b").unwrap().is_none());
-    assert!(s.events("b").unwrap().is_empty());
+    for_each_backend(|s| {
+        s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
+        let mut dup = record("a", "p", 0);
+        dup.bolt11.as_mut().unwrap().payment_hash = "ff".repeat(32);
+        assert!(s.insert_order(&dup, roomy(0)).is_err());
+        // Same payment hash, other id: the payment insert fails after the order row; the
+        // transaction rolls back both.
+        let mut clash = record("b", "p", 0);
+        clash.bolt11.as_mut().unwrap().payment_hash = record("a", "p", 0).bolt11.unwrap().payment_hash;
+        assert!(s.insert_order(&clash, roomy(0)).is_err());
+        assert!(s.get_order("b").unwrap().is_none());
+        assert!(s.events("b").unwrap().is_empty());
+    });
 }
 
 #[test]
 fn budget_and_quota_are_checked_in_the_transaction() {
-    let s = Store::open_in_memory().unwrap();
-    let limits = InsertLimits { fundable_sat: 2_500_000, max_unpaid_per_client: 2, now_ms: 0 };
-    s.insert_order(&record("a", "p1", 0), limits).unwrap();
-    s.insert_order(&record("b", "p2", 0), limits).unwrap();
-    // Unpaid orders hold nothing back: nobody can lock the wallet by not paying.
-    assert_eq!(s.reserved_sat().unwrap(), 0);
-    s.insert_order(&record("c", "p3", 0), limits).unwrap();
-    // Paid (held) and opening orders do.
-    s.transition("a", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
-    s.transition("b", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
-    s.transition("b", Phase::PaymentHeld, Event::OpenStarted, 2, None).unwrap();
-    assert_eq!(s.reserved_sat().unwrap(), 2_020_000);
-    let e = s.insert_order(&record("d", "p4", 0), limits).unwrap_err();
-    assert!(matches!(e, StoreError::InsufficientFunds { available_sat: 480_000, reserved_sat: 2_020_000 }), "{e}");
-    // Quota: p3 has one unpaid order; a second is fine, a third is not.
-    let roomy_quota = InsertLimits { fundable_sat: u64::MAX / 4, ..limits };
-    s.insert_order(&record("e", "p3", 0), roomy_quota).unwrap();
-    assert!(matches!(s.insert_order(&record("f", "p3", 0), roomy_quota), Err(StoreError::TooManyUnpaid(2))));
-    assert_eq!(s.unpaid_count("p3", 0).unwrap(), 2);
-    // Expired unpaid orders stop counting against the quota.
-    let later = InsertLimits { now_ms: 3_600_000, ..roomy_quota };
-    assert_eq!(s.unpaid_count("p3", 3_600_000).unwrap(), 0);
-    s.insert_order(&record("g", "p3", 3_600_000), later).unwrap();
+    for_each_backend(|s| {
+        let limits = InsertLimits { fundable_sat: 2_500_000, max_unpaid_per_client: 2, max_unpaid_per_ip: 100, now_ms: 0 };
+        s.insert_order(&record("a", "p1", 0), limits).unwrap();
+        s.insert_order(&record("b", "p2", 0), limits).unwrap();
+        // Unpaid orders hold nothing back: nobody can lock the wallet by not paying.
+        assert_eq!(s.reserved_sat().unwrap(), 0);
+        s.insert_order(&record("c", "p3", 0), limits).unwrap();
+        // Paid (held) and opening orders do.
+        s.transition("a", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
+        s.transition("b", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
+        s.transition("b", Phase::PaymentHeld, Event::OpenStarted, 2, None).unwrap();
+        assert_eq!(s.reserved_sat().unwrap(), 2_020_000);
+        let e = s.insert_order(&record("d", "p4", 0), limits).unwrap_err();
+        assert!(matches!(e, StoreError::InsufficientFunds { available_sat: 480_000, reserved_sat: 2_020_000 }), "{e}");
+        // Quota: p3 has one unpaid order; a second is fine, a third is not.
+        let roomy_quota = InsertLimits { fundable_sat: u64::MAX / 4, ..limits };
+        s.insert_order(&record("e", "p3", 0), roomy_quota).unwrap();
+        assert!(matches!(s.insert_order(&record("f", "p3", 0), roomy_quota), Err(StoreError::TooManyUnpaid(2))));
+        assert_eq!(s.unpaid_count("p3", 0).unwrap(), 2);
+        // Expired unpaid orders stop counting against the quota.
+        let later = InsertLimits { now_ms: 3_600_000, ..roomy_quota };
+        assert_eq!(s.unpaid_count("p3", 3_600_000).unwrap(), 0);
+        s.insert_order(&record("g", "p3", 3_600_000), later).unwrap();
+    });
 }
 
 #[test]
 fn transitions_are_compare_and_set_and_logged() {
-    let s = Store::open_in_memory().unwrap();
-    s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
-    s.transition("a", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 5, None).unwrap();
-    assert!(matches!(
-        s.transition("a", Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), 6, None),
-        Err(StoreError::Conflict(_))
-    ));
-    // The state machine, not the caller, decides where an event leads.
-    assert!(matches!(
-        s.transition("a", Phase::PaymentHeld, Event::FundingBroadcast, 6, None),
-        Err(StoreError::Illegal(_))
-    ));
-    s.transition("a", Phase::PaymentHeld, Event::Fail(FailReason::PeerNotConnected), 7, None).unwrap();
-    let r = s.get_order("a").unwrap().unwrap();
-    assert_eq!((r.phase, r.failure_reason.as_deref(), r.updated_at_ms), (Phase::Failed, Some("peer_not_connected"), 7));
-    assert_eq!(r.paid_method, Some(PaymentMethod::Bolt11));
-    let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["created", "payment_held", "peer_not_connected"]);
+    for_each_backend(|s| {
+        s.insert_order(&record("a", "p", 0), roomy(0)).unwrap();
+        s.transition("a", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 5, None).unwrap();
+        assert!(matches!(
+            s.transition("a", Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), 6, None),
+            Err(StoreError::Conflict(_))
+        ));
+        // The state machine, not the caller, decides where an event leads.
+        assert!(matches!(
+            s.transition("a", Phase::PaymentHeld, Event::FundingBroadcast, 6, None),
+            Err(StoreError::Illegal(_))
+        ));
+        s.transition("a", Phase::PaymentHeld, Event::Fail(FailReason::PeerNotConnected), 7, None).unwrap();
+        let r = s.get_order("a").unwrap().unwrap();
+        assert_eq!((r.phase, r.failure_reason.as_deref(), r.updated_at_ms), (Phase::Failed, Some("peer_not_connected"), 7));
+        assert_eq!(r.paid_method, Some(PaymentMethod::Bolt11));
+        let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["created", "payment_held", "peer_not_connected"]);
+    });
 }
 
 #[test]
 fn expiry_sweep_fails_only_due_unpaid_orders() {
-    let s = Store::open_in_memory().unwrap();
-    s.insert_order(&record("due", "p", 0), roomy(0)).unwrap();
-    s.insert_order(&record("later", "p", 1_000_000), roomy(1_000_000)).unwrap();
-    s.insert_order(&record("held", "p", 0), roomy(0)).unwrap();
-    s.transition("held", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
-    assert_eq!(
-        s.expire_unpaid(3_600_000).unwrap().into_iter().map(|(o, _)| o.order_id).collect::<Vec<_>>(),
-        vec!["due".to_string()]
-    );
-    assert_eq!(s.get_order("due").unwrap().unwrap().phase, Phase::Failed);
-    assert_eq!(s.get_order("later").unwrap().unwrap().phase, Phase::AwaitingPayment);
-    assert_eq!(
-        s.get_order("held").unwrap().unwrap().phase,
-        Phase::PaymentHeld,
-        "a held payment is not expired by the sweep"
-    );
-    assert!(s.expire_unpaid(3_600_000).unwrap().is_empty(), "idempotent");
-    // Finished orders keep their record (no pruning into 101).
-    assert!(s.get_order("due").unwrap().is_some());
+    for_each_backend(|s| {
+        s.insert_order(&record("due", "p", 0), roomy(0)).unwrap();
+        s.insert_order(&record("later", "p", 1_000_000), roomy(1_000_000)).unwrap();
+        s.insert_order(&record("held", "p", 0), roomy(0)).unwrap();
+        s.transition("held", Phase::AwaitingPayment, Event::PaymentHeld(PaymentMethod::Bolt11), 1, None).unwrap();
+        assert_eq!(
+            s.expire_unpaid(3_600_000).unwrap().into_iter().map(|(o, _)| o.order_id).collect::<Vec<_>>(),
+            vec!["due".to_string()]
+        );
+        assert_eq!(s.get_order("due").unwrap().unwrap().phase, Phase::Failed);
+        assert_eq!(s.get_order("later").unwrap().unwrap().phase, Phase::AwaitingPayment);
+        assert_eq!(
+            s.get_order("held").unwrap().unwrap().phase,
+            Phase::PaymentHeld,
+            "a held payment is not expired by the sweep"
+        );
+        assert!(s.expire_unpaid(3_600_000).unwrap().is_empty(), "idempotent");
+        // Finished orders keep their record (no pruning into 101).
+        assert!(s.get_order("due").unwrap().is_some());
+    });
 }
 
 #[test]
 fn list_filters() {
-    let s = Store::open_in_memory().unwrap();
-    for (i, id) in ["a", "b", "c"].iter().enumerate() {
-        s.insert_order(&record(id, if i == 2 { "p2" } else { "p1" }, i as i64 * 1000), roomy(0)).unwrap();
-    }
-    s.transition("b", Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), 10, None).unwrap();
-    let ids = |f: OrderFilter| s.list_orders(&f).unwrap().into_iter().map(|o| o.order_id).collect::<Vec<_>>();
-    assert_eq!(ids(OrderFilter::default()), ["c", "b", "a"]);
-    assert_eq!(ids(OrderFilter { phases: Some(vec![Phase::Failed]), ..Default::default() }), ["b"]);
-    assert_eq!(ids(OrderFilter { client_node_id: Some("p1".into()), ..Default::default() }), ["b", "a"]);
-    assert_eq!(ids(OrderFilter { created_since_ms: Some(1000), ..Default::default() }), ["c", "b"]);
-    assert_eq!(ids(OrderFilter { limit: Some(1), ..Default::default() }), ["c"]);
-    assert!(ids(OrderFilter { phases: Some(vec![]), ..Default::default() }).is_empty());
-    assert_eq!(ids(OrderFilter { id_prefix: Some("b".into()), ..Default::default() }), ["b"]);
-    assert!(ids(OrderFilter { id_prefix: Some("B".into()), ..Default::default() }).is_empty());
+    for_each_backend(|s| {
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            s.insert_order(&record(id, if i == 2 { "p2" } else { "p1" }, i as i64 * 1000), roomy(0)).unwrap();
+        }
+        s.transition("b", Phase::AwaitingPayment, Event::Fail(FailReason::PaymentExpired), 10, None).unwrap();
+        let ids = |f: OrderFilter| s.list_orders(&f).unwrap().into_iter().map(|o| o.order_id).collect::<Vec<_>>();
+        assert_eq!(ids(OrderFilter::default()), ["c", "b", "a"]);
+        assert_eq!(ids(OrderFilter { phases: Some(vec![Phase::Failed]), ..Default::default() }), ["b"]);
+        assert_eq!(ids(OrderFilter { client_node_id: Some("p1".into()), ..Default::default() }), ["b", "a"]);
+        assert_eq!(ids(OrderFilter { created_since_ms: Some(1000), ..Default::default() }), ["c", "b"]);
+        assert_eq!(ids(OrderFilter { limit: Some(1), ..Default::default() }), ["c"]);
+        assert!(ids(OrderFilter { phases: Some(vec![]), ..Default::default() }).is_empty());
+        assert_eq!(ids(OrderFilter { id_prefix: Some("b".into()), ..Default::default() }), ["b"]);
+        assert!(ids(OrderFilter { id_prefix: Some("B".into()), ..Default::default() }).is_empty());
+    });
 }
 
 #[test]
 fn concurrent_inserts_cannot_both_pass_the_quota() {
-    let s = Store::open_in_memory().unwrap();
-    let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 2, now_ms: 0 };
-    let handles: Vec<_> = (0..8)
-        .map(|i| {
-            let s = s.clone();
-            std::thread::spawn(move || s.insert_order(&record(&format!("o{i}"), "same-peer", 0), limits).is_ok())
-        })
-        .collect();
-    let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
-    assert_eq!(ok, 2);
-    assert_eq!(s.unpaid_count("same-peer", 0).unwrap(), 2);
+    for_each_backend(|s| {
+        let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 2, max_unpaid_per_ip: 100, now_ms: 0 };
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || s.insert_order(&record(&format!("o{i}"), "same-peer", 0), limits).is_ok())
+            })
+            .collect();
+        let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
+        assert_eq!(ok, 2);
+        assert_eq!(s.unpaid_count("same-peer", 0).unwrap(), 2);
+    });
 }
 
 fn htlc(id: u64, amount_msat: u64, order: &OrderRecord, at: i64) -> HtlcRecord {
@@ -259,7 +278,7 @@ fn htlc(id: u64, amount_msat: u64, order: &OrderRecord, at: i64) -> HtlcRecord {
 }
 
 /// A decision stand-in: hold, complete once the parts cover 20,000,000 msat.
-fn hold_until_full(h: &HtlcRecord) -> impl FnOnce(&OrderRecord, &[HtlcRecord]) -> ((), HtlcWrite) + '_ {
+fn hold_until_full(h: &HtlcRecord) -> impl Fn(&OrderRecord, &[HtlcRecord]) -> ((), HtlcWrite) + '_ {
     move |_, set| {
         let sum: u64 = set.iter().filter(|x| x.resolution.is_none()).map(|x| x.amount_msat).sum();
         ((), HtlcWrite::Hold { complete: sum + h.amount_msat >= 20_000_000 })
@@ -268,85 +287,88 @@ fn hold_until_full(h: &HtlcRecord) -> impl FnOnce(&OrderRecord, &[HtlcRecord]) -
 
 #[test]
 fn p05_a_completing_part_holds_the_order_in_the_same_transaction() {
-    let s = Store::open_in_memory().unwrap();
-    let o = record("a", "p", 0);
-    s.insert_order(&o, roomy(0)).unwrap();
-    let a = htlc(0, 12_000_000, &o, 10);
-    let (_, after) = s.apply_htlc(&a, 10, hold_until_full(&a)).unwrap().unwrap();
-    assert_eq!(after.phase, Phase::AwaitingPayment);
-    // The same HTLC asked to be held again is refused, never counted twice (a replay is
-    // decided `Wait` and writes nothing).
-    assert!(matches!(
-        s.apply_htlc(&a, 11, |_, _| ((), HtlcWrite::Hold { complete: false })),
-        Err(StoreError::Conflict(_))
-    ));
-    let b = htlc(1, 8_000_000, &o, 12);
-    let (_, after) = s.apply_htlc(&b, 12, hold_until_full(&b)).unwrap().unwrap();
-    assert_eq!((after.phase, after.held_at_ms), (Phase::PaymentHeld, Some(12)));
-    assert_eq!(s.reserved_sat().unwrap(), o.reserved_sat, "a held order reserves its channel");
-    let (_, set) = s.order_with_htlcs("a").unwrap().unwrap();
-    assert_eq!(set.len(), 2);
-    assert!(
-        s.apply_htlc(&HtlcRecord { payment_hash: "ff".repeat(32), ..b }, 13, |_, _| ((), HtlcWrite::Nothing))
-            .unwrap()
-            .is_none()
-    );
+    for_each_backend(|s| {
+        let o = record("a", "p", 0);
+        s.insert_order(&o, roomy(0)).unwrap();
+        let a = htlc(0, 12_000_000, &o, 10);
+        let (_, after) = s.apply_htlc(&a, 10, hold_until_full(&a)).unwrap().unwrap();
+        assert_eq!(after.phase, Phase::AwaitingPayment);
+        // The same HTLC asked to be held again is refused, never counted twice (a replay is
+        // decided `Wait` and writes nothing).
+        assert!(matches!(
+            s.apply_htlc(&a, 11, |_, _| ((), HtlcWrite::Hold { complete: false })),
+            Err(StoreError::Conflict(_))
+        ));
+        let b = htlc(1, 8_000_000, &o, 12);
+        let (_, after) = s.apply_htlc(&b, 12, hold_until_full(&b)).unwrap().unwrap();
+        assert_eq!((after.phase, after.held_at_ms), (Phase::PaymentHeld, Some(12)));
+        assert_eq!(s.reserved_sat().unwrap(), o.reserved_sat, "a held order reserves its channel");
+        let (_, set) = s.order_with_htlcs("a").unwrap().unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(
+            s.apply_htlc(&HtlcRecord { payment_hash: "ff".repeat(32), ..b }, 13, |_, _| ((), HtlcWrite::Nothing))
+                .unwrap()
+                .is_none()
+        );
+    });
 }
 
 #[test]
 fn settle_and_refund_mark_every_htlc_once() {
-    let s = Store::open_in_memory().unwrap();
-    for id in ["ok", "bad"] {
-        let o = record(id, "p", 0);
-        s.insert_order(&o, roomy(0)).unwrap();
-        let h = HtlcRecord { key: HtlcKey { short_channel_id: id.into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
-        s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
-        s.start_open(id, 2, &serde_json::json!({})).unwrap();
-        assert!(
-            matches!(s.start_open(id, 2, &serde_json::json!({})), Err(StoreError::Conflict(_))),
-            "one open per order"
+    for_each_backend(|s| {
+        for id in ["ok", "bad"] {
+            let o = record(id, "p", 0);
+            s.insert_order(&o, roomy(0)).unwrap();
+            let h = HtlcRecord { key: HtlcKey { short_channel_id: id.into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
+            s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
+            s.start_open(id, 2, &serde_json::json!({})).unwrap();
+            assert!(
+                matches!(s.start_open(id, 2, &serde_json::json!({})), Err(StoreError::Conflict(_))),
+                "one open per order"
+            );
+        }
+        let ch = ChannelRecord {
+            channel_id: Some("cc".repeat(32)),
+            funding_txid: "dd".repeat(32),
+            funding_outnum: 1,
+            funded_at_ms: 3,
+            expires_at_ms: 3 + 600_000,
+            lease_end_block: Some(1_000),
+        };
+        let keys = s.complete_order("ok", &ch, 3, false, &serde_json::json!({})).unwrap();
+        assert_eq!(keys.len(), 1);
+        let (o, set) = s.order_with_htlcs("ok").unwrap().unwrap();
+        assert_eq!(
+            (o.phase, o.channel.as_ref(), set[0].resolution),
+            (Phase::Completed, Some(&ch), Some(Resolution::Settled))
         );
-    }
-    let ch = ChannelRecord {
-        channel_id: Some("cc".repeat(32)),
-        funding_txid: "dd".repeat(32),
-        funding_outnum: 1,
-        funded_at_ms: 3,
-        expires_at_ms: 3 + 600_000,
-        lease_end_block: Some(1_000),
-    };
-    let keys = s.complete_order("ok", &ch, 3, false, &serde_json::json!({})).unwrap();
-    assert_eq!(keys.len(), 1);
-    let (o, set) = s.order_with_htlcs("ok").unwrap().unwrap();
-    assert_eq!(
-        (o.phase, o.channel.as_ref(), set[0].resolution),
-        (Phase::Completed, Some(&ch), Some(Resolution::Settled))
-    );
-    assert!(s.channel_recorded(&"cc".repeat(32)).unwrap());
-    assert!(s.complete_order("ok", &ch, 4, false, &serde_json::json!({})).is_err(), "never two channels");
-    assert_eq!(s.active_leases(999).unwrap().len(), 1);
-    assert!(s.active_leases(1_000).unwrap().is_empty());
+        assert!(s.channel_recorded(&"cc".repeat(32)).unwrap());
+        assert!(s.complete_order("ok", &ch, 4, false, &serde_json::json!({})).is_err(), "never two channels");
+        assert_eq!(s.active_leases(999).unwrap().len(), 1);
+        assert!(s.active_leases(1_000).unwrap().is_empty());
 
-    let keys =
-        s.fail_order("bad", Phase::Opening, FailReason::OpenFailed, 5, &serde_json::json!({"error": "no"})).unwrap();
-    assert_eq!(keys.len(), 1);
-    let (o, set) = s.order_with_htlcs("bad").unwrap().unwrap();
-    assert_eq!((o.phase, set[0].resolution), (Phase::Failed, Some(Resolution::Failed)));
-    assert_eq!(s.reserved_sat().unwrap(), 0);
-    assert!(s.fail_order("bad", Phase::Opening, FailReason::OpenFailed, 6, &serde_json::json!({})).is_err());
+        let keys =
+            s.fail_order("bad", Phase::Opening, FailReason::OpenFailed, 5, &serde_json::json!({"error": "no"})).unwrap();
+        assert_eq!(keys.len(), 1);
+        let (o, set) = s.order_with_htlcs("bad").unwrap().unwrap();
+        assert_eq!((o.phase, set[0].resolution), (Phase::Failed, Some(Resolution::Failed)));
+        assert_eq!(s.reserved_sat().unwrap(), 0);
+        assert!(s.fail_order("bad", Phase::Opening, FailReason::OpenFailed, 6, &serde_json::json!({})).is_err());
+    });
 }
 
 #[test]
 fn mpp_timeout_fails_only_an_incomplete_waiting_set() {
-    let s = Store::open_in_memory().unwrap();
-    let o = record("a", "p", 0);
-    s.insert_order(&o, roomy(0)).unwrap();
-    let a = htlc(0, 5_000_000, &o, 100);
-    s.apply_htlc(&a, 100, hold_until_full(&a)).unwrap();
-    assert!(s.fail_incomplete_parts("a", 99).unwrap().is_empty(), "not yet due");
-    assert_eq!(s.fail_incomplete_parts("a", 100).unwrap().len(), 1);
-    assert_eq!(s.get_order("a").unwrap().unwrap().phase, Phase::AwaitingPayment, "the payer may retry");
-    assert_eq!(s.order_of_htlc(&a.key).unwrap().as_deref(), Some("a"));
+    for_each_backend(|s| {
+        let o = record("a", "p", 0);
+        s.insert_order(&o, roomy(0)).unwrap();
+        let a = htlc(0, 5_000_000, &o, 100);
+        s.apply_htlc(&a, 100, hold_until_full(&a)).unwrap();
+        assert!(s.fail_incomplete_parts("a", 99).unwrap().is_empty(), "not yet due");
+        assert_eq!(s.fail_incomplete_parts("a", 100).unwrap().len(), 1);
+        assert_eq!(s.get_order("a").unwrap().unwrap().phase, Phase::AwaitingPayment, "the payer may retry");
+        assert_eq!(s.order_of_htlc(&a.key).unwrap().as_deref(), Some("a"));
+    });
 }
 
 #[test]
@@ -374,34 +396,36 @@ fn version_1_stores_migrate_and_keep_their_orders() {
 
 #[test]
 fn a_null_token_is_kept_as_null() {
-    let s = Store::open_in_memory().unwrap();
-    s.insert_order(&OrderRecord { token: None, ..record("n", "p", 0) }, roomy(0)).unwrap();
-    assert_eq!(s.get_order("n").unwrap().unwrap().token, None);
+    for_each_backend(|s| {
+        s.insert_order(&OrderRecord { token: None, ..record("n", "p", 0) }, roomy(0)).unwrap();
+        assert_eq!(s.get_order("n").unwrap().unwrap().token, None);
+    });
 }
 
 #[test]
 fn one_funding_outpoint_never_serves_two_orders() {
-    let s = Store::open_in_memory().unwrap();
-    for id in ["a", "b"] {
-        let o = record(id, "p", 0);
-        s.insert_order(&o, roomy(0)).unwrap();
-        let h = HtlcRecord { key: HtlcKey { short_channel_id: id.into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
-        s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
-        s.start_open(id, 2, &serde_json::json!({"known_channels": ["ee".repeat(32)]})).unwrap();
-    }
-    assert_eq!(s.channels_before_open("a").unwrap(), vec!["ee".repeat(32)]);
-    let ch = ChannelRecord {
-        channel_id: None,
-        funding_txid: "dd".repeat(32),
-        funding_outnum: 0,
-        funded_at_ms: 3,
-        expires_at_ms: 4,
-        lease_end_block: Some(10),
-    };
-    s.complete_order("a", &ch, 3, false, &serde_json::json!({})).unwrap();
-    assert!(s.complete_order("b", &ch, 3, false, &serde_json::json!({})).is_err());
-    let (b, set) = s.order_with_htlcs("b").unwrap().unwrap();
-    assert_eq!((b.phase, set[0].resolution), (Phase::Opening, None), "nothing of b moved");
+    for_each_backend(|s| {
+        for id in ["a", "b"] {
+            let o = record(id, "p", 0);
+            s.insert_order(&o, roomy(0)).unwrap();
+            let h = HtlcRecord { key: HtlcKey { short_channel_id: id.into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
+            s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
+            s.start_open(id, 2, &serde_json::json!({"known_channels": ["ee".repeat(32)]})).unwrap();
+        }
+        assert_eq!(s.channels_before_open("a").unwrap(), vec!["ee".repeat(32)]);
+        let ch = ChannelRecord {
+            channel_id: None,
+            funding_txid: "dd".repeat(32),
+            funding_outnum: 0,
+            funded_at_ms: 3,
+            expires_at_ms: 4,
+            lease_end_block: Some(10),
+        };
+        s.complete_order("a", &ch, 3, false, &serde_json::json!({})).unwrap();
+        assert!(s.complete_order("b", &ch, 3, false, &serde_json::json!({})).is_err());
+        let (b, set) = s.order_with_htlcs("b").unwrap().unwrap();
+        assert_eq!((b.phase, set[0].resolution), (Phase::Opening, None), "nothing of b moved");
+    });
 }
 
 /// A history over several days: orders completed (with leases), failed while held
@@ -527,47 +551,49 @@ fn version_4_stores_get_their_totals_on_migration() {
 
 #[test]
 fn leases_end_once_and_move_by_compare_and_set() {
-    let s = Store::open_in_memory().unwrap();
-    status_history(&s);
-    assert!(s.end_leases(99, 1).unwrap().is_empty());
-    let ended = s.end_leases(500, 1).unwrap();
-    assert_eq!(ended.iter().map(|l| l.order_id.as_str()).collect::<Vec<_>>(), ["o0", "o4"]);
-    assert!(s.end_leases(500, 2).unwrap().is_empty(), "once");
-    assert_eq!(s.lease_of("o0").unwrap().map(|l| l.state), Some(LeaseState::Ended));
-    let l = s.lease_of("o4").unwrap().unwrap();
-    assert_eq!((l.active_height, l.activity_count), (Some(500), None));
-    s.note_activity("o4", 7, 520).unwrap();
-    s.note_activity("o4", 7, 530).unwrap();
-    let l = s.lease_of("o4").unwrap().unwrap();
-    assert_eq!((l.active_height, l.activity_count), (Some(520), Some(7)), "moves only when the count moves");
-    let d = serde_json::json!({});
-    assert!(s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap());
-    assert!(!s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap(), "compare-and-set");
-    assert_eq!(s.leases_until(10_000, 0).unwrap().len(), 3, "ended, closing and the one still running");
-    assert_eq!(s.leases_until(10_000, 101).unwrap().len(), 2, "an ended lease before the window is left out");
-    assert!(s.set_lease_state("o4", LeaseState::Closing, LeaseState::Closed, 4, &d).unwrap());
-    assert_eq!(s.leases_until(10_000, 0).unwrap().len(), 2);
-    assert!(s.events("o4").unwrap().iter().any(|e| e.kind == "lease_closing"));
+    for_each_backend(|s| {
+        status_history(&s);
+        assert!(s.end_leases(99, 1).unwrap().is_empty());
+        let ended = s.end_leases(500, 1).unwrap();
+        assert_eq!(ended.iter().map(|l| l.order_id.as_str()).collect::<Vec<_>>(), ["o0", "o4"]);
+        assert!(s.end_leases(500, 2).unwrap().is_empty(), "once");
+        assert_eq!(s.lease_of("o0").unwrap().map(|l| l.state), Some(LeaseState::Ended));
+        let l = s.lease_of("o4").unwrap().unwrap();
+        assert_eq!((l.active_height, l.activity_count), (Some(500), None));
+        s.note_activity("o4", 7, 520).unwrap();
+        s.note_activity("o4", 7, 530).unwrap();
+        let l = s.lease_of("o4").unwrap().unwrap();
+        assert_eq!((l.active_height, l.activity_count), (Some(520), Some(7)), "moves only when the count moves");
+        let d = serde_json::json!({});
+        assert!(s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap());
+        assert!(!s.set_lease_state("o4", LeaseState::Ended, LeaseState::Closing, 3, &d).unwrap(), "compare-and-set");
+        assert_eq!(s.leases_until(10_000, 0).unwrap().len(), 3, "ended, closing and the one still running");
+        assert_eq!(s.leases_until(10_000, 101).unwrap().len(), 2, "an ended lease before the window is left out");
+        assert!(s.set_lease_state("o4", LeaseState::Closing, LeaseState::Closed, 4, &d).unwrap());
+        assert_eq!(s.leases_until(10_000, 0).unwrap().len(), 2);
+        assert!(s.events("o4").unwrap().iter().any(|e| e.kind == "lease_closing"));
+    });
 }
 
 #[test]
 fn a_payment_refunded_after_the_open_earns_nothing() {
-    let s = Store::open_in_memory().unwrap();
-    let o = record("g", "p", 0);
-    s.insert_order(&o, roomy(0)).unwrap();
-    let h = HtlcRecord { key: HtlcKey { short_channel_id: "g".into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
-    s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
-    s.start_open("g", 2, &serde_json::json!({})).unwrap();
-    let ch = ChannelRecord {
-        channel_id: None,
-        funding_txid: "dd".repeat(32),
-        funding_outnum: 0,
-        funded_at_ms: 3,
-        expires_at_ms: 4,
-        lease_end_block: Some(10),
-    };
-    s.complete_order("g", &ch, 3, true, &serde_json::json!({})).unwrap();
-    let f = s.status_figures(5, 1, 1).unwrap();
-    assert_eq!((f.revenue_all_sat, f.capacity_all_sat), (0, 1_000_000), "the channel was sold, not paid for");
-    assert_eq!(f.refunds, vec![("refunded_after_open".to_string(), 1)]);
+    for_each_backend(|s| {
+        let o = record("g", "p", 0);
+        s.insert_order(&o, roomy(0)).unwrap();
+        let h = HtlcRecord { key: HtlcKey { short_channel_id: "g".into(), id: 0 }, ..htlc(0, 20_000_000, &o, 1) };
+        s.apply_htlc(&h, 1, hold_until_full(&h)).unwrap();
+        s.start_open("g", 2, &serde_json::json!({})).unwrap();
+        let ch = ChannelRecord {
+            channel_id: None,
+            funding_txid: "dd".repeat(32),
+            funding_outnum: 0,
+            funded_at_ms: 3,
+            expires_at_ms: 4,
+            lease_end_block: Some(10),
+        };
+        s.complete_order("g", &ch, 3, true, &serde_json::json!({})).unwrap();
+        let f = s.status_figures(5, 1, 1).unwrap();
+        assert_eq!((f.revenue_all_sat, f.capacity_all_sat), (0, 1_000_000), "the channel was sold, not paid for");
+        assert_eq!(f.refunds, vec![("refunded_after_open".to_string(), 1)]);
+    });
 }

@@ -107,16 +107,20 @@ impl Postgres {
     fn command(&self, name: &str) -> Command {
         let mut c = Command::new(self.bin.join(name));
         c.stdin(Stdio::null()).env("LC_ALL", "C");
-        if let Some((u, g)) = self.uid {
-            // SAFETY: setgid/setuid between fork and exec.
-            unsafe {
-                c.pre_exec(move || {
-                    if libc::setgid(g) != 0 || libc::setuid(u) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        let uid = self.uid;
+        // SAFETY: async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                if let Some((u, g)) = uid
+                    && (libc::setgid(g) != 0 || libc::setuid(u) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // After the credentials change (which clears it): the server goes when the
+                // thread that started it does, so no test run leaves one behind.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                Ok(())
+            });
         }
         c
     }
@@ -198,6 +202,36 @@ impl Postgres {
         }
         Ok(())
     }
+}
+
+/// One server for a whole test binary, started on first use by a thread that lives as long
+/// as the process (the server goes with it), and a fresh database on it for each caller.
+/// `Err` is the reason to skip; with `LSPS1_REQUIRE_POSTGRES=1` it panics instead.
+pub fn fresh_database() -> Result<String, String> {
+    static SHARED: std::sync::OnceLock<Result<Postgres, String>> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pg = SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(Postgres::start());
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap_or_else(|_| Err("the server thread died".into()))
+    });
+    let pg = match pg {
+        Ok(pg) => pg,
+        Err(reason) => {
+            if std::env::var("LSPS1_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("LSPS1_REQUIRE_POSTGRES=1 but PostgreSQL cannot run here: {reason}");
+            }
+            return Err(reason.clone());
+        }
+    };
+    let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    pg.create_db(&name)?;
+    Ok(pg.url(&name))
 }
 
 impl Drop for Postgres {

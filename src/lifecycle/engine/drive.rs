@@ -480,9 +480,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                     return;
                 }
                 Err(StoreError::Conflict(_)) => return, // moved on (reconciled elsewhere)
-                Err(StoreError::Sql(rusqlite::Error::SqliteFailure(f, _)))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
+                Err(StoreError::Constraint(_)) => {
                     // The channel is another order's already: never settle on it.
                     log::error!(
                         "Order {}: channel {}:{} is recorded for another order; not settling on it",

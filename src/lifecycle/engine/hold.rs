@@ -58,7 +58,8 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
             self.set_height(h.height);
         }
         // Most final-hop HTLCs are the node's own invoices: one indexed read, inline.
-        if let Ok(None) = self.inner.store.order_id_by_payment_hash(&h.payment_hash) {
+        let hash = h.payment_hash.clone();
+        if let Ok(None) = self.inner.store.read_async(move |s| s.order_id_by_payment_hash(&hash)).await {
             return HookAnswer::Continue;
         }
         if !self.record_unrecorded_failures().await {
