@@ -419,7 +419,12 @@ fn run_case(ops: Vec<Op>, dir: &Path) -> Result<(), TestCaseError> {
     let now = chrono::Utc::now().timestamp_millis();
     {
         let store = Store::open(&path).unwrap();
-        let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 100, max_unpaid_per_ip: 100, now_ms: now };
+        let limits = InsertLimits {
+            fundable_sat: u64::MAX / 4,
+            max_unpaid_per_client: 100,
+            max_unpaid_per_ip: 100,
+            now_ms: now,
+        };
         for k in 0..ORDERS {
             store.insert_order(&order(k, now), limits).unwrap();
         }

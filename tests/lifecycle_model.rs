@@ -799,7 +799,13 @@ impl World {
     fn new(case: Case, allow: Allow) -> Result<World, String> {
         let clock = ModelClock { start: Instant::now(), skew: Arc::new(AtomicI64::new(0)) };
         let now = clock.now_ms();
-        let store = Store::open_in_memory().map_err(|e| e.to_string())?;
+        let store = match ON_POSTGRES.with(|p| p.get()) {
+            false => Store::open_in_memory().map_err(|e| e.to_string())?,
+            true => {
+                let url = pg::fresh_database()?;
+                Store::open_postgres(&url, None).map_err(|e| e.to_string())?
+            }
+        };
         let clients = vec![key(0x21), key(0x22)];
         let mut infos = vec![];
         let mut max_reserved = 0;
@@ -858,7 +864,12 @@ impl World {
             store
                 .insert_order(
                     &rec,
-                    InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 100, max_unpaid_per_ip: 100, now_ms: now },
+                    InsertLimits {
+                        fundable_sat: u64::MAX / 4,
+                        max_unpaid_per_client: 100,
+                        max_unpaid_per_ip: 100,
+                        now_ms: now,
+                    },
                 )
                 .map_err(|e| format!("insert_order: {e}"))?;
             infos.push(OrderInfo {
@@ -1504,9 +1515,33 @@ fn run_case(case: Case, allow: Allow) -> Result<Stats, String> {
     }
 }
 
+#[path = "support/postgres.rs"]
+mod pg;
+
+thread_local! {
+    /// This thread's worlds keep their orders in PostgreSQL (one fresh database each).
+    static ON_POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[test]
 fn lifecycle_model() {
-    let cases = std::env::var("LSPS1_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_CASES);
+    run_model(DEFAULT_CASES);
+}
+
+/// The same model with every world's store on a real PostgreSQL (a quarter of the cases:
+/// each makes a database); skipped, with the reason, where no server can run.
+#[test]
+fn lifecycle_model_on_postgres() {
+    if let Err(why) = pg::fresh_database() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    ON_POSTGRES.with(|p| p.set(true));
+    run_model(DEFAULT_CASES.div_ceil(4));
+}
+
+fn run_model(default_cases: u32) {
+    let cases = std::env::var("LSPS1_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(default_cases);
     let seed = std::env::var("LSPS1_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     // `lost-resolve` is a known, documented limit (README, "What happens when something
     // dies"): lightningd's listhtlcs cannot tell a fulfilled HTLC from a failed one, so a

@@ -156,7 +156,12 @@ pub async fn run(table: &mut Table) {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let store = Store::open(&dir.path().join("chain.sqlite3")).expect("store");
         let now = chrono::Utc::now().timestamp_millis();
-        let limits = InsertLimits { fundable_sat: u64::MAX, max_unpaid_per_client: u64::MAX, max_unpaid_per_ip: 100, now_ms: now };
+        let limits = InsertLimits {
+            fundable_sat: u64::MAX,
+            max_unpaid_per_client: u64::MAX,
+            max_unpaid_per_ip: 100,
+            now_ms: now,
+        };
         for i in 0..orders {
             store.insert_order(&record(i, now), limits).expect("insert");
         }

@@ -138,7 +138,8 @@ fn store_commit(n: usize) -> Stats {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let store = Store::open(&dir.path().join("bench.sqlite3")).expect("store");
     let now = chrono::Utc::now().timestamp_millis();
-    let limits = InsertLimits { fundable_sat: u64::MAX, max_unpaid_per_client: u64::MAX, max_unpaid_per_ip: 100, now_ms: now };
+    let limits =
+        InsertLimits { fundable_sat: u64::MAX, max_unpaid_per_client: u64::MAX, max_unpaid_per_ip: 100, now_ms: now };
     let start = Instant::now();
     let mut lat = vec![];
     for i in 0..n {

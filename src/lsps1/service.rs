@@ -502,7 +502,9 @@ impl<N: NodeApi, C: Clock, E: Entropy> Service<N, C, E> {
             }
             Err(e @ (StoreError::Unavailable(_) | StoreError::Retry(_))) => {
                 log::warn!("Cannot store a new order: {e}");
-                return Err(RpcError::unavailable("the order store is unavailable; nothing was created, try again shortly"));
+                return Err(RpcError::unavailable(
+                    "the order store is unavailable; nothing was created, try again shortly",
+                ));
             }
             Err(e) => {
                 log::warn!("Cannot store a new order: {e}");

@@ -109,7 +109,10 @@ fn to_output(r: &Row) -> Result<(String, ChainOutput), StoreError> {
     Ok((
         r.text(0)?,
         ChainOutput {
-            outpoint: Outpoint { txid: r.text(1)?, vout: u32::try_from(r.i64(2)?).map_err(|_| StoreError::Range("vout"))? },
+            outpoint: Outpoint {
+                txid: r.text(1)?,
+                vout: u32::try_from(r.i64(2)?).map_err(|_| StoreError::Range("vout"))?,
+            },
             amount_sat: to_u64(r.i64(3)?, "amount_sat")?,
             blockheight: r.opt_i64(4)?.map(u32::try_from).transpose().map_err(|_| StoreError::Range("blockheight"))?,
             role,
@@ -333,15 +336,7 @@ impl Store {
                 "UPDATE payments SET surplus_sat = 0 WHERE order_id = ?1 AND method = 'onchain'",
                 &[order_id.into()],
             )?;
-            event_db(
-                db,
-                order_id,
-                now_ms,
-                "surplus_dust_kept",
-                None,
-                None,
-                Some(&json!({"surplus_sat": surplus_sat})),
-            )
+            event_db(db, order_id, now_ms, "surplus_dust_kept", None, None, Some(&json!({"surplus_sat": surplus_sat})))
         })
     }
 

@@ -106,7 +106,6 @@ pub(crate) fn htlcs_db(db: &dyn Db, order_id: &str) -> Result<Vec<HtlcRecord>, S
     .collect()
 }
 
-
 /// Mark every unresolved HTLC of an order; returns their keys.
 pub(crate) fn resolve_all_db(db: &dyn Db, order_id: &str, resolution: Resolution) -> Result<Vec<HtlcKey>, StoreError> {
     let keys: Vec<HtlcKey> =
@@ -118,7 +117,6 @@ pub(crate) fn resolve_all_db(db: &dyn Db, order_id: &str, resolution: Resolution
     Ok(keys)
 }
 
-
 /// The order of a payment hash, on any backend.
 pub(crate) fn order_id_by_hash_db(db: &dyn Db, payment_hash: &str, node: &str) -> Result<Option<String>, StoreError> {
     db.query_opt(
@@ -126,8 +124,8 @@ pub(crate) fn order_id_by_hash_db(db: &dyn Db, payment_hash: &str, node: &str) -
          WHERE p.payment_hash = ?1 AND o.node_id = ?2",
         &[payment_hash.into(), node.into()],
     )?
-        .map(|r| r.text(0))
-        .transpose()
+    .map(|r| r.text(0))
+    .transpose()
 }
 
 /// [`Store::apply_htlc`]'s transaction on any backend, once the hash is known to be order

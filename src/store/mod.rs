@@ -10,17 +10,18 @@
 
 mod answers;
 mod chain;
+pub mod copy;
 pub mod db;
 mod lifecycle;
 pub mod pg;
 #[cfg(test)]
 mod pg_tests;
-#[cfg(test)]
-#[path = "../../tests/support/postgres.rs"]
-pub(crate) mod test_postgres;
 pub mod schema;
 pub mod schema_pg;
 mod status;
+#[cfg(test)]
+#[path = "../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
 
 pub use answers::Answers;
 pub use chain::{RefundKind, RefundRecord, RefundState, SeenOutput, WatchedFunding};
@@ -358,11 +359,7 @@ impl Store {
     /// (from `lsps1-db-password-file`) overrides the URL's.
     pub fn open_postgres(url: &str, password: Option<&str>) -> Result<Store, StoreError> {
         let pg = pg::PgBackend::connect(url, password)?;
-        Ok(Store {
-            backend: Backend::Postgres(Arc::new(pg)),
-            generation: Arc::default(),
-            node: Arc::from(""),
-        })
+        Ok(Store { backend: Backend::Postgres(Arc::new(pg)), generation: Arc::default(), node: Arc::from("") })
     }
 
     fn sqlite(s: Sqlite) -> Store {
@@ -811,7 +808,6 @@ impl RawRow {
             client_ip: r.opt_text(47)?,
         })
     }
-
 
     fn into_record(self) -> Result<OrderRecord, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("order {}: {what}", self.order_id));

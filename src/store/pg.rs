@@ -153,11 +153,7 @@ fn shown_url(cfg: &tokio_postgres::Config) -> String {
         })
         .unwrap_or_default();
     let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgres://{}@{host}:{port}/{}",
-        cfg.get_user().unwrap_or(""),
-        cfg.get_dbname().unwrap_or("")
-    )
+    format!("postgres://{}@{host}:{port}/{}", cfg.get_user().unwrap_or(""), cfg.get_dbname().unwrap_or(""))
 }
 
 impl PgBackend {
@@ -180,19 +176,20 @@ impl PgBackend {
             .enable_all()
             .build()
             .map_err(|e| StoreError::OpenPg(format!("cannot start the database runtime: {e}")))?;
-        let mgr_cfg =
-            deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast };
+        let mgr_cfg = deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast };
         let mgr = if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
             deadpool_postgres::Manager::from_config(cfg, tokio_postgres::NoTls, mgr_cfg)
         } else {
             // `sslmode=prefer` (the default) or `require`: the server's certificate is checked
             // against the web's roots, as any TLS client would.
             let roots = tokio_rustls::rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| StoreError::OpenPg(format!("TLS: {e}")))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+                tokio_rustls::rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StoreError::OpenPg(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
             deadpool_postgres::Manager::from_config(cfg, tokio_postgres_rustls::MakeRustlsConnect::new(tls), mgr_cfg)
         };
         let pool = {
@@ -219,9 +216,8 @@ impl PgBackend {
 
     fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         let pool = self.pool.clone();
-        self.on_rt(async move { pool.get().await })?.map_err(|e| {
-            StoreError::Unavailable(format!("cannot reach PostgreSQL at {}: {e}", self.shown))
-        })
+        self.on_rt(async move { pool.get().await })?
+            .map_err(|e| StoreError::Unavailable(format!("cannot reach PostgreSQL at {}: {e}", self.shown)))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -241,9 +237,7 @@ impl PgBackend {
                 });
             }
             for (i, step) in PG_MIGRATIONS.iter().enumerate().skip(v as usize) {
-                tx.batch_execute(step)
-                    .await
-                    .map_err(|e| StoreError::OpenPg(format!("schema step v{}: {e}", i + 1)))?;
+                tx.batch_execute(step).await.map_err(|e| StoreError::OpenPg(format!("schema step v{}: {e}", i + 1)))?;
             }
             tx.execute("UPDATE lsps1_schema SET version = $1", &[&latest]).await.map_err(classify)?;
             tx.commit().await.map_err(classify)
@@ -279,8 +273,7 @@ impl PgBackend {
         loop {
             let tx = futures_executor::block_on(client.transaction()).map_err(classify)?;
             if relaxed {
-                futures_executor::block_on(tx.batch_execute("SET LOCAL synchronous_commit = off"))
-                    .map_err(classify)?;
+                futures_executor::block_on(tx.batch_execute("SET LOCAL synchronous_commit = off")).map_err(classify)?;
             }
             let done = f(&PgDb { c: &tx });
             let outcome = match done {

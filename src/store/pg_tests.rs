@@ -92,7 +92,8 @@ fn order_script(db: &dyn Db) -> Vec<String> {
     use super::tests::record;
     use super::{InsertLimits, insert_order_db, order_db, transition_db};
     use crate::order::{Event, FailReason, PaymentMethod, Phase};
-    let limits = |now| InsertLimits { fundable_sat: 3_100_000, max_unpaid_per_client: 2, max_unpaid_per_ip: 9, now_ms: now };
+    let limits =
+        |now| InsertLimits { fundable_sat: 3_100_000, max_unpaid_per_client: 2, max_unpaid_per_ip: 9, now_ms: now };
     let mut out = vec![];
     for (id, peer) in [("o1", "p"), ("o2", "p"), ("o3", "p"), ("o4", "q"), ("o5", "q")] {
         out.push(format!("{id}: {:?}", insert_order_db(db, &record(id, peer, 1_000), limits(1_000)).err()));

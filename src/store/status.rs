@@ -460,7 +460,6 @@ pub(crate) fn set_lease_state_in(
     Ok(n == 1)
 }
 
-
 impl Store {
     /// The operator's figures at `now_ms` and `height`, with the last `days` days (at least
     /// 30, for the 30-day window) of daily totals. The running totals cover the whole order

@@ -159,7 +159,8 @@ fn duplicate_order_id_leaves_nothing_half_written() {
 #[test]
 fn budget_and_quota_are_checked_in_the_transaction() {
     for_each_backend(|s| {
-        let limits = InsertLimits { fundable_sat: 2_500_000, max_unpaid_per_client: 2, max_unpaid_per_ip: 100, now_ms: 0 };
+        let limits =
+            InsertLimits { fundable_sat: 2_500_000, max_unpaid_per_client: 2, max_unpaid_per_ip: 100, now_ms: 0 };
         s.insert_order(&record("a", "p1", 0), limits).unwrap();
         s.insert_order(&record("b", "p2", 0), limits).unwrap();
         // Unpaid orders hold nothing back: nobody can lock the wallet by not paying.
@@ -200,7 +201,10 @@ fn transitions_are_compare_and_set_and_logged() {
         ));
         s.transition("a", Phase::PaymentHeld, Event::Fail(FailReason::PeerNotConnected), 7, None).unwrap();
         let r = s.get_order("a").unwrap().unwrap();
-        assert_eq!((r.phase, r.failure_reason.as_deref(), r.updated_at_ms), (Phase::Failed, Some("peer_not_connected"), 7));
+        assert_eq!(
+            (r.phase, r.failure_reason.as_deref(), r.updated_at_ms),
+            (Phase::Failed, Some("peer_not_connected"), 7)
+        );
         assert_eq!(r.paid_method, Some(PaymentMethod::Bolt11));
         let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["created", "payment_held", "peer_not_connected"]);
@@ -253,7 +257,8 @@ fn list_filters() {
 #[test]
 fn concurrent_inserts_cannot_both_pass_the_quota() {
     for_each_backend(|s| {
-        let limits = InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 2, max_unpaid_per_ip: 100, now_ms: 0 };
+        let limits =
+            InsertLimits { fundable_sat: u64::MAX / 4, max_unpaid_per_client: 2, max_unpaid_per_ip: 100, now_ms: 0 };
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let s = s.clone();
@@ -347,8 +352,9 @@ fn settle_and_refund_mark_every_htlc_once() {
         assert_eq!(s.active_leases(999).unwrap().len(), 1);
         assert!(s.active_leases(1_000).unwrap().is_empty());
 
-        let keys =
-            s.fail_order("bad", Phase::Opening, FailReason::OpenFailed, 5, &serde_json::json!({"error": "no"})).unwrap();
+        let keys = s
+            .fail_order("bad", Phase::Opening, FailReason::OpenFailed, 5, &serde_json::json!({"error": "no"}))
+            .unwrap();
         assert_eq!(keys.len(), 1);
         let (o, set) = s.order_with_htlcs("bad").unwrap().unwrap();
         assert_eq!((o.phase, set[0].resolution), (Phase::Failed, Some(Resolution::Failed)));

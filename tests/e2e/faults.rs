@@ -129,7 +129,12 @@ impl Purchase {
 /// A fresh node with the plugin running and settled (its startup messages done), the
 /// client connected.
 async fn fresh(client: &PublicKey) -> StandIn {
-    let s = StandIn::builder().option("lsps1-mpp-timeout-secs", json!(10)).start().await;
+    let mut b = StandIn::builder().option("lsps1-mpp-timeout-secs", json!(10));
+    if ON_POSTGRES.try_with(|p| *p).unwrap_or(false) {
+        let url = crate::postgres::database().expect("PostgreSQL checked before the sweep");
+        b = b.option("lsps1-db", json!(url));
+    }
+    let s = b.start().await;
     s.wait_log(Some("info"), "serving LSPS1 on regtest").await;
     s.peer_connects(client).await;
     s
@@ -316,6 +321,19 @@ async fn killed_at_every_message_of_a_single_part_purchase() {
 #[tokio::test]
 async fn killed_at_every_message_of_a_two_part_purchase() {
     sweep(Shape::Mpp2).await;
+}
+
+tokio::task_local! {
+    /// The sweep's plugins keep their orders in PostgreSQL (a fresh database each).
+    static ON_POSTGRES: bool;
+}
+
+#[tokio::test]
+async fn killed_at_every_message_of_a_purchase_on_postgres() {
+    if crate::postgres::database().is_none() {
+        return;
+    }
+    ON_POSTGRES.scope(true, sweep(Shape::Single)).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ mod lifecycle;
 mod lsps1;
 mod manifest;
 mod onchain;
+mod postgres;
 mod rest;
 mod rest_fuzz;
 mod soak;

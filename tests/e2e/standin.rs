@@ -822,9 +822,16 @@ pub struct Builder {
     feature_set_init: String,
     program: Option<(String, Vec<String>)>,
     ignore_sigxfsz: bool,
+    node_seed: u8,
 }
 
 impl Builder {
+    /// Another node: its key is 32 bytes of `seed` (two stand-ins sharing one order book
+    /// must be two nodes).
+    pub fn node_seed(mut self, seed: u8) -> Self {
+        self.node_seed = seed;
+        self
+    }
     pub fn option(mut self, name: &str, value: Value) -> Self {
         self.options.insert(name.into(), value);
         self
@@ -1073,6 +1080,7 @@ impl StandIn {
             feature_set_init: "800898880a8a59a1".into(),
             program: None,
             ignore_sigxfsz: false,
+            node_seed: 0x5a,
         }
     }
 
@@ -1086,7 +1094,7 @@ impl StandIn {
                 (Some(t), d)
             }
         };
-        let node_key = SecretKey::from_slice(&[0x5a; 32]).expect("key");
+        let node_key = SecretKey::from_slice(&[b.node_seed; 32]).expect("key");
         let node_id = PublicKey::from_secret_key(&Secp256k1::new(), &node_key);
 
         let rpc = Arc::new(RpcState::new(node_key));

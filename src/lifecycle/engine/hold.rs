@@ -141,10 +141,51 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                         }
                     }
                 }
-                match rx.await {
+                match self.outcome_or_margin(rx, &h).await {
                     Ok(outcome) => self.to_answer(outcome, &h),
                     // Unreachable while the engine lives; fail back rather than guess.
                     Err(_) => self.to_answer(Outcome::Fail(Failure::IncorrectOrUnknown), &h),
+                }
+            }
+        }
+    }
+
+    /// The outcome of a held HTLC, or a refund from memory once it reaches its safety margin
+    /// (ruling 17) and nothing else answered it in a few polls: the drivers refund at the
+    /// margin through the store, and when the store cannot be reached (a database outage)
+    /// the refund must not wait for it. The failure is recorded when the store is back.
+    async fn outcome_or_margin(
+        &self,
+        mut rx: oneshot::Receiver<Outcome>,
+        h: &HtlcIn,
+    ) -> Result<Outcome, oneshot::error::RecvError> {
+        let margin = self.inner.cfg.deadlines.safety_margin_blocks;
+        // The drivers act on the block at once; a few seconds is all they need.
+        let grace = Duration::from_secs(3);
+        let mut heights = self.inner.height.subscribe();
+        loop {
+            if self.height().saturating_add(margin) >= h.cltv_expiry {
+                if let Ok(r) = tokio::time::timeout(grace, &mut rx).await {
+                    return r;
+                }
+                log::warn!(
+                    "HTLC {}/{} ({} msat) reached its safety margin at block {} with no outcome (is the order store \
+                     reachable?); failing it back from memory",
+                    h.key.short_channel_id,
+                    h.key.id,
+                    h.amount_msat,
+                    self.height()
+                );
+                self.inner.failed_unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(h.key.clone());
+                self.answer(std::slice::from_ref(&h.key), &Outcome::Fail(Failure::IncorrectOrUnknown));
+                return rx.await;
+            }
+            tokio::select! {
+                r = &mut rx => return r,
+                changed = heights.changed() => {
+                    if changed.is_err() {
+                        return rx.await;
+                    }
                 }
             }
         }
