@@ -547,27 +547,6 @@ async fn on_allowclose(plugin: Plugin<State>, params: Value) -> Result<Value, an
     command(plugin, "lsps1-allowclose", params).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn feature_bit_switch() {
-        let dir = tempfile::tempdir().unwrap();
-        let net = dir.path().join("regtest");
-        std::fs::create_dir(&net).unwrap();
-        assert!(feature_bit_at_manifest(None, &net));
-        assert!(!feature_bit_at_manifest(Some("0"), &net));
-        assert!(feature_bit_at_manifest(Some("1"), &net));
-        std::fs::write(dir.path().join("config"), "network=regtest\nlsps1-feature-bit=false\n").unwrap();
-        assert!(!feature_bit_at_manifest(None, &net));
-        assert!(feature_bit_at_manifest(Some("true"), &net), "the environment wins");
-        std::fs::write(net.join("config"), "lsps1-feature-bit = 0\n").unwrap();
-        std::fs::remove_file(dir.path().join("config")).unwrap();
-        assert!(!feature_bit_at_manifest(None, &net));
-    }
-}
-
 /// Open the order store `lsps1-db` names (SQLite beside the node by default; PostgreSQL
 /// shared by several nodes), as seen by this node. PostgreSQL that cannot be reached at
 /// start is tried for a few seconds: nodes and their database often start together.
@@ -623,5 +602,26 @@ async fn open_store(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_bit_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("regtest");
+        std::fs::create_dir(&net).unwrap();
+        assert!(feature_bit_at_manifest(None, &net));
+        assert!(!feature_bit_at_manifest(Some("0"), &net));
+        assert!(feature_bit_at_manifest(Some("1"), &net));
+        std::fs::write(dir.path().join("config"), "network=regtest\nlsps1-feature-bit=false\n").unwrap();
+        assert!(!feature_bit_at_manifest(None, &net));
+        assert!(feature_bit_at_manifest(Some("true"), &net), "the environment wins");
+        std::fs::write(net.join("config"), "lsps1-feature-bit = 0\n").unwrap();
+        std::fs::remove_file(dir.path().join("config")).unwrap();
+        assert!(!feature_bit_at_manifest(None, &net));
     }
 }

@@ -13,6 +13,9 @@ pub const TABLES: [&str; 8] =
     ["orders", "payments", "htlcs", "channels", "events", "chain_outputs", "chain_refunds", "chain_blocks"];
 pub const TOTALS: [&str; 4] = ["stats_phase", "stats_daily", "stats_refunds", "stats_lease_ends"];
 
+/// One table as read from the source: its name, columns and rows.
+type TableRows = (&'static str, Vec<String>, Vec<Vec<Val>>);
+
 /// What was copied: each table and its rows.
 pub type CopyReport = Vec<(&'static str, u64)>;
 
@@ -36,7 +39,7 @@ pub fn copy_store(from: &Store, to: &Store) -> Result<CopyReport, StoreError> {
     if from.schema_version()? != to.schema_version()? {
         return Err(StoreError::Corrupt("the two stores have different schema versions".into()));
     }
-    let data: Vec<(&'static str, Vec<String>, Vec<Vec<Val>>)> = from.snapshot(|db| {
+    let data: Vec<TableRows> = from.snapshot(|db| {
         let mut out = vec![];
         for t in TABLES.iter().chain(TOTALS.iter()) {
             let cols = columns(from, db, t)?;
