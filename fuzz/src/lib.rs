@@ -397,6 +397,8 @@ fn check_order_response(r: &OrderRequest) {
             surplus_sat: 0,
         }),
         reorg_flagged: false,
+        node_id: None,
+        client_ip: None,
     };
     let bytes = jsonrpc::success_bytes(&WORST_ID, &order_response(&record)).expect("an order serializes");
     assert!(bytes.len() <= MAX_PAYLOAD_LEN, "C-21: order response of {} bytes", bytes.len());
