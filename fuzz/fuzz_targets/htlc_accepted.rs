@@ -217,6 +217,8 @@ fn order(payment_secret: String, order_total_sat: u64) -> OrderRecord {
         channel: None,
         onchain: None,
         reorg_flagged: false,
+        node_id: None,
+        client_ip: None,
     }
 }
 
