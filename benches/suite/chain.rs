@@ -20,8 +20,8 @@ use serde_json::json;
 use crate::common::{Stats, Table, env_num, us};
 
 /// A node whose only live part is its wallet.
-struct BenchNode {
-    listfunds: String,
+pub(crate) struct BenchNode {
+    pub(crate) listfunds: String,
 }
 
 fn no(method: &'static str) -> NodeError {
@@ -86,7 +86,7 @@ fn address(i: usize) -> String {
 }
 
 /// An unpaid order (the order benchmark's) with an on-chain option at `address(i)`.
-fn record(i: usize, now: i64) -> OrderRecord {
+pub(crate) fn record(i: usize, now: i64) -> OrderRecord {
     OrderRecord {
         refund_onchain_address: Some("bcrt1qjefm5vg3pshke552apccaxf92rkku89ucyj4hd".into()),
         required_channel_confirmations: 1,
@@ -105,7 +105,7 @@ fn record(i: usize, now: i64) -> OrderRecord {
 
 /// `listfunds` of a wallet of `wallet` outputs, one output (paid short) at every tenth
 /// order's address, the rest the LSP's own.
-fn listfunds(orders: usize, wallet: usize) -> String {
+pub(crate) fn listfunds(orders: usize, wallet: usize) -> String {
     let mut outs = Vec::with_capacity(wallet);
     for i in 0..wallet {
         let (addr, sat) =

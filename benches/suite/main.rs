@@ -1,6 +1,6 @@
 //! The benchmark suite: one command, `cargo bench --bench suite`, prints every
 //! figure with its ratio to the floor measured in the same run, and a closing table
-//! (BENCHMARKS.md keeps it). `LSPS1_BENCH_ONLY=p2p,orders,hook,store,rest,chain` picks sections;
+//! (BENCHMARKS.md keeps it). `LSPS1_BENCH_ONLY=p2p,orders,hook,store,rest,chain,postgres` picks sections;
 //! `LSPS1_BENCH_PERF=<dir>` records the plugin with `perf` during each measured row.
 //!
 //! Everything runs over loopback and the stand-in's stdio; the figures are never asserted.
@@ -14,6 +14,7 @@ mod common;
 mod hook;
 mod orders;
 mod p2p;
+mod postgres;
 mod rest;
 mod store;
 
@@ -45,6 +46,9 @@ fn main() {
         }
         if want("chain") {
             chain::run(&mut table).await;
+        }
+        if want("postgres") {
+            postgres::run(&mut table).await;
         }
     });
     table.print();

@@ -96,6 +96,12 @@ impl Row {
 pub trait Db {
     /// Run one statement; returns the rows it changed.
     fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError>;
+    /// Run one write whose row count the caller does not need. PostgreSQL may send it later
+    /// in the same transaction, pipelined with the next statement (an error then surfaces
+    /// there, or at the commit, and the transaction rolls back); SQLite runs it now.
+    fn execute_deferred(&self, sql: &str, args: &[Val]) -> Result<(), StoreError> {
+        self.execute(sql, args).map(|_| ())
+    }
     /// Run one query; every row.
     fn query(&self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError>;
     /// Run one query; its first row, if any.

@@ -560,6 +560,15 @@ impl Store {
         }
     }
 
+    /// Run SQL text as it is, in one transaction: the benchmarks' generated order books.
+    #[doc(hidden)]
+    pub fn exec_batch_for_bench(&self, sql: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(s.lock(&self.generation).execute_batch(sql)?),
+            Backend::Postgres(p) => p.batch(&format!("BEGIN; {sql} COMMIT;")),
+        }
+    }
+
     /// The schema version in the store.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         match &self.backend {
@@ -955,7 +964,7 @@ pub(crate) fn event_db(
     to: Option<Phase>,
     detail: Option<&Value>,
 ) -> Result<(), StoreError> {
-    db.execute(
+    db.execute_deferred(
         "INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         &[
             order_id.into(),
@@ -999,7 +1008,9 @@ pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLi
             reserved_sat: reserved,
         });
     }
-    db.execute(
+    // The rows are checked by the database (keys, constraints) when they land; nothing here
+    // reads them back, so they travel with the commit.
+    db.execute_deferred(
         "INSERT INTO orders (order_id, created_at_ms, updated_at_ms, client_node_id, transport, lsp_balance_sat, \
          client_balance_sat, required_channel_confirmations, funding_confirms_within_blocks, channel_expiry_blocks, \
          token, refund_onchain_address, announce_channel, client_info, phase, failure_reason, fee_total_sat, \
@@ -1034,7 +1045,7 @@ pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLi
         ],
     )?;
     if let Some(b) = &o.bolt11 {
-        db.execute(
+        db.execute_deferred(
             "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, invoice, \
              payment_hash, preimage, payment_secret, min_final_cltv) VALUES (?1, 'bolt11', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             &[
@@ -1051,7 +1062,7 @@ pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLi
         )?;
     }
     if let Some(q) = &o.onchain {
-        db.execute(
+        db.execute_deferred(
             "INSERT INTO payments (order_id, method, expires_at_ms, fee_total_sat, order_total_sat, address, \
              min_confirmations) VALUES (?1, 'onchain', ?2, ?3, ?4, ?5, ?6)",
             &[

@@ -69,28 +69,95 @@ fn read_row(r: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
-/// A pooled connection or a transaction on one, used from a blocking thread.
+/// A statement sent without waiting for its answer: pipelined with the next one that is
+/// waited for (tokio-postgres sends requests in the order they are first polled).
+enum Pending {
+    /// Simple-protocol text (`BEGIN`).
+    Text(String),
+    /// A write whose row count nobody reads (an event, an insert checked at commit).
+    Exec(String, Vec<Val>),
+}
+
+/// A pooled connection or a transaction on one, used from a blocking thread. Writes whose
+/// answer is not needed ([`Db::execute_deferred`]) and the transaction's `BEGIN` wait in
+/// `pending` and go out in one pipeline with the next statement that is waited for, so a
+/// transaction costs a round trip per read, not per statement.
 pub struct PgDb<'a, C: GenericClient> {
-    pub c: &'a C,
+    c: &'a C,
+    pending: std::cell::RefCell<Vec<Pending>>,
 }
 
 fn params(args: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
     args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }
 
+impl<'a, C: GenericClient> PgDb<'a, C> {
+    pub fn new(c: &'a C) -> Self {
+        PgDb { c, pending: std::cell::RefCell::new(vec![]) }
+    }
+
+    fn defer_text(&self, sql: &str) {
+        self.pending.borrow_mut().push(Pending::Text(sql.to_string()));
+    }
+
+    /// Run what is pending and then `op`, in one pipeline; `op`'s answer. The statements
+    /// are prepared first (from the cache, after their first use), so nothing can overtake.
+    fn pipelined<T>(&self, op: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        futures::executor::block_on(async {
+            let mut prepared = Vec::with_capacity(pending.len());
+            for p in &pending {
+                prepared.push(match p {
+                    Pending::Exec(sql, _) => Some(self.c.prepare_cached(sql).await.map_err(pg_err)?),
+                    Pending::Text(_) => None,
+                });
+            }
+            let sends = pending.iter().zip(&prepared).map(|(p, st)| async move {
+                match (p, st) {
+                    (Pending::Exec(_, args), Some(st)) => self.c.execute(st, &params(args)).await.map(|_| ()),
+                    (Pending::Text(t), _) => self.c.batch_execute(t).await,
+                    _ => Ok(()),
+                }
+            });
+            let (sent, out) = futures::future::join(futures::future::join_all(sends), op).await;
+            // The first failure is the one to report: what follows it failed because of it.
+            for r in sent {
+                r.map_err(pg_err)?;
+            }
+            out
+        })
+    }
+
+    /// Send what is pending, if anything, and wait for it.
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.pending.borrow().is_empty() {
+            return Ok(());
+        }
+        self.pipelined(async { Ok(()) })
+    }
+
+    /// Send what is pending with `tail` (the transaction's end), waiting for all of it.
+    fn finish(&self, tail: &str) -> Result<(), StoreError> {
+        self.pipelined(async { self.c.batch_execute(tail).await.map_err(pg_err) })
+    }
+}
+
 impl<C: GenericClient> Db for PgDb<'_, C> {
     fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         let sql = pg_sql(sql);
-        futures_executor::block_on(async {
-            let stmt = self.c.prepare_cached(&sql).await.map_err(pg_err)?;
-            self.c.execute(&stmt, &params(args)).await.map_err(pg_err)
-        })
+        let stmt = futures::executor::block_on(self.c.prepare_cached(&sql)).map_err(pg_err)?;
+        self.pipelined(async { self.c.execute(&stmt, &params(args)).await.map_err(pg_err) })
+    }
+
+    fn execute_deferred(&self, sql: &str, args: &[Val]) -> Result<(), StoreError> {
+        self.pending.borrow_mut().push(Pending::Exec(pg_sql(sql), args.to_vec()));
+        Ok(())
     }
 
     fn query(&self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
         let sql = pg_sql(sql);
-        futures_executor::block_on(async {
-            let stmt = self.c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let stmt = futures::executor::block_on(self.c.prepare_cached(&sql)).map_err(pg_err)?;
+        self.pipelined(async {
             let rows = self.c.query(&stmt, &params(args)).await.map_err(pg_err)?;
             rows.iter().map(read_row).collect()
         })
@@ -211,7 +278,7 @@ impl PgBackend {
     /// Run `fut` on this backend's runtime and wait for it from any thread.
     fn on_rt<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T, StoreError> {
         let rt = self.rt.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?;
-        futures_executor::block_on(rt.spawn(fut)).map_err(|e| StoreError::Task(e.to_string()))
+        futures::executor::block_on(rt.spawn(fut)).map_err(|e| StoreError::Task(e.to_string()))
     }
 
     fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -222,7 +289,7 @@ impl PgBackend {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client()?;
-        futures_executor::block_on(async {
+        futures::executor::block_on(async {
             let tx = client.transaction().await.map_err(classify)?;
             // The lock first: even the version table is made by one plugin only.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(classify)?;
@@ -251,7 +318,7 @@ impl PgBackend {
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let client = self.client()?;
-        let v: i64 = futures_executor::block_on(client.query_one("SELECT version FROM lsps1_schema", &[]))
+        let v: i64 = futures::executor::block_on(client.query_one("SELECT version FROM lsps1_schema", &[]))
             .map_err(classify)?
             .get(0);
         u32::try_from(v).map_err(|_| StoreError::Range("schema version"))
@@ -260,7 +327,7 @@ impl PgBackend {
     /// Run SQL text as it is (tests; the copy command's checks).
     pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
         let client = self.client()?;
-        futures_executor::block_on(client.batch_execute(sql)).map_err(classify)
+        futures::executor::block_on(client.batch_execute(sql)).map_err(classify)
     }
 
     /// Run `f` in one transaction (READ COMMITTED: the compare-and-sets are single
@@ -268,19 +335,21 @@ impl PgBackend {
     /// returns; run again when the server aborts it for a conflict. `relaxed`: committed
     /// without waiting for the flush (new orders, see `Store::insert_order`).
     pub fn write<R>(&self, relaxed: bool, f: &dyn Fn(&dyn Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let mut client = self.client()?;
+        let client = self.client()?;
+        // The transaction opens with its first statement, in the same round trip.
+        let begin = if relaxed { "BEGIN; SET LOCAL synchronous_commit = off" } else { "BEGIN" };
         let mut attempt = 0;
         loop {
-            let tx = futures_executor::block_on(client.transaction()).map_err(classify)?;
-            if relaxed {
-                futures_executor::block_on(tx.batch_execute("SET LOCAL synchronous_commit = off")).map_err(classify)?;
+            let db = PgDb::new(&client);
+            db.defer_text(begin);
+            let outcome = f(&db).and_then(|r| db.finish("COMMIT").map(|()| r));
+            if outcome.is_err() {
+                // Whatever failed (a statement, its pipeline, the COMMIT), nothing of it stays:
+                // a ROLLBACK outside a transaction is only a warning, and a connection that
+                // cannot even roll back is dropped by the pool's check.
+                db.pending.borrow_mut().clear();
+                let _ = futures::executor::block_on(client.batch_execute("ROLLBACK"));
             }
-            let done = f(&PgDb { c: &tx });
-            let outcome = match done {
-                Ok(r) => futures_executor::block_on(tx.commit()).map_err(classify).map(|()| r),
-                // Dropping the transaction rolls it back.
-                Err(e) => Err(e),
-            };
             match outcome {
                 Err(StoreError::Retry(_)) if attempt < CONFLICT_RETRIES => attempt += 1,
                 other => return other,
@@ -293,9 +362,12 @@ impl PgBackend {
     pub fn read<R>(&self, snapshot: bool, f: &dyn Fn(&dyn Db) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let mut client = self.client()?;
         if !snapshot {
-            return f(&PgDb { c: &client });
+            let db = PgDb::new(&client);
+            let r = f(&db)?;
+            db.flush()?;
+            return Ok(r);
         }
-        let tx = futures_executor::block_on(
+        let tx = futures::executor::block_on(
             client
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -303,8 +375,10 @@ impl PgBackend {
                 .start(),
         )
         .map_err(classify)?;
-        let r = f(&PgDb { c: &tx })?;
-        futures_executor::block_on(tx.commit()).map_err(classify)?;
+        let db = PgDb::new(&tx);
+        let r = f(&db)?;
+        db.flush()?;
+        futures::executor::block_on(tx.commit()).map_err(classify)?;
         Ok(r)
     }
 }

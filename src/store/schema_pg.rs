@@ -325,4 +325,62 @@ pub const PG_MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node_id, height)
     );
     "#,
+    // v7: the running totals spread over 16 slots (the writer's backend pid picks one), so
+    // that concurrent writers (several nodes, many clients) do not queue on one hot row
+    // for the length of their transactions; the figures read the sum of the slots. SQLite
+    // has one writer and keeps one row.
+    r#"
+    ALTER TABLE stats_phase ADD COLUMN slot BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE stats_phase DROP CONSTRAINT stats_phase_pkey;
+    ALTER TABLE stats_phase ADD PRIMARY KEY (phase, slot);
+    ALTER TABLE stats_daily ADD COLUMN slot BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE stats_daily DROP CONSTRAINT stats_daily_pkey;
+    ALTER TABLE stats_daily ADD PRIMARY KEY (day, slot);
+
+    CREATE FUNCTION lsps1_stats_slot() RETURNS BIGINT LANGUAGE sql STABLE AS $$
+        SELECT (pg_backend_pid() % 16)::bigint
+    $$;
+
+    CREATE OR REPLACE FUNCTION lsps1_stats_order_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO stats_phase (phase, slot, orders) VALUES (NEW.phase, lsps1_stats_slot(), 1)
+            ON CONFLICT (phase, slot) DO UPDATE SET orders = stats_phase.orders + 1;
+        INSERT INTO stats_daily (day, slot, created) VALUES (NEW.created_at_ms / 86400000, lsps1_stats_slot(), 1)
+            ON CONFLICT (day, slot) DO UPDATE SET created = stats_daily.created + 1;
+        RETURN NULL;
+    END $$;
+
+    CREATE OR REPLACE FUNCTION lsps1_stats_order_phase() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO stats_phase (phase, slot, orders) VALUES (OLD.phase, lsps1_stats_slot(), -1)
+            ON CONFLICT (phase, slot) DO UPDATE SET orders = stats_phase.orders - 1;
+        INSERT INTO stats_phase (phase, slot, orders) VALUES (NEW.phase, lsps1_stats_slot(), 1)
+            ON CONFLICT (phase, slot) DO UPDATE SET orders = stats_phase.orders + 1;
+        IF NEW.phase = 'completed' THEN
+            INSERT INTO stats_daily (day, slot, completed, revenue_sat, capacity_sat)
+                VALUES (NEW.updated_at_ms / 86400000, lsps1_stats_slot(), 1, lsps1_paid_fee(NEW), NEW.lsp_balance_sat)
+                ON CONFLICT (day, slot) DO UPDATE SET completed = stats_daily.completed + 1,
+                    revenue_sat = stats_daily.revenue_sat + excluded.revenue_sat,
+                    capacity_sat = stats_daily.capacity_sat + excluded.capacity_sat;
+        ELSIF NEW.phase = 'failed' THEN
+            INSERT INTO stats_daily (day, slot, failed) VALUES (NEW.updated_at_ms / 86400000, lsps1_stats_slot(), 1)
+                ON CONFLICT (day, slot) DO UPDATE SET failed = stats_daily.failed + 1;
+            IF OLD.phase IN ('payment_held', 'opening') THEN
+                INSERT INTO stats_refunds (cause, refunds) VALUES (COALESCE(NEW.failure_reason, 'unknown'), 1)
+                    ON CONFLICT (cause) DO UPDATE SET refunds = stats_refunds.refunds + 1;
+            END IF;
+        END IF;
+        RETURN NULL;
+    END $$;
+
+    CREATE OR REPLACE FUNCTION lsps1_stats_refunded_after_open() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO stats_daily (day, slot, revenue_sat)
+            VALUES (NEW.updated_at_ms / 86400000, lsps1_stats_slot(), -lsps1_paid_fee(NEW))
+            ON CONFLICT (day, slot) DO UPDATE SET revenue_sat = stats_daily.revenue_sat + excluded.revenue_sat;
+        INSERT INTO stats_refunds (cause, refunds) VALUES ('refunded_after_open', 1)
+            ON CONFLICT (cause) DO UPDATE SET refunds = stats_refunds.refunds + 1;
+        RETURN NULL;
+    END $$;
+    "#,
 ];

@@ -242,7 +242,7 @@ fn leases_from(db: &dyn Db, sql: &str, args: &[Val]) -> Result<Vec<LeaseRow>, St
 /// [`Store::status_figures`] on any backend, inside one read snapshot the caller holds.
 pub(crate) fn status_figures_in(db: &dyn Db, now_ms: i64, height: u32, days: u32) -> Result<StoreFigures, StoreError> {
     let mut by_phase: Vec<(String, u64)> = PHASES.iter().map(|p| (p.to_string(), 0)).collect();
-    for r in db.query("SELECT phase, orders FROM stats_phase", &[])? {
+    for r in db.query("SELECT phase, CAST(SUM(orders) AS BIGINT) FROM stats_phase GROUP BY phase", &[])? {
         let phase = r.text(0)?;
         if let Some(slot) = by_phase.iter_mut().find(|(p, _)| *p == phase) {
             slot.1 = to_u64(r.i64(1)?, "orders by phase")?;
@@ -253,7 +253,9 @@ pub(crate) fn status_figures_in(db: &dyn Db, now_ms: i64, height: u32, days: u32
     let first = today - span + 1;
     let mut daily: Vec<DayFigures> = (first..=today).map(|day| DayFigures { day, ..DayFigures::default() }).collect();
     for r in db.query(
-        "SELECT day, created, completed, failed, revenue_sat, capacity_sat FROM stats_daily WHERE day >= ?1 AND day <= ?2",
+        "SELECT day, CAST(SUM(created) AS BIGINT), CAST(SUM(completed) AS BIGINT), CAST(SUM(failed) AS BIGINT), \
+         CAST(SUM(revenue_sat) AS BIGINT), CAST(SUM(capacity_sat) AS BIGINT) FROM stats_daily \
+         WHERE day >= ?1 AND day <= ?2 GROUP BY day",
         &[first.into(), today.into()],
     )? {
         let day = r.i64(0)?;
