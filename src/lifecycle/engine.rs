@@ -167,6 +167,9 @@ struct Inner<N, C> {
     /// order's channel of the same size.
     client_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     height: watch::Sender<u32>,
+    /// The newest block announced, before its passes ran: what held HTLCs measure their
+    /// safety margin against, so a slow store never delays a refund.
+    announced: watch::Sender<u32>,
     /// One look at the chain at a time: two would both refund the same outputs (only one
     /// refund could confirm, but the record would be muddled).
     chain_lock: tokio::sync::Mutex<()>,
@@ -227,6 +230,7 @@ fn checked_preimage(order: &OrderRecord) -> Option<String> {
 impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     pub fn new(store: Store, node: N, clock: C, cfg: LifecycleConfig, height: u32, events: Option<EventSink>) -> Self {
         let (tx, _rx) = watch::channel(height);
+        let (announced, _) = watch::channel(height);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -241,6 +245,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 failed_unrecorded: Mutex::new(HashSet::new()),
                 client_locks: Mutex::new(HashMap::new()),
                 height: tx,
+                announced,
                 chain_lock: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
                 events,
@@ -283,7 +288,24 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
 
     /// Take `h` as the tip without waking the drivers (the chain pass of a new block runs
     /// first, so that every confirmation count, an open's own pass included, uses it).
+    /// A block was announced (`block_added`): held HTLCs' margins count from it at once.
+    pub(crate) fn announce_height(&self, h: u32) {
+        self.inner.announced.send_if_modified(|cur| {
+            let changed = h > *cur;
+            if changed {
+                *cur = h;
+            }
+            changed
+        });
+    }
+
+    /// The newest block announced (at least [`Engine::height`]).
+    pub(crate) fn announced_height(&self) -> u32 {
+        (*self.inner.announced.borrow()).max(self.height())
+    }
+
     pub(crate) fn note_height(&self, h: u32) {
+        self.announce_height(h);
         self.inner.height.send_if_modified(|cur| {
             let changed = h > *cur;
             if changed {

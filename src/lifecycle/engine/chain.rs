@@ -44,10 +44,9 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
     /// `block_added` with its hash: remember it, tell a reorg (a height seen before with
     /// another hash, ruling 25), then look at the chain.
     pub async fn on_block(&self, height: u32, hash: Option<String>) {
-        // The new block counts at once, for every pass (an open's own included) and for the
-        // held HTLCs' margins, before anything that may wait on the store; the drivers are
-        // woken by `set_height` afterwards.
-        self.note_height(height);
+        // Held HTLCs measure their margins from the new block at once, before anything here
+        // may wait on the store.
+        self.announce_height(height);
         if let Some(hash) = hash {
             let h = hash.clone();
             match self.inner.store.call(move |s| s.block_at(height)).await {
@@ -64,6 +63,9 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                 log::warn!("Cannot record block {height}: {e}");
             }
         }
+        // The new block counts at once, for every pass (an open's own included), before the
+        // drivers are woken by `set_height`.
+        self.note_height(height);
         let tip = self.height();
         // One read of the wallet serves both passes: on a large wallet it is most of a
         // block's work.

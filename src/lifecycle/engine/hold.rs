@@ -162,9 +162,9 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
         let margin = self.inner.cfg.deadlines.safety_margin_blocks;
         // The drivers act on the block at once; a few seconds is all they need.
         let grace = Duration::from_secs(3);
-        let mut heights = self.inner.height.subscribe();
+        let mut heights = self.inner.announced.subscribe();
         loop {
-            if self.height().saturating_add(margin) >= h.cltv_expiry {
+            if self.announced_height().saturating_add(margin) >= h.cltv_expiry {
                 if let Ok(r) = tokio::time::timeout(grace, &mut rx).await {
                     return r;
                 }
@@ -174,7 +174,7 @@ impl<N: NodeApi + ChannelApi + WalletApi, C: Clock> Engine<N, C> {
                     h.key.short_channel_id,
                     h.key.id,
                     h.amount_msat,
-                    self.height()
+                    self.announced_height()
                 );
                 self.inner.failed_unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(h.key.clone());
                 self.answer(std::slice::from_ref(&h.key), &Outcome::Fail(Failure::IncorrectOrUnknown));
