@@ -130,3 +130,32 @@ fn store_statements_run_translated_through_the_trait() {
         .unwrap();
     assert_eq!(out, (0, 1, 7, None, 7));
 }
+
+/// TLS as the URL asks, as libpq reads it: `sslmode=verify-full` with `sslrootcert` (a
+/// private CA) connects over TLS; the same server without the CA file is refused (its
+/// certificate is checked in every TLS mode); `sslmode=disable` connects in the clear.
+#[test]
+fn tls_as_the_url_asks() {
+    use cln_lsps1::store::db::Db;
+    use cln_lsps1::store::pg::PgBackend;
+    let Some(mut pg) = server() else { return };
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    pg.enable_tls(&ck.cert.pem(), &ck.key_pair.serialize_pem()).unwrap();
+    pg.create_db("tls").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let ssl = |b: &PgBackend| {
+        b.read(false, &|db: &dyn Db| {
+            Ok(db.query_opt("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?.unwrap().flag(0)?)
+        })
+        .unwrap()
+    };
+    let url = pg.url("tls");
+    let verified = PgBackend::connect(&format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display()), None)
+        .unwrap_or_else(|e| panic!("verify-full with the CA: {e}; {}", pg.log_tail()));
+    assert!(ssl(&verified), "the connection is TLS");
+    assert!(PgBackend::connect(&format!("{url}?sslmode=require"), None).is_err(), "an unknown CA is refused");
+    let clear = PgBackend::connect(&format!("{url}?sslmode=disable"), None).unwrap();
+    assert!(!ssl(&clear));
+}

@@ -210,6 +210,44 @@ fn classify(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// The URL as the driver takes it, and the CA file it names. libpq's `sslrootcert` (a
+/// private CA) is taken out, and `sslmode=verify-ca`/`verify-full` become `require`: the
+/// driver knows neither, and rustls checks the chain and the name in every mode.
+pub fn libpq_tls(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
+    let mut rootcert = None;
+    let mut kept = vec![];
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslrootcert", v)) => rootcert = Some(std::path::PathBuf::from(percent_decode(v))),
+            Some(("sslmode", "verify-ca" | "verify-full")) => kept.push("sslmode=require".to_string()),
+            _ => kept.push(pair.to_string()),
+        }
+    }
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    (url, rootcert)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn shown_url(cfg: &tokio_postgres::Config) -> String {
     let host = cfg
         .get_hosts()
@@ -227,6 +265,7 @@ impl PgBackend {
     /// Connect to `url` and migrate the schema under the advisory lock. A database written
     /// by a newer version is refused untouched.
     pub fn connect(url: &str, password: Option<&str>) -> Result<PgBackend, StoreError> {
+        let (url, rootcert) = libpq_tls(url);
         let mut cfg: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::OpenPg(format!("lsps1-db is not a PostgreSQL URL: {e}")))?;
         if let Some(p) = password {
@@ -247,9 +286,26 @@ impl PgBackend {
         let mgr = if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
             deadpool_postgres::Manager::from_config(cfg, tokio_postgres::NoTls, mgr_cfg)
         } else {
-            // `sslmode=prefer` (the default) or `require`: the server's certificate is checked
-            // against the web's roots, as any TLS client would.
-            let roots = tokio_rustls::rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            // `sslmode=prefer` (the default), `require`, `verify-ca` or `verify-full`: the
+            // server's certificate and name are always checked, against `sslrootcert` when the
+            // URL names one (a private CA, as libpq reads it), else against the web's roots.
+            let roots = match &rootcert {
+                None => tokio_rustls::rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+                Some(path) => {
+                    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+                    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+                    let certs = CertificateDer::pem_file_iter(path)
+                        .map_err(|e| StoreError::OpenPg(format!("sslrootcert {}: {e}", path.display())))?;
+                    for c in certs {
+                        let c = c.map_err(|e| StoreError::OpenPg(format!("sslrootcert {}: {e}", path.display())))?;
+                        roots.add(c).map_err(|e| StoreError::OpenPg(format!("sslrootcert {}: {e}", path.display())))?;
+                    }
+                    if roots.is_empty() {
+                        return Err(StoreError::OpenPg(format!("sslrootcert {}: no certificate", path.display())));
+                    }
+                    roots
+                }
+            };
             let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
                 tokio_rustls::rustls::crypto::ring::default_provider(),
             ))
@@ -380,5 +436,20 @@ impl PgBackend {
         db.flush()?;
         futures::executor::block_on(tx.commit()).map_err(classify)?;
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::libpq_tls;
+
+    #[test]
+    fn libpq_tls_parameters_are_read_and_taken_out() {
+        assert_eq!(libpq_tls("postgres://u@h/db"), ("postgres://u@h/db".into(), None));
+        let (url, ca) =
+            libpq_tls("postgres://u@h:5432/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=5");
+        assert_eq!(url, "postgres://u@h:5432/db?sslmode=require&connect_timeout=5");
+        assert_eq!(ca.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(libpq_tls("postgres://u@h/db?sslrootcert=/x").0, "postgres://u@h/db");
     }
 }

@@ -180,6 +180,32 @@ impl Postgres {
         }
     }
 
+    /// Serve TLS with this certificate and key (PEM) from now on: restarts the server.
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        self.stop();
+        let data = self.data();
+        let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&cert, cert_pem).map_err(|e| e.to_string())?;
+        std::fs::write(&key, key_pem).map_err(|e| e.to_string())?;
+        // PostgreSQL serves a key only its own user can read.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        if let Some((u, g)) = self.uid {
+            for f in [&cert, &key] {
+                let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+                // SAFETY: files we just wrote.
+                unsafe { libc::chown(c.as_ptr(), u, g) };
+            }
+        }
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(
+            &mut conf,
+            b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .map_err(|e| e.to_string())?;
+        self.run()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
