@@ -48,7 +48,7 @@ fn count(db: &dyn Db, table: &str) -> Result<u64, StoreError> {
 /// Copy `from` into `to`, which must hold no order and no event.
 pub fn copy_store(from: &Store, to: &Store) -> Result<CopyReport, StoreError> {
     if from.schema_version()? != to.schema_version()? {
-        return Err(StoreError::Corrupt("the two stores have different schema versions".into()));
+        return Err(StoreError::Refused("the two stores have different schema versions".into()));
     }
     let data: Vec<TableRows> = from.snapshot(|db| {
         let mut out = vec![];
@@ -69,7 +69,7 @@ pub fn copy_store(from: &Store, to: &Store) -> Result<CopyReport, StoreError> {
     to.write(|db| {
         for t in TABLES {
             if count(db, t)? != 0 {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::Refused(format!(
                     "the target already holds rows in {t}; copy-store fills an empty store only"
                 )));
             }

@@ -81,6 +81,9 @@ pub enum StoreError {
     /// PostgreSQL aborted a transaction for a conflict with another one: run it again.
     #[error("order store: transaction conflict: {0}")]
     Retry(String),
+    /// An operation refused as asked (copy-store into a store that is not empty).
+    #[error("{0}")]
+    Refused(String),
     #[error("order store task failed: {0}")]
     Task(String),
     #[error("order {0} is not in the phase this transition needs")]
