@@ -402,14 +402,6 @@ impl Store {
         }
     }
 
-    /// Which backend, for the logs.
-    pub fn backend_name(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
-    }
-
     fn init(mut conn: Connection, path: &str) -> Result<Connection, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_string(), source };
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
@@ -685,16 +677,7 @@ impl Store {
 
     /// Unexpired unpaid orders created over REST from `ip`, on every node.
     pub fn unpaid_from_ip(&self, ip: &str, now_ms: i64) -> Result<u64, StoreError> {
-        self.read(|db| {
-            let r = db
-                .query_opt(
-                    "SELECT COUNT(*) FROM orders WHERE client_ip = ?1 AND phase = 'awaiting_payment' \
-                     AND expires_at_ms > ?2",
-                    &[ip.into(), now_ms.into()],
-                )?
-                .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
-            to_u64(r.i64(0)?, "unpaid order count")
-        })
+        self.read(|db| unpaid_from_ip_db(db, ip, now_ms))
     }
 }
 
@@ -957,6 +940,17 @@ fn unpaid_db(db: &dyn db::Db, client_node_id: &str, now_ms: i64) -> Result<u64, 
     to_u64(r.i64(0)?, "unpaid order count")
 }
 
+/// Unexpired unpaid orders created over REST from `ip`, on every node.
+fn unpaid_from_ip_db(db: &dyn db::Db, ip: &str, now_ms: i64) -> Result<u64, StoreError> {
+    let r = db
+        .query_opt(
+            "SELECT COUNT(*) FROM orders WHERE client_ip = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
+            &[ip.into(), now_ms.into()],
+        )?
+        .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
+    to_u64(r.i64(0)?, "unpaid order count")
+}
+
 /// An event of the order's log, with the phases it moved between.
 pub(crate) fn event_db(
     db: &dyn db::Db,
@@ -993,13 +987,7 @@ pub(crate) fn insert_order_db(db: &dyn db::Db, o: &OrderRecord, limits: InsertLi
     }
     if let Some(ip) = &o.client_ip {
         db.lock_key(&format!("ip:{ip}"))?;
-        let r = db
-            .query_opt(
-                "SELECT COUNT(*) FROM orders WHERE client_ip = ?1 AND phase = 'awaiting_payment' AND expires_at_ms > ?2",
-                &[ip.as_str().into(), limits.now_ms.into()],
-            )?
-            .ok_or_else(|| StoreError::Corrupt("no count".into()))?;
-        let from_ip = to_u64(r.i64(0)?, "unpaid order count")?;
+        let from_ip = unpaid_from_ip_db(db, ip, limits.now_ms)?;
         if from_ip >= limits.max_unpaid_per_ip {
             return Err(StoreError::TooManyUnpaidFromAddress(from_ip));
         }

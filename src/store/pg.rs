@@ -42,20 +42,16 @@ impl ToSql for Val {
     to_sql_checked!();
 }
 
-fn pg_err(e: tokio_postgres::Error) -> StoreError {
-    classify(e)
-}
-
 fn read_row(r: &tokio_postgres::Row) -> Result<Row, StoreError> {
     let mut out = Vec::with_capacity(r.len());
     for (i, col) in r.columns().iter().enumerate() {
         let v = match *col.type_() {
-            Type::INT8 => r.try_get::<_, Option<i64>>(i).map_err(pg_err)?.map(Val::Int),
-            Type::INT4 => r.try_get::<_, Option<i32>>(i).map_err(pg_err)?.map(|v| Val::Int(v.into())),
-            Type::INT2 => r.try_get::<_, Option<i16>>(i).map_err(pg_err)?.map(|v| Val::Int(v.into())),
-            Type::BOOL => r.try_get::<_, Option<bool>>(i).map_err(pg_err)?.map(|v| Val::Int(v.into())),
+            Type::INT8 => r.try_get::<_, Option<i64>>(i).map_err(classify)?.map(Val::Int),
+            Type::INT4 => r.try_get::<_, Option<i32>>(i).map_err(classify)?.map(|v| Val::Int(v.into())),
+            Type::INT2 => r.try_get::<_, Option<i16>>(i).map_err(classify)?.map(|v| Val::Int(v.into())),
+            Type::BOOL => r.try_get::<_, Option<bool>>(i).map_err(classify)?.map(|v| Val::Int(v.into())),
             Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
-                r.try_get::<_, Option<String>>(i).map_err(pg_err)?.map(Val::Text)
+                r.try_get::<_, Option<String>>(i).map_err(classify)?.map(Val::Text)
             }
             ref other => {
                 return Err(StoreError::Corrupt(format!(
@@ -108,7 +104,7 @@ impl<'a, C: GenericClient> PgDb<'a, C> {
             let mut prepared = Vec::with_capacity(pending.len());
             for p in &pending {
                 prepared.push(match p {
-                    Pending::Exec(sql, _) => Some(self.c.prepare_cached(sql).await.map_err(pg_err)?),
+                    Pending::Exec(sql, _) => Some(self.c.prepare_cached(sql).await.map_err(classify)?),
                     Pending::Text(_) => None,
                 });
             }
@@ -122,7 +118,7 @@ impl<'a, C: GenericClient> PgDb<'a, C> {
             let (sent, out) = futures::future::join(futures::future::join_all(sends), op).await;
             // The first failure is the one to report: what follows it failed because of it.
             for r in sent {
-                r.map_err(pg_err)?;
+                r.map_err(classify)?;
             }
             out
         })
@@ -138,15 +134,15 @@ impl<'a, C: GenericClient> PgDb<'a, C> {
 
     /// Send what is pending with `tail` (the transaction's end), waiting for all of it.
     fn finish(&self, tail: &str) -> Result<(), StoreError> {
-        self.pipelined(async { self.c.batch_execute(tail).await.map_err(pg_err) })
+        self.pipelined(async { self.c.batch_execute(tail).await.map_err(classify) })
     }
 }
 
 impl<C: GenericClient> Db for PgDb<'_, C> {
     fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         let sql = pg_sql(sql);
-        let stmt = futures::executor::block_on(self.c.prepare_cached(&sql)).map_err(pg_err)?;
-        self.pipelined(async { self.c.execute(&stmt, &params(args)).await.map_err(pg_err) })
+        let stmt = futures::executor::block_on(self.c.prepare_cached(&sql)).map_err(classify)?;
+        self.pipelined(async { self.c.execute(&stmt, &params(args)).await.map_err(classify) })
     }
 
     fn execute_deferred(&self, sql: &str, args: &[Val]) -> Result<(), StoreError> {
@@ -156,9 +152,9 @@ impl<C: GenericClient> Db for PgDb<'_, C> {
 
     fn query(&self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
         let sql = pg_sql(sql);
-        let stmt = futures::executor::block_on(self.c.prepare_cached(&sql)).map_err(pg_err)?;
+        let stmt = futures::executor::block_on(self.c.prepare_cached(&sql)).map_err(classify)?;
         self.pipelined(async {
-            let rows = self.c.query(&stmt, &params(args)).await.map_err(pg_err)?;
+            let rows = self.c.query(&stmt, &params(args)).await.map_err(classify)?;
             rows.iter().map(read_row).collect()
         })
     }

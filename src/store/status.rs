@@ -8,7 +8,7 @@
 use serde_json::json;
 
 use super::db::{Db, Row, Val};
-use super::{Store, StoreError, to_u64};
+use super::{Store, StoreError, event_db, to_u64};
 
 /// Milliseconds in a UTC day: the unit of `stats_daily`.
 pub const DAY_MS: i64 = 86_400_000;
@@ -150,21 +150,6 @@ fn u32_of(v: i64, what: &'static str) -> Result<u32, StoreError> {
 
 fn one(db: &dyn Db, sql: &str, args: &[Val]) -> Result<Row, StoreError> {
     db.query_opt(sql, args)?.ok_or_else(|| StoreError::Corrupt(format!("no row from: {sql}")))
-}
-
-/// An event of the order's log (the `Db` twin of `insert_event`).
-pub(crate) fn insert_event_db(
-    db: &dyn Db,
-    order_id: &str,
-    at_ms: i64,
-    kind: &str,
-    detail: Option<&serde_json::Value>,
-) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO events (order_id, at_ms, kind, from_phase, to_phase, detail) VALUES (?1, ?2, ?3, NULL, NULL, ?4)",
-        &[order_id.into(), at_ms.into(), kind.into(), detail.map(|d| d.to_string()).into()],
-    )?;
-    Ok(())
 }
 
 fn held_in(db: &dyn Db) -> Result<HeldFigures, StoreError> {
@@ -380,11 +365,13 @@ pub(crate) fn end_leases_in(db: &dyn Db, height: u32, now_ms: i64, node: &str) -
              WHERE order_id = ?1 AND lease_state IS NULL",
             &[lease.order_id.as_str().into()],
         )?;
-        insert_event_db(
+        event_db(
             db,
             &lease.order_id,
             now_ms,
             "lease_ended",
+            None,
+            None,
             Some(&json!({"lease_end_block": lease.lease_end_block, "height": height})),
         )?;
     }
@@ -408,7 +395,7 @@ pub(crate) fn lease_channel_closed_in(
         .transpose()?;
     if let Some(id) = &order {
         db.execute("UPDATE channels SET lease_state = 'closed' WHERE order_id = ?1", &[id.as_str().into()])?;
-        insert_event_db(db, id, now_ms, "lease_closed", Some(detail))?;
+        event_db(db, id, now_ms, "lease_closed", None, None, Some(detail))?;
     }
     Ok(order)
 }
@@ -427,7 +414,7 @@ pub(crate) fn lease_close_refused_in(
         &[order_id.into(), height.into()],
     )?;
     if n == 1 {
-        insert_event_db(db, order_id, now_ms, "lease_close_refused", Some(detail))?;
+        event_db(db, order_id, now_ms, "lease_close_refused", None, None, Some(detail))?;
     }
     Ok(n == 1)
 }
@@ -457,7 +444,7 @@ pub(crate) fn set_lease_state_in(
         &[order_id.into(), to.column().into(), from.column().into()],
     )?;
     if n == 1 {
-        insert_event_db(db, order_id, now_ms, &format!("lease_{}", to.as_str()), Some(detail))?;
+        event_db(db, order_id, now_ms, &format!("lease_{}", to.as_str()), None, None, Some(detail))?;
     }
     Ok(n == 1)
 }
